@@ -1,0 +1,69 @@
+"""``create_app()``: the quart-trio application, for hypercorn or for embedding.
+
+``hypercorn --worker-class trio 'trio_sse.app:create_app()'`` calls it with no hub:
+the app then opens its own hub while it serves (settings from the environment).
+Embedders pass the hub they opened with :func:`trio_sse.open_hub`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from .http.routes import http_exception_response, make_blueprint
+from .runtime.hub import Hub, open_hub
+from .settings import Settings, load_settings
+
+__all__ = ["create_app"]
+
+
+class _HubSlot:
+    """Holds the hub of an app that opens its own, once serving has started."""
+
+    hub: Hub | None = None
+
+    def get(self) -> Hub:
+        if self.hub is None:
+            raise RuntimeError("the trio_sse hub is not running (the app is not serving)")
+        return self.hub
+
+
+def create_app(hub: Hub | None = None, settings: Settings | None = None) -> QuartTrio:
+    """The trio_sse HTTP app.
+
+    With ``hub``, the app serves that hub and never closes it (its owner does). Without,
+    it opens a hub from ``settings`` (default: :func:`load_settings` from the
+    environment) when serving starts and closes it when serving ends.
+    """
+    app = QuartTrio("trio_sse")
+    slot = _HubSlot()
+    if hub is not None:
+        slot.hub = hub
+        settings = hub.settings
+    else:
+        settings = settings or load_settings()
+        owned_settings = settings
+
+        @app.while_serving
+        async def run_hub() -> AsyncGenerator[None, None]:
+            async with open_hub(owned_settings) as owned:
+                slot.hub = owned
+                try:
+                    yield
+                finally:
+                    slot.hub = None
+
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_grace
+    app.register_blueprint(make_blueprint(slot.get))
+
+    @app.errorhandler(HTTPException)
+    async def json_errors(error: HTTPException):  # type: ignore[no-untyped-def]
+        return http_exception_response(error)
+
+    logging.getLogger("trio_sse").setLevel(settings.log_level.upper())
+    app.extensions["trio_sse"] = slot
+    return app

@@ -1,0 +1,75 @@
+"""Validation of what publishers and subscribers send, before anything changes.
+
+Each function either returns a clean value or raises a :class:`ValidationError`
+subclass that says what is wrong; the HTTP layer maps the subclass to a status.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from .errors import EventTooLarge, InvalidValue, UnknownEventTypes, ValidationError
+from .events import dumps_json
+
+__all__ = [
+    "EventTooLarge",
+    "InvalidValue",
+    "NewEvent",
+    "UnknownEventTypes",
+    "ValidationError",
+    "check_event_types",
+    "check_project_id",
+    "prepare_event",
+    "MAX_PROJECT_ID_LENGTH",
+    "MAX_EVENT_ID_LENGTH",
+]
+
+MAX_PROJECT_ID_LENGTH = 256
+MAX_EVENT_ID_LENGTH = 256
+_PROJECT_ID = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % MAX_PROJECT_ID_LENGTH)
+
+
+@attrs.frozen(slots=True)
+class NewEvent:
+    """A validated event not yet given an id: what a backend appends."""
+
+    type: str
+    data_json: bytes
+    project_id: str | None
+
+
+def check_project_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _PROJECT_ID.fullmatch(value):
+        raise InvalidValue(
+            f"project_id must be a string of 1-{MAX_PROJECT_ID_LENGTH} characters without control characters"
+        )
+    return value
+
+
+def check_event_types(names: Iterable[str], registered: frozenset[str]) -> frozenset[str]:
+    """The names as a set; raises :class:`UnknownEventTypes` naming every unregistered one."""
+    wanted = frozenset(names)
+    unknown = wanted - registered
+    if unknown:
+        raise UnknownEventTypes(unknown)
+    return wanted
+
+
+def prepare_event(
+    event_type: Any, data: Any, project_id: Any, *, registered: frozenset[str], max_event_bytes: int
+) -> NewEvent:
+    """Validate one publish request and serialise its data once."""
+    if not isinstance(event_type, str):
+        raise InvalidValue("event_type must be a string")
+    check_event_types((event_type,), registered)
+    project = check_project_id(project_id)
+    data_json = dumps_json(data)
+    if len(data_json) > max_event_bytes:
+        raise EventTooLarge(f"event data is {len(data_json)} bytes; the limit is {max_event_bytes}")
+    return NewEvent(event_type, data_json, project)

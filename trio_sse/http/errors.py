@@ -1,0 +1,71 @@
+"""The one exception that crosses the HTTP boundary, and its JSON form.
+
+Routes raise :class:`ApiError` (or a core/runtime error that :func:`to_api_error`
+knows); it becomes ``{"error": code, "message": ..., ...}`` with its status and
+headers in exactly one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from ..core.errors import EventTooLarge, InvalidValue, UnknownEventTypes
+from ..runtime.backends import BackendUnavailable
+from ..runtime.hub import ConnectionRefused, TooManyPendingChanges, UnknownConnection
+
+__all__ = ["ApiError", "to_api_error", "JSON_HEADERS"]
+
+JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+
+log = logging.getLogger("trio_sse.http")
+
+
+class ApiError(Exception):
+    """An HTTP error answer: status, machine-readable code, human message, extra fields."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> bytes:
+        return orjson.dumps({"error": self.code, "message": self.message, **self.extra})
+
+
+def to_api_error(exc: BaseException) -> ApiError | None:
+    """The HTTP form of a known error, or None for a real bug."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, UnknownEventTypes):
+        return ApiError(422, "unknown_event_types", str(exc), invalid_types=exc.names)
+    if isinstance(exc, EventTooLarge):
+        return ApiError(413, "event_too_large", str(exc))
+    if isinstance(exc, InvalidValue):
+        return ApiError(400, "invalid_request", str(exc))
+    if isinstance(exc, UnknownConnection):
+        return ApiError(404, "unknown_connection", f"no live connection with id {exc.args[0]!r}")
+    if isinstance(exc, TooManyPendingChanges):
+        return ApiError(429, "too_many_pending_changes", "earlier filter changes are not applied yet", headers={"Retry-After": "1"})
+    if isinstance(exc, ConnectionRefused):
+        return ApiError(exc.status, exc.reason, str(exc), headers={"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, BackendUnavailable):
+        return ApiError(503, "backend_unavailable", str(exc) or "the backend is unreachable", headers={"Retry-After": "1"})
+    return None
+
+
+def log_refusal(error: ApiError, method: str, path: str, client: str | None) -> None:
+    """One structured line per refused request (who, what, why)."""
+    log.info(
+        orjson.dumps(
+            {"event": "request_refused", "status": error.status, "error": error.code,
+             "method": method, "path": path, "client": client, "reason": error.message}
+        ).decode()
+    )

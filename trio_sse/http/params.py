@@ -1,0 +1,100 @@
+"""Parsing of query strings and headers for the stream endpoint (no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import parse_qsl
+
+import attrs
+
+from ..core.validation import MAX_EVENT_ID_LENGTH
+from .errors import ApiError
+
+__all__ = ["StreamParams", "parse_stream_params", "MAX_TYPES", "MAX_QUERY_FIELDS"]
+
+MAX_TYPES = 64
+MAX_QUERY_FIELDS = 100
+MAX_QUERY_BYTES = 8192
+
+
+@attrs.frozen(slots=True)
+class StreamParams:
+    event_types: tuple[str, ...] | None
+    project_id: str | None
+    last_event_id: str | None
+    access_token: str | None
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message)
+
+
+def parse_query(raw: bytes) -> list[tuple[str, str]]:
+    if len(raw) > MAX_QUERY_BYTES:
+        raise bad_request(f"query string longer than {MAX_QUERY_BYTES} bytes")
+    try:
+        return parse_qsl(
+            raw.decode("ascii"), keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS,
+            encoding="utf-8", errors="strict",
+        )
+    except UnicodeDecodeError:
+        raise bad_request("query string is not valid UTF-8") from None
+    except ValueError:
+        raise bad_request(f"more than {MAX_QUERY_FIELDS} query parameters") from None
+
+
+def header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """A header's value (the first one), decoded as UTF-8; 400 if it is not."""
+    for key, value in headers:
+        if key.lower() == name:
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise bad_request(f"header {name.decode()} is not valid UTF-8") from None
+    return None
+
+
+def _single(values: list[str], name: str) -> str | None:
+    distinct = set(values)
+    if len(distinct) > 1:
+        raise bad_request(f"{name} given more than once with different values")
+    return values[0] if values else None
+
+
+def _event_id(value: str | None, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if len(value) > MAX_EVENT_ID_LENGTH or any(c in value for c in "\r\n\x00"):
+        raise bad_request(f"{where} must be at most {MAX_EVENT_ID_LENGTH} characters without CR, LF or NUL")
+    return value
+
+
+def parse_stream_params(query_string: bytes, headers: Sequence[tuple[bytes, bytes]]) -> StreamParams:
+    """Parameters of ``GET /sse/events``; raises a 400 :class:`ApiError` when malformed.
+
+    ``types`` may be comma-separated and/or repeated; ``project_id`` is an alias of
+    ``project``; the ``Last-Event-ID`` header wins over the ``last_event_id`` parameter.
+    Unknown parameters are ignored (browsers and proxies add cache busters).
+    """
+    by_name: dict[str, list[str]] = {}
+    for key, value in parse_query(query_string):
+        by_name.setdefault(key, []).append(value)
+
+    event_types: tuple[str, ...] | None = None
+    if "types" in by_name:
+        names = [n.strip() for raw in by_name["types"] for n in raw.split(",") if n.strip()]
+        if not names:
+            raise bad_request("types is empty; leave it out to receive every type")
+        if len(set(names)) > MAX_TYPES:
+            raise bad_request(f"at most {MAX_TYPES} event types per stream")
+        event_types = tuple(dict.fromkeys(names))
+
+    project_id = _single(by_name.get("project", []) + by_name.get("project_id", []), "project")
+    if project_id == "":
+        raise bad_request("project is empty")
+
+    last_event_id = _event_id(header(headers, b"last-event-id"), "Last-Event-ID") or _event_id(
+        _single(by_name.get("last_event_id", []), "last_event_id"), "last_event_id"
+    )
+    access_token = _single(by_name.get("access_token", []), "access_token")
+    return StreamParams(event_types, project_id, last_event_id, access_token)

@@ -1,0 +1,250 @@
+"""The quart-trio blueprint: publish, subscribe, stats, connections, health, metrics.
+
+Routes are thin: read and validate input, call the hub, shape JSON. Every error is
+raised as (or mapped to) an :class:`ApiError` and rendered by one handler.
+``GET /sse/events`` is not a Quart route: registering the blueprint mounts the lean
+ASGI stream handler (:mod:`trio_sse.http.stream`) in front of the app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from quart import Blueprint, Quart, Response, request
+from quart.blueprints import BlueprintSetupState
+from werkzeug.exceptions import HTTPException
+
+from ..core.errors import ValidationError
+from ..core.validation import MAX_EVENT_ID_LENGTH, NewEvent
+from ..runtime.backends import BackendUnavailable
+from ..runtime.hub import UNSET, Hub, TooManyPendingChanges, UnknownConnection
+from .auth import authenticate, require_admin, require_publish
+from .errors import ApiError, log_refusal, to_api_error
+from .metrics import make_registry, render_metrics
+from .stream import serve_stream
+
+__all__ = ["make_blueprint", "json_response", "MAX_BATCH"]
+
+MAX_BATCH = 1000
+MAX_CONNECTIONS_PAGE = 1000
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def error_response(error: ApiError) -> Response:
+    headers = dict(error.headers)
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    log_refusal(error, request.method, request.path, request.remote_addr)
+    return Response(error.body(), status=error.status, headers=headers, content_type="application/json")
+
+
+def http_exception_response(exc: HTTPException) -> Response:
+    """Quart/werkzeug errors (404, 405, 413 ...) as JSON like every other error."""
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return error_response(ApiError(exc.code or 500, code, exc.description or exc.name or "error"))
+
+
+async def read_json(max_bytes: int, *, required: bool = True) -> Any:
+    """The request body parsed as JSON, read without buffering more than ``max_bytes``."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise ApiError(413, "body_too_large", f"request body is larger than {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.body:
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, "body_too_large", f"request body is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip():
+        if required:
+            raise ApiError(400, "invalid_json", "a JSON body is required")
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc.msg}") from None
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_request", f"{what} must be a JSON object")
+    return value
+
+
+def _int_param(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_request", f"{name} must be an integer") from None
+    if value < minimum:
+        raise ApiError(400, "invalid_request", f"{name} must be >= {minimum}")
+    return value if maximum is None else min(value, maximum)
+
+
+def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blueprint:
+    """The API as a blueprint; ``get_hub`` is called per request (the hub may start later)."""
+    bp = Blueprint(name, __name__)
+    metrics_registry = make_registry(get_hub)
+
+    @bp.record_once
+    def mount_stream(state: BlueprintSetupState) -> None:
+        prefix = (state.url_prefix or "").rstrip("/")
+        mount_stream_handler(state.app, get_hub, prefix + "/sse/events")
+
+    @bp.errorhandler(ApiError)
+    async def on_api_error(error: ApiError) -> Response:
+        return error_response(error)
+
+    @bp.errorhandler(ValidationError)
+    @bp.errorhandler(UnknownConnection)
+    @bp.errorhandler(TooManyPendingChanges)
+    @bp.errorhandler(BackendUnavailable)
+    async def on_known_error(error: Exception) -> Response:
+        api_error = to_api_error(error)
+        assert api_error is not None
+        return error_response(api_error)
+
+    @bp.errorhandler(HTTPException)
+    async def on_http_exception(error: HTTPException) -> Response:
+        return http_exception_response(error)
+
+    @bp.post("/sse/publish")
+    async def publish() -> Response:
+        hub = get_hub()
+        require_publish(authenticate(hub.settings))
+        body = _object(await read_json(hub.settings.max_body_bytes), "body")
+        if "events" in body:
+            items = body["events"]
+            if not isinstance(items, list) or not items:
+                raise ApiError(400, "invalid_request", "events must be a non-empty list")
+            if len(items) > MAX_BATCH:
+                raise ApiError(413, "batch_too_large", f"at most {MAX_BATCH} events per batch")
+            batch = [_new_event(hub, _object(item, f"events[{i}]"), i) for i, item in enumerate(items)]
+            ids = await hub.publish_prepared(batch)
+            return json_response({"ids": ids}, 202)
+        (event_id,) = await hub.publish_prepared([_new_event(hub, body, None)])
+        return json_response({"id": event_id}, 202)
+
+    @bp.post("/sse/test-event")
+    async def test_event() -> Response:
+        hub = get_hub()
+        principal = authenticate(hub.settings)
+        if hub.settings.test_event == "admin" and not (hub.settings.auth_enabled and principal.admin):
+            raise ApiError(403, "forbidden", "/sse/test-event is admin-only in this profile")
+        body = await read_json(hub.settings.max_body_bytes, required=False)
+        body = {} if body is None else _object(body, "body")
+        event_type = body.get("event_type", "system_status")
+        data = body.get("data", {"message": "test event", "source": "trio_sse"})
+        new = hub.prepare(event_type, data, body.get("project_id"))
+        (event_id,) = await hub.publish_prepared([new])
+        return json_response({"id": event_id, "event_type": new.type}, 202)
+
+    @bp.post("/sse/subscribe")
+    async def subscribe() -> Response:
+        hub = get_hub()
+        principal = authenticate(hub.settings)
+        body = _object(await read_json(hub.settings.max_body_bytes), "body")
+        connection_id = body.get("connection_id")
+        if not isinstance(connection_id, str) or not connection_id:
+            raise ApiError(400, "invalid_request", "connection_id must be a non-empty string")
+        event_types = body.get("event_types")
+        if not isinstance(event_types, list) or not all(isinstance(t, str) for t in event_types):
+            raise ApiError(400, "invalid_request", "event_types must be a list of strings")
+        mode = body.get("mode", "replace")
+        if mode not in ("replace", "add", "remove"):
+            raise ApiError(400, "invalid_request", "mode must be one of replace, add, remove")
+        last_event_id = body.get("last_event_id")
+        if last_event_id is not None and (
+            not isinstance(last_event_id, str) or not 0 < len(last_event_id) <= MAX_EVENT_ID_LENGTH
+        ):
+            raise ApiError(400, "invalid_request", f"last_event_id must be a string of 1-{MAX_EVENT_ID_LENGTH} characters")
+        connection = hub.get_connection(connection_id)
+        if hub.settings.auth_enabled and not principal.admin and connection.client.owner != principal.sub:
+            raise ApiError(403, "forbidden", "this connection belongs to someone else")
+        hub.update_subscription(
+            connection_id,
+            event_types,
+            mode=mode,
+            project_id=body["project_id"] if "project_id" in body else UNSET,
+            last_event_id=last_event_id,
+        )
+        return json_response(hub.describe(connection))
+
+    @bp.get("/sse/stats")
+    async def stats() -> Response:
+        return json_response(get_hub().snapshot())
+
+    @bp.get("/sse/connections")
+    async def connections() -> Response:
+        hub = get_hub()
+        require_admin(authenticate(hub.settings), hub.settings)
+        limit = _int_param("limit", 100, 1, MAX_CONNECTIONS_PAGE)
+        offset = _int_param("offset", 0, 0)
+        project = request.args.get("project", request.args.get("project_id"))
+        live = hub.connections()
+        if project is not None:
+            live = [c for c in live if c.subscription.project_id == project]
+        page = live[offset : offset + limit]
+        return json_response(
+            {
+                "total": len(live),
+                "limit": limit,
+                "offset": offset,
+                "connections": [hub.connection_info(c) for c in page],
+            }
+        )
+
+    @bp.get("/sse/health")
+    async def health() -> Response:
+        status, body = get_hub().health()
+        return json_response(body, status)
+
+    @bp.get("/metrics")
+    async def metrics() -> Response:
+        return Response(
+            render_metrics(metrics_registry), content_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    return bp
+
+
+def _new_event(hub: Hub, item: dict[str, Any], index: int | None) -> NewEvent:
+    where = "" if index is None else f"events[{index}]: "
+    if "event_type" not in item:
+        raise ApiError(400, "invalid_request", f"{where}event_type is required")
+    if "data" not in item:
+        raise ApiError(400, "invalid_request", f"{where}data is required")
+    try:
+        return hub.prepare(item["event_type"], item["data"], item.get("project_id"))
+    except ValidationError as exc:
+        error = to_api_error(exc)
+        assert error is not None
+        if index is not None:
+            error.message = where + error.message
+            error.extra["index"] = index
+        raise error from None
+
+
+def mount_stream_handler(app: Quart, get_hub: Callable[[], Hub], path: str) -> None:
+    """Serve ``GET path`` with the lean stream handler in front of ``app``'s ASGI callable."""
+    inner = app.asgi_app
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == path and scope["method"] in ("GET", "HEAD"):
+            await serve_stream(get_hub(), scope, receive, send)
+        else:
+            await inner(scope, receive, send)
+
+    app.asgi_app = asgi_app  # type: ignore[method-assign]

@@ -1,0 +1,131 @@
+"""``GET /sse/events`` as a lean ASGI handler.
+
+The stream is served straight on ASGI rather than through a Quart streaming response:
+the handler needs the raw ``send`` to put deadlines on writes and to notice a client
+leaving, and skipping Quart's per-request machinery keeps a stream to a couple of
+small objects. Everything before the first byte (parameters, limits) is refused with
+a JSON error and no stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from typing import Any
+
+import trio
+
+from ..runtime.connection import ClientInfo
+from ..runtime.hub import Hub
+from .errors import JSON_HEADERS, ApiError, log_refusal, to_api_error
+from .params import header, parse_stream_params
+
+__all__ = ["AsgiTransport", "serve_stream", "send_error"]
+
+log = logging.getLogger("trio_sse.stream")
+
+FINAL_WRITE_TIMEOUT = 1.0
+
+
+def _stream_headers(connection_id: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+        (b"x-sse-connection-id", connection_id.encode()),
+    ]
+
+
+def _socket_of(send: Any) -> Any:
+    """The trio socket under hypercorn's ``send``, so a stuck write can be aborted.
+
+    hypercorn shields its socket writes from cancellation; closing the socket is the
+    only way to end a write to a client that stopped reading. Walks the bound-method
+    chain ``HTTPStream.send -> protocol.send -> TCPServer.stream``; returns None under
+    other servers, where cancelling the write is enough.
+    """
+    obj = getattr(send, "__self__", None)
+    for _ in range(6):
+        if obj is None:
+            return None
+        stream = getattr(obj, "stream", None)
+        if isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        if isinstance(stream, trio.SocketStream):
+            return stream.socket
+        obj = getattr(getattr(obj, "send", None), "__self__", None)
+    return None
+
+
+class AsgiTransport:
+    """Adapts ASGI ``receive``/``send`` to the runtime's :class:`Transport`."""
+
+    __slots__ = ("_receive", "_send", "_headers", "started", "_socket")
+
+    def __init__(self, receive: Any, send: Any, headers: list[tuple[bytes, bytes]]) -> None:
+        self._receive = receive
+        self._send = send
+        self._headers = headers
+        self.started = False
+        self._socket: Any = None
+
+    async def write(self, data: bytes) -> None:
+        if not self.started:
+            self.started = True
+            await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
+        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def wait_closed(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    def abort(self) -> None:
+        sock = self._socket or _socket_of(self._send)
+        if sock is not None:
+            sock.close()
+
+    async def finish(self) -> None:
+        """End the response cleanly (the final chunk of a chunked body)."""
+        with trio.move_on_after(FINAL_WRITE_TIMEOUT):
+            if not self.started:
+                await self.write(b"")
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def send_error(send: Any, error: ApiError) -> None:
+    headers = JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    if error.status == 401:
+        headers.append((b"www-authenticate", b'Bearer error="invalid_token"'))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": error.body(), "more_body": False})
+
+
+async def serve_stream(hub: Hub, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Handle one ``GET /sse/events`` request from start to end."""
+    client = scope.get("client")
+    address = client[0] if client else None
+    headers = scope.get("headers", [])
+    async with AsyncExitStack() as stack:
+        try:
+            params = parse_stream_params(scope.get("query_string", b""), headers)
+            subscription = hub.subscription(params.event_types, params.project_id)
+            info = ClientInfo(address, header(headers, b"user-agent"))
+            connection = await stack.enter_async_context(
+                hub.connect(subscription, last_event_id=params.last_event_id, client=info)
+            )
+        except Exception as exc:
+            error = to_api_error(exc)
+            if error is None:
+                raise
+            log_refusal(error, "GET", scope.get("path", ""), address)
+            await send_error(send, error)
+            return
+        transport = AsgiTransport(receive, send, _stream_headers(connection.id))
+        try:
+            await connection.run(transport)
+        finally:
+            if connection.can_finish:
+                with trio.CancelScope(shield=True):
+                    await transport.finish()

@@ -1,0 +1,62 @@
+"""Event backends: where published events get their ids and where replay reads from.
+
+A backend appends validated events (giving them ids in publish order), hands every
+committed event to the hub's ``deliver`` callback exactly once, and answers replay
+questions. ``memory`` keeps everything in this process; a shared backend (Redis
+Streams, see the scale-out docs) lets several instances share ids and history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import trio
+
+from ...core.events import Event
+from ...core.history import Replay
+from ...core.validation import NewEvent
+
+__all__ = ["Backend", "BackendUnavailable", "Deliver", "make_backend"]
+
+Deliver = Callable[[Sequence[Event]], None]
+
+
+class BackendUnavailable(RuntimeError):
+    """The shared engine cannot be reached; the publish was not stored (HTTP 503)."""
+
+
+class Backend(Protocol):
+    kind: str
+
+    @property
+    def status(self) -> str:
+        """``ok``, or ``degraded`` while the engine is unreachable."""
+        ...
+
+    async def run(self, deliver: Deliver, *, task_status: trio.TaskStatus[None]) -> None:
+        """Background work (e.g. reading a shared stream); reports ready via ``task_status``."""
+        ...
+
+    async def append(self, batch: Sequence[NewEvent]) -> list[Event]:
+        """Store ``batch`` atomically in order and return the events with their ids.
+
+        Raises :class:`BackendUnavailable` when nothing could be stored.
+        """
+        ...
+
+    async def replay_after(self, last_event_id: str, matches: Callable[[Event], bool]) -> Replay:
+        """Events after ``last_event_id`` that satisfy ``matches``, or a reset reason."""
+        ...
+
+    def history_stats(self) -> dict[str, Any]:
+        """``size``, ``capacity``, ``oldest_id`` and ``newest_id``."""
+        ...
+
+
+def make_backend(url: str, history_size: int) -> Backend:
+    if url == "memory":
+        from .memory import MemoryBackend
+
+        return MemoryBackend(history_size)
+    raise ValueError(f"backend {url!r} is not available in this version (only 'memory')")

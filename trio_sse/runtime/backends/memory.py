@@ -1,0 +1,57 @@
+"""The embedded backend: ids from a local generator, replay from an in-process ring.
+
+Appending never awaits, so a publish and its fan-out happen in one step: no other
+task can observe an event that is in the history but not yet delivered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from ...core.events import Event, EventIdGenerator, make_event
+from ...core.history import History, Replay
+from ...core.validation import NewEvent
+from . import Deliver
+
+__all__ = ["MemoryBackend"]
+
+
+class MemoryBackend:
+    kind = "memory"
+    status = "ok"
+
+    def __init__(self, history_size: int) -> None:
+        self.history = History(history_size)
+        self._ids = EventIdGenerator()
+        self._deliver: Deliver = lambda events: None
+
+    async def run(self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._deliver = deliver
+        task_status.started()
+
+    async def append(self, batch: Sequence[NewEvent]) -> list[Event]:
+        now = trio.current_time()
+        wall_ms = time.time_ns() // 1_000_000
+        events = [
+            make_event(self._ids.next(wall_ms), item.type, item.data_json, item.project_id, now) for item in batch
+        ]
+        for event in events:
+            self.history.append(event)
+        self._deliver(events)
+        return events
+
+    async def replay_after(self, last_event_id: str, matches: Callable[[Event], bool]) -> Replay:
+        return self.history.replay_after(last_event_id, matches)
+
+    def history_stats(self) -> dict[str, Any]:
+        oldest, newest = self.history.oldest, self.history.newest
+        return {
+            "size": len(self.history),
+            "capacity": self.history.capacity,
+            "oldest_id": oldest.id if oldest else None,
+            "newest_id": newest.id if newest else None,
+        }

@@ -1,0 +1,322 @@
+"""One SSE connection: its bounded queue, its filters, and the task that writes it.
+
+Life of a connection: the hub registers it (it starts receiving matching events into
+its queue), :meth:`Connection.run` writes the preamble (``retry``, ``connected``,
+replay), then loops: wait for the queue under a heartbeat deadline, drain everything
+queued, write it in one send under a send deadline. It ends when the client goes
+away, when a write misses ``send_timeout``, when its queue overflows (policy
+``disconnect``), or when the hub shuts down; the hub unregisters it on the way out.
+
+Edges:
+
+* queue full — ``offer`` returns False and the hub applies the overflow policy; the
+  publisher never waits for this connection.
+* client vanished — the transport's ``wait_closed`` returns; the run scope is cancelled.
+* write stuck — a watchdog whose deadline is pushed forward at every write aborts the
+  transport (servers such as hypercorn shield their socket writes from cancellation).
+* hub shutdown — ``end`` lets the current write finish, then ``run`` returns so the
+  HTTP layer can close the response cleanly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+import trio
+
+from ..core.events import Event, EventOrder, parse_event_id, system_event
+from ..core.history import Replay
+from ..core.matching import Subscription
+from ..core.wire import encode_comment, encode_retry
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+__all__ = ["ClientInfo", "Connection", "Transport", "HEARTBEAT", "CONTROL_RESERVE"]
+
+#: Written when a stream has been silent for ``heartbeat_interval``.
+HEARTBEAT = encode_comment("heartbeat")
+#: Queue slots kept for control messages (filter changes) on top of ``queue_size`` events.
+CONTROL_RESERVE = 8
+#: A write stops collecting queued events beyond this many bytes (the rest go next round).
+MAX_WRITE_BYTES = 1 << 20
+
+
+class Transport(Protocol):
+    """What a connection needs from the HTTP layer (or a test)."""
+
+    async def write(self, data: bytes) -> None:
+        """Send bytes to the client; may block while the client is slow."""
+        ...
+
+    async def wait_closed(self) -> None:
+        """Return when the client has gone away."""
+        ...
+
+    def abort(self) -> None:
+        """Tear the underlying connection down so that a blocked ``write`` returns."""
+        ...
+
+
+@attrs.frozen(slots=True)
+class ClientInfo:
+    """Who opened a stream: network address, user agent, and the token subject if any."""
+
+    address: str | None = None
+    user_agent: str | None = None
+    owner: str | None = None
+
+
+@attrs.frozen(slots=True)
+class Resubscribe:
+    """Queued control message: announce new filters, then replay under them if asked."""
+
+    subscription: Subscription
+    announcement: bytes
+    last_event_id: str | None
+
+
+class Connection:
+    """A registered stream. Created and registered by :meth:`Hub.connect`, never directly."""
+
+    __slots__ = (
+        "hub",
+        "id",
+        "client",
+        "connected_at",
+        "subscription",
+        "last_event_id",
+        "events_sent",
+        "events_dropped",
+        "pending",
+        "pending_controls",
+        "close_reason",
+        "_queue_size",
+        "_send",
+        "_recv",
+        "_initial_last_event_id",
+        "_last_order",
+        "_run_scope",
+        "_wait_scope",
+        "_watch_scope",
+        "_transport",
+        "_writing",
+        "_ending",
+    )
+
+    def __init__(
+        self,
+        hub: Hub,
+        connection_id: str,
+        subscription: Subscription,
+        client: ClientInfo,
+        last_event_id: str | None,
+        connected_at: float,
+    ) -> None:
+        self.hub = hub
+        self.id = connection_id
+        self.client = client
+        self.connected_at = connected_at
+        self.subscription = subscription
+        self.last_event_id = last_event_id
+        self.events_sent = 0
+        self.events_dropped = 0
+        self.pending = 0
+        self.pending_controls = 0
+        self.close_reason: str | None = None
+        self._queue_size = hub.settings.queue_size
+        self._send, self._recv = trio.open_memory_channel[Any](self._queue_size + CONTROL_RESERVE)
+        self._initial_last_event_id = last_event_id
+        self._last_order: EventOrder = (-1, -1)
+        self._run_scope: trio.CancelScope | None = None
+        self._wait_scope: trio.CancelScope | None = None
+        self._watch_scope: trio.CancelScope | None = None
+        self._transport: Transport | None = None
+        self._writing = False
+        self._ending = False
+
+    # -- called by the hub, synchronously, never awaiting -------------------------------
+
+    def offer(self, event: Event) -> bool:
+        """Queue ``event`` without waiting. False means the queue is full (the hub decides)."""
+        if self.pending >= self._queue_size:
+            return False
+        self._send.send_nowait(event)
+        self.pending += 1
+        return True
+
+    def push_control(self, message: Resubscribe) -> bool:
+        """Queue a control message in the reserved slots. False when they are all taken."""
+        if self.pending_controls >= CONTROL_RESERVE:
+            return False
+        self._send.send_nowait(message)
+        self.pending_controls += 1
+        return True
+
+    def close(self, reason: str) -> None:
+        """End the stream now (first reason wins); a blocked write is aborted."""
+        if self.close_reason is None:
+            self.close_reason = reason
+        if self._writing and self._transport is not None:
+            self._transport.abort()
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+
+    def end(self, reason: str) -> None:
+        """End the stream gracefully: the write under way completes, then ``run`` returns."""
+        if self.close_reason is None:
+            self.close_reason = reason
+        self._ending = True
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    @property
+    def queue_size(self) -> int:
+        return self.pending
+
+    # -- the connection task ----------------------------------------------------------
+
+    async def run(self, transport: Transport) -> None:
+        """Write the stream until it ends; returns normally in every case.
+
+        Afterwards ``close_reason`` says why it ended. The caller finishes the HTTP
+        response only when the reason allows a clean end (see :meth:`can_finish`).
+        """
+        self._transport = transport
+        try:
+            with trio.CancelScope() as self._run_scope:
+                if self.close_reason is None:  # not closed before it started
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(self._watch, transport)
+                        try:
+                            await self._pump(transport)
+                        finally:
+                            nursery.cancel_scope.cancel()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            # The transport failed under us: the client is gone.
+            if self.close_reason is None:
+                self.close_reason = "client_closed"
+        finally:
+            # Left without a reason: the pump only stops by ``end`` or by cancellation from
+            # outside (the server's own shutdown deadline).
+            if self.close_reason is None:
+                self.close_reason = "server_shutdown"
+
+    @property
+    def can_finish(self) -> bool:
+        """Whether the response may still be ended with a final chunk."""
+        return self.close_reason not in ("client_closed", "send_timeout", "slow_consumer")
+
+    async def _watch(self, transport: Transport, *, task_status: trio.TaskStatus[None]) -> None:
+        """Notice the client leaving, and writes that miss their deadline."""
+        with trio.CancelScope() as scope:
+            self._watch_scope = scope
+            task_status.started()
+            await transport.wait_closed()
+            self.close("client_closed")
+            return
+        if scope.cancelled_caught:  # our own deadline fired: a write is stuck
+            self.hub.stats.record_error(trio.current_time())
+            self.close("send_timeout")
+
+    async def _write(self, transport: Transport, data: bytes) -> None:
+        watch = self._watch_scope
+        assert watch is not None
+        watch.deadline = trio.current_time() + self.hub.settings.send_timeout
+        self._writing = True
+        try:
+            await transport.write(data)
+        finally:
+            self._writing = False
+            watch.deadline = math.inf
+
+    async def _pump(self, transport: Transport) -> None:
+        hub = self.hub
+        settings = hub.settings
+        await self._write(transport, self._preamble())
+        if self._initial_last_event_id is not None:
+            replay = await hub.backend.replay_after(self._initial_last_event_id, self.subscription.accepts)
+            await self._write_replay(transport, replay, self._initial_last_event_id)
+        heartbeat_interval = settings.heartbeat_interval
+        recv = self._recv
+        while not self._ending:
+            with trio.move_on_after(heartbeat_interval) as wait:
+                self._wait_scope = wait
+                item = await recv.receive()
+            self._wait_scope = None
+            if self._ending:
+                break
+            if wait.cancelled_caught:
+                await self._write(transport, HEARTBEAT)
+                continue
+            await self._deliver_from(transport, item)
+
+    def _preamble(self) -> bytes:
+        return encode_retry(self.hub.settings.retry) + system_event("connected", self.hub.describe(self))
+
+    async def _deliver_from(self, transport: Transport, item: Any) -> None:
+        """Drain the queue starting with ``item`` and write it in as few sends as possible."""
+        recv = self._recv
+        batch: list[Event] = []
+        size = 0
+        while True:
+            if type(item) is Event:
+                self.pending -= 1
+                if item.order > self._last_order:  # skip what a replay already sent
+                    self._last_order = item.order
+                    batch.append(item)
+                    size += len(item.wire)
+            else:
+                # A control message: write what came before it, then apply it, in order.
+                await self._send_events(transport, batch, live=True)
+                batch, size = [], 0
+                await self._resubscribe(transport, item)
+            if size >= MAX_WRITE_BYTES:
+                break
+            try:
+                item = recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+        await self._send_events(transport, batch, live=True)
+
+    async def _send_events(self, transport: Transport, events: list[Event], *, live: bool) -> None:
+        """One write for ``events``; live writes also feed the publish-to-write latency."""
+        if not events:
+            return
+        await self._write(transport, events[0].wire if len(events) == 1 else b"".join(e.wire for e in events))
+        stats = self.hub.stats
+        stats.events_delivered += len(events)
+        self.events_sent += len(events)
+        self.last_event_id = events[-1].id
+        if live:
+            stats.latencies.append(trio.current_time() - events[0].published_at)
+
+    async def _resubscribe(self, transport: Transport, message: Resubscribe) -> None:
+        self.pending_controls -= 1
+        await self._write(transport, message.announcement)
+        if message.last_event_id is not None:
+            replay = await self.hub.backend.replay_after(message.last_event_id, message.subscription.accepts)
+            await self._write_replay(transport, replay, message.last_event_id)
+
+    async def _write_replay(self, transport: Transport, replay: Replay, last_event_id: str) -> None:
+        """Write a replay in bounded chunks, or the ``stream_reset`` that replaces it."""
+        if replay.reset is not None:
+            payload = {"reason": replay.reset, "last_event_id": last_event_id}
+            await self._write(transport, system_event("stream_reset", payload))
+            return
+        # The client has everything up to its id: live events at or before it are duplicates.
+        self._last_order = max(self._last_order, parse_event_id(last_event_id) or self._last_order)
+        batch: list[Event] = []
+        size = 0
+        for event in replay.events:
+            if event.order <= self._last_order:
+                continue
+            self._last_order = event.order
+            batch.append(event)
+            size += len(event.wire)
+            if size >= MAX_WRITE_BYTES:
+                await self._send_events(transport, batch, live=False)
+                batch, size = [], 0
+        await self._send_events(transport, batch, live=False)

@@ -1,0 +1,380 @@
+"""The hub: publish, fan-out to matching connections, the connection registry, and stats.
+
+Publishing validates, hands the batch to the backend (which gives ids and stores it
+for replay) and fans each event out through the subscription index: only connections
+whose filters match are touched, each gets the same encoded bytes, and none is ever
+awaited — a full queue is the overflow policy's business, not the publisher's.
+
+A hub lives inside :func:`trio_sse.open_hub`; leaving that block ends every stream
+and background task.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from ..core.events import Event, system_event
+from ..core.matching import Subscription, SubscriptionIndex
+from ..core.ratelimit import RateLimiter
+from ..core.errors import InvalidValue
+from ..core.validation import NewEvent, check_event_types, check_project_id, prepare_event
+from ..settings import Settings
+from .backends import Backend
+from .connection import ClientInfo, Connection, Resubscribe
+from .stats import HubStats, machine_memory_bytes, memory_rss_bytes
+
+__all__ = ["ConnectionRefused", "Hub", "TooManyPendingChanges", "UNSET", "UnknownConnection", "open_hub"]
+
+UNSET: Any = object()
+
+
+class ConnectionRefused(Exception):
+    """A new stream was refused before it started (limits or shutdown)."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class UnknownConnection(LookupError):
+    """No live connection has this id (HTTP 404)."""
+
+
+class TooManyPendingChanges(Exception):
+    """A connection has not yet applied its earlier filter changes (HTTP 429)."""
+
+
+class Hub:
+    """Use :func:`trio_sse.open_hub` to get one; see the module docstring."""
+
+    def __init__(self, settings: Settings, backend: Backend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.stats = HubStats()
+        self.event_types = settings.registered_event_types
+        self._sorted_types = sorted(self.event_types)
+        self._connections: dict[str, Connection] = {}
+        self._per_client: Counter[str] = Counter()
+        self._connection_rate = RateLimiter(settings.connection_rate, 60.0)
+        self._index: SubscriptionIndex[Connection] = SubscriptionIndex()
+        self._closing = False
+        self._all_gone = trio.Event()
+        self.started_at = trio.current_time()
+
+    # -- subscriptions --------------------------------------------------------------
+
+    def subscription(self, event_types: Iterable[str] | None, project_id: str | None) -> Subscription:
+        """A validated subscription; ``None`` types means every type."""
+        types = None if event_types is None else check_event_types(event_types, self.event_types)
+        return Subscription(types, check_project_id(project_id))
+
+    def describe(self, connection: Connection) -> dict[str, Any]:
+        """The filters as clients see them in ``connected`` and ``subscription_updated``."""
+        sub = connection.subscription
+        types = self._sorted_types if sub.event_types is None else sorted(sub.event_types)
+        return {"connection_id": connection.id, "event_types": types, "project_id": sub.project_id}
+
+    # -- connections ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connect(
+        self,
+        subscription: Subscription,
+        *,
+        last_event_id: str | None = None,
+        client: ClientInfo = ClientInfo(),
+    ) -> AsyncIterator[Connection]:
+        """Register a stream for the duration of the block, then unregister it.
+
+        Raises :class:`ConnectionRefused` (nothing registered) when the hub is shutting
+        down or a connection limit is reached. From the moment the block is entered the
+        connection's queue receives every matching event published.
+        """
+        self._admit(client)
+        connection = Connection(self, secrets.token_urlsafe(12), subscription, client, last_event_id, time.time())
+        key = client.address or ""
+        self._connections[connection.id] = connection
+        self._per_client[key] += 1
+        self._index.add(connection, subscription)
+        self.stats.total_connections += 1
+        try:
+            yield connection
+        finally:
+            self._index.remove(connection)
+            del self._connections[connection.id]
+            self._per_client[key] -= 1
+            if not self._per_client[key]:
+                del self._per_client[key]
+            self.stats.disconnects[connection.close_reason or "client_closed"] += 1
+            if self._closing and not self._connections:
+                self._all_gone.set()
+
+    def _admit(self, client: ClientInfo) -> None:
+        settings = self.settings
+        if self._closing:
+            self._refuse(503, "server_shutdown", "the server is shutting down", 1)
+        if len(self._connections) >= settings.connection_limit:
+            self._refuse(503, "connection_limit", f"connection limit ({settings.connection_limit}) reached", 5)
+        key = client.address or ""
+        if self._per_client[key] >= settings.client_connection_limit:
+            self._refuse(
+                429,
+                "client_connection_limit",
+                f"at most {settings.client_connection_limit} concurrent streams per client",
+                5,
+            )
+        wait = self._connection_rate.take(key, trio.current_time())
+        if wait > 0:
+            self._refuse(
+                429, "connection_rate", f"at most {settings.connection_rate} new streams per minute per client", wait
+            )
+
+    def _refuse(self, status: int, reason: str, message: str, retry_after: float) -> None:
+        self.stats.rejected[reason] += 1
+        raise ConnectionRefused(status, reason, message, max(1, int(retry_after + 0.999)))
+
+    def get_connection(self, connection_id: str) -> Connection:
+        try:
+            return self._connections[connection_id]
+        except KeyError:
+            raise UnknownConnection(connection_id) from None
+
+    def connections(self) -> list[Connection]:
+        """Live connections, oldest first."""
+        return list(self._connections.values())
+
+    def connection_info(self, connection: Connection) -> dict[str, Any]:
+        """One entry of ``GET /sse/connections``."""
+        described = self.describe(connection)
+        return {
+            "connection_id": connection.id,
+            "client": connection.client.address,
+            "user_agent": connection.client.user_agent,
+            "connected_at": datetime.fromtimestamp(connection.connected_at, timezone.utc).isoformat(),
+            "event_types": described["event_types"],
+            "project_id": described["project_id"],
+            "last_event_id": connection.last_event_id,
+            "queue_size": connection.pending,
+            "events_sent": connection.events_sent,
+            "events_dropped": connection.events_dropped,
+        }
+
+    def update_subscription(
+        self,
+        connection_id: str,
+        event_types: Iterable[str],
+        *,
+        mode: str = "replace",
+        project_id: Any = UNSET,
+        last_event_id: str | None = None,
+    ) -> Subscription:
+        """Change a live connection's filters.
+
+        The connection's stream gets ``subscription_updated`` (then, with
+        ``last_event_id``, the replay under the new filters) before any event that only
+        the new filters match. Raises :class:`UnknownConnection`, ``UnknownEventTypes``,
+        ``InvalidValue`` or :class:`TooManyPendingChanges`; nothing changes then.
+        """
+        connection = self.get_connection(connection_id)
+        if connection.close_reason is not None:
+            raise UnknownConnection(connection_id)
+        types = check_event_types(event_types, self.event_types)
+        current = connection.subscription
+        current_types = self.event_types if current.event_types is None else current.event_types
+        if mode == "replace":
+            new_types: frozenset[str] | None = types
+        elif mode == "add":
+            new_types = None if current.event_types is None else current_types | types
+        elif mode == "remove":
+            new_types = current_types - types
+        else:
+            raise InvalidValue("mode must be one of replace, add, remove")
+        if new_types is not None and new_types == self.event_types and current.event_types is None:
+            new_types = None
+        project = current.project_id if project_id is UNSET else check_project_id(project_id)
+        new = Subscription(new_types, project)
+        connection.subscription = new
+        announcement = self._announcement(connection)
+        if not connection.push_control(Resubscribe(new, announcement, last_event_id)):
+            connection.subscription = current
+            raise TooManyPendingChanges(connection_id)
+        self._index.add(connection, new)
+        return new
+
+    def _announcement(self, connection: Connection) -> bytes:
+        return system_event("subscription_updated", self.describe(connection))
+
+    # -- publishing -------------------------------------------------------------------
+
+    def prepare(self, event_type: Any, data: Any, project_id: Any = None) -> NewEvent:
+        """Validate one event (raises a ``ValidationError`` subclass; nothing is published)."""
+        return prepare_event(
+            event_type,
+            data,
+            project_id,
+            registered=self.event_types,
+            max_event_bytes=self.settings.max_event_bytes,
+        )
+
+    async def publish(self, event_type: str, data: Any, project_id: str | None = None) -> str:
+        """Publish one event and return its id.
+
+        Raises ``UnknownEventTypes``, ``EventTooLarge`` or ``InvalidValue`` before
+        anything is stored, and ``BackendUnavailable`` when the backend cannot store it.
+        Never waits for a subscriber.
+        """
+        (event_id,) = await self.publish_prepared([self.prepare(event_type, data, project_id)])
+        return event_id
+
+    async def publish_prepared(self, batch: Sequence[NewEvent]) -> list[str]:
+        """Publish already validated events, in order, and return their ids."""
+        events = await self.backend.append(batch)
+        self.stats.events_published += len(events)
+        return [event.id for event in events]
+
+    def deliver(self, events: Sequence[Event]) -> None:
+        """Fan committed events out to matching connections (the backend calls this once per event)."""
+        matching = self._index.matching
+        for event in events:
+            overflowed: list[Connection] | None = None
+            for connection in matching(event.type, event.project_id):
+                if not connection.offer(event):
+                    if overflowed is None:
+                        overflowed = []
+                    overflowed.append(connection)
+            if overflowed:
+                self._overflow(overflowed)
+
+    def _overflow(self, connections: list[Connection]) -> None:
+        """Apply the overflow policy to connections whose queue was full for one event."""
+        stats = self.stats
+        if self.settings.overflow == "drop":
+            for connection in connections:
+                connection.events_dropped += 1
+            stats.events_dropped += len(connections)
+            return
+        now = trio.current_time()
+        for connection in connections:
+            # Out of the index at once, so it costs the publisher nothing more.
+            self._index.remove(connection)
+            stats.record_error(now)
+            connection.close("slow_consumer")
+
+    # -- looking inside ---------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The figures of ``GET /sse/stats``."""
+        stats = self.stats
+        connections = self._connections.values()
+        fills = [c.pending for c in connections]
+        capacity = self.settings.queue_size
+        return {
+            "active_connections": len(self._connections),
+            "total_connections": stats.total_connections,
+            "rejected_connections": stats.rejected_connections,
+            "rejected_by_reason": dict(stats.rejected),
+            "events_published": stats.events_published,
+            "events_delivered": stats.events_delivered,
+            "events_dropped": stats.events_dropped,
+            "disconnects": dict(stats.disconnects),
+            "queue": {
+                "capacity": capacity,
+                "total_queued": sum(fills),
+                "max_fill": max(fills, default=0),
+                "fill_ratio": round(max(fills, default=0) / capacity, 4),
+            },
+            "latency_ms": stats.latency_ms(),
+            "history": self.backend.history_stats(),
+            "backend": {"kind": self.backend.kind, "status": self.backend.status},
+            "connection_limit": self.settings.connection_limit,
+            "uptime_seconds": round(trio.current_time() - self.started_at, 3),
+            "memory_rss_bytes": memory_rss_bytes(),
+            "errors_last_minute": stats.errors_last_minute(trio.current_time()),
+        }
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``(status code, body)`` of ``GET /sse/health``."""
+        snap = self.snapshot()
+        limit = self.settings.connection_limit
+        machine = machine_memory_bytes()
+
+        def indicator(value: float, bound: float) -> dict[str, Any]:
+            return {"value": value, "limit": bound, "state": "ok" if value < bound else "warn"}
+
+        checks: dict[str, Any] = {
+            "backend": {"kind": snap["backend"]["kind"], "state": snap["backend"]["status"]},
+            "connections": indicator(snap["active_connections"], round(0.8 * limit, 2)),
+            "queue_fill": indicator(snap["queue"]["fill_ratio"], 0.8),
+            "error_rate_per_minute": indicator(snap["errors_last_minute"], 5),
+            "memory_bytes": indicator(snap["memory_rss_bytes"], int(0.7 * machine)),
+            "latency_p95_ms": indicator(snap["latency_ms"]["p95"], 200.0),
+        }
+        if self._closing:
+            status = "unavailable"
+        elif snap["backend"]["status"] != "ok" or snap["active_connections"] >= limit:
+            status = "degraded"
+        else:
+            status = "ok"
+        checks["limits"] = {"state": "exhausted" if snap["active_connections"] >= limit else "ok"}
+        return (200 if status == "ok" else 503), {"status": status, "checks": checks}
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def begin_shutdown(self) -> None:
+        """Refuse new streams and end every live one gracefully (each finishes its write)."""
+        self._closing = True
+        if not self._connections:
+            self._all_gone.set()
+        for connection in list(self._connections.values()):
+            connection.end("server_shutdown")
+
+    async def aclose(self) -> None:
+        """End every stream: gracefully within ``shutdown_grace``, then by force.
+
+        Returns once no connection is registered any more, so nothing outlives the hub.
+        """
+        self.begin_shutdown()
+        with trio.move_on_after(self.settings.shutdown_grace):
+            await self._all_gone.wait()
+        for connection in list(self._connections.values()):
+            connection.close("server_shutdown")
+        with trio.move_on_after(max(1.0, self.settings.send_timeout)):
+            await self._all_gone.wait()
+
+
+@asynccontextmanager
+async def open_hub(settings: Settings | None = None, *, backend: Backend | None = None) -> AsyncIterator[Hub]:
+    """Run a hub for the duration of the block.
+
+    The hub's background tasks (the backend's reader, if any) live in a nursery owned
+    by this block. Leaving the block — normally, by an exception or by cancellation —
+    ends every stream (gracefully within ``shutdown_grace``, then by force) and waits
+    until none is left, so no connection or task outlives it.
+    """
+    from .backends import make_backend
+
+    settings = settings or Settings()
+    backend = backend or make_backend(settings.backend, settings.history_size)
+    hub = Hub(settings, backend)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(backend.run, hub.deliver)
+        try:
+            yield hub
+        finally:
+            with trio.CancelScope(shield=True):
+                await hub.aclose()
+            nursery.cancel_scope.cancel()

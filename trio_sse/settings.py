@@ -1,0 +1,211 @@
+"""Settings: one frozen attrs object, loaded from flags > environment > TOML file > profile.
+
+The attrs defaults are the ``dev`` profile, so ``Settings()`` is what ``trio-sse serve``
+runs with; :data:`PROFILES` holds what ``prod`` changes. Every value is validated when
+the object is built, and a bad value names the setting and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .core.events import DEFAULT_EVENT_TYPES, SYSTEM_EVENT_TYPES, is_valid_event_type
+
+__all__ = ["PROFILES", "Settings", "SettingsError", "load_settings", "ENV_PREFIX"]
+
+ENV_PREFIX = "TRIO_SSE_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise SettingsError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise SettingsError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _one_of(*choices: str) -> Any:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+        if value not in choices:
+            raise SettingsError(f"{attribute.name} must be one of {', '.join(choices)}; got {value!r}")
+
+    return check
+
+
+def _port(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise SettingsError(f"port must be between 0 and 65535, got {value!r}")
+
+
+def _backend(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"backend must be 'memory' or a redis:// URL, got {value!r}")
+
+
+def _event_types(instance: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for name in value:
+        if not is_valid_event_type(name):
+            raise SettingsError(
+                f"event_types: {name!r} is not a valid event type name (^[a-z][a-z0-9_.:-]{{0,63}}$)"
+            )
+        if name in SYSTEM_EVENT_TYPES:
+            raise SettingsError(f"event_types: {name!r} is reserved for system events")
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(item.strip() for item in value if item.strip())
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Every knob of a trio_sse server. Sizes are bytes, durations seconds, ``retry`` milliseconds."""
+
+    profile: str = attrs.field(default="dev", validator=_one_of("dev", "prod"))
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=8000, validator=_port)
+    backend: str = attrs.field(default="memory", validator=_backend)
+    log_level: str = attrs.field(default="debug", validator=_one_of("debug", "info", "warning", "error"))
+    heartbeat_interval: float = attrs.field(default=30.0, validator=_positive)
+    send_timeout: float = attrs.field(default=10.0, validator=_positive)
+    retry: int = attrs.field(default=3000, validator=_non_negative)
+    history_size: int = attrs.field(default=10_000, validator=_positive)
+    queue_size: int = attrs.field(default=1000, validator=_positive)
+    overflow: str = attrs.field(default="disconnect", validator=_one_of("disconnect", "drop"))
+    connection_limit: int = attrs.field(default=100, validator=_positive)
+    client_connection_limit: int = attrs.field(default=50, validator=_positive)
+    connection_rate: int = attrs.field(default=600, validator=_positive)
+    publish_rate: int = attrs.field(default=10_000, validator=_positive)
+    max_body_bytes: int = attrs.field(default=1024 * 1024, validator=_positive)
+    max_event_bytes: int = attrs.field(default=64 * 1024, validator=_positive)
+    shutdown_grace: float = attrs.field(default=5.0, validator=_non_negative)
+    test_event: str = attrs.field(default="open", validator=_one_of("open", "admin"))
+    cors_origins: tuple[str, ...] = attrs.field(default=("*",), converter=_as_tuple)
+    event_types: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple, validator=_event_types)
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+
+    @property
+    def registered_event_types(self) -> frozenset[str]:
+        """The six default types plus the configured extra ones."""
+        return DEFAULT_EVENT_TYPES | frozenset(self.event_types)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.jwt_secret or self.jwt_public_key)
+
+    @classmethod
+    def from_profile(cls, profile: str = "dev", **overrides: Any) -> Settings:
+        """The profile's defaults with ``overrides`` applied (already typed values)."""
+        if profile not in PROFILES:
+            raise SettingsError(f"profile must be one of {', '.join(PROFILES)}; got {profile!r}")
+        return cls(**{**PROFILES[profile], **overrides, "profile": profile})
+
+
+#: What each profile sets; anything not listed keeps the attrs default (the dev value).
+PROFILES: dict[str, dict[str, Any]] = {
+    "dev": {},
+    "prod": {
+        "connection_limit": 10_000,
+        "log_level": "info",
+        "send_timeout": 60.0,
+        "history_size": 100_000,
+        "test_event": "admin",
+        "cors_origins": (),
+        "client_connection_limit": 20,
+        "connection_rate": 120,
+        "publish_rate": 1000,
+        "shutdown_grace": 30.0,
+    },
+}
+
+FIELDS: dict[str, attrs.Attribute[Any]] = {a.name: a for a in attrs.fields(Settings)}
+_BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _convert(name: str, raw: Any, source: str) -> Any:
+    """Turn a raw value (a string from env/flags, or a TOML value) into the field's type."""
+    kind = FIELDS[name].type
+    try:
+        if kind in ("int",) and not isinstance(raw, bool):
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError("not a whole number")
+            return int(raw)
+        if kind == "float" and not isinstance(raw, bool):
+            return float(raw)
+        if kind == "bool":
+            return raw if isinstance(raw, bool) else _BOOLEAN_WORDS[str(raw).strip().lower()]
+        if kind == "tuple[str, ...]":
+            return _as_tuple(raw)
+        if kind in ("str", "str | None"):
+            if not isinstance(raw, str):
+                raise ValueError("expected a string")
+            return raw
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SettingsError(f"{name} ({source}): cannot use {raw!r}: {exc}") from exc
+    raise SettingsError(f"{name} ({source}): unsupported value {raw!r}")
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    # Accept either top-level keys or a [trio_sse] table.
+    table = data.get("trio_sse", data)
+    if not isinstance(table, dict):
+        raise SettingsError(f"config file {path}: [trio_sse] must be a table")
+    return table
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """Build settings with precedence flags > env ``TRIO_SSE_*`` > TOML file > profile.
+
+    ``flags`` holds only the options given on the command line (``None`` values are
+    ignored). The config file is ``config_file``, else ``TRIO_SSE_CONFIG``. Unknown
+    keys and bad values raise :class:`SettingsError` naming the setting and its source.
+    """
+    env = os.environ if env is None else env
+    layers: list[tuple[str, dict[str, Any]]] = []
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        layers.append((f"config file {config_file}", _read_toml(config_file)))
+    env_values = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in env.items()
+        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG"
+    }
+    layers.append(("environment", {k: v for k, v in env_values.items()}))
+    layers.append(("command line", {k: v for k, v in (flags or {}).items() if v is not None}))
+
+    merged: dict[str, Any] = {}
+    for source, values in layers:
+        for raw_name, raw in values.items():
+            name = raw_name.replace("-", "_")
+            if name not in FIELDS:
+                where = f"{ENV_PREFIX}{raw_name.upper()}" if source == "environment" else raw_name
+                raise SettingsError(f"unknown setting {where!r} ({source})")
+            merged[name] = _convert(name, raw, source)
+    profile = merged.pop("profile", "dev")
+    return Settings.from_profile(profile, **merged)

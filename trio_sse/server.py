@@ -6,6 +6,7 @@ chunk, then hypercorn stops within ``shutdown_grace``.
 
 from __future__ import annotations
 
+import logging
 import signal
 from typing import Any
 
@@ -24,7 +25,7 @@ def hypercorn_config(settings: Settings) -> Config:
     config.graceful_timeout = settings.shutdown_grace
     config.keep_alive_timeout = 75.0
     config.accesslog = None
-    config.errorlog = "-"
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.loglevel = settings.log_level.upper()
     return config
 

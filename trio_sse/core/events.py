@@ -103,9 +103,9 @@ def make_event(
     return Event(event_id, event_type, data_json, project_id, published_at, order, wire)
 
 
-def system_event(event_type: str, payload: Any) -> bytes:
+def system_event(event_type: str, payload: Any, *, retry: int | None = None) -> bytes:
     """Wire bytes of a system event: no ``id:`` line, so it never moves a client's resume point."""
-    return encode_event(dumps_json(payload), event=event_type)
+    return encode_event(dumps_json(payload), event=event_type, retry=retry)
 
 
 @attrs.define(slots=True)

@@ -60,14 +60,17 @@ def encode_event(
     *,
     event: str | None = None,
     id: str | None = None,  # noqa: A002 - the SSE field is called id
+    retry: int | None = None,
 ) -> bytes:
     """Encode one event block, terminated by the blank line that dispatches it.
 
     Raises :class:`WireFormatError` when ``id`` or ``event`` contains CR, LF or NUL,
     when ``event`` is empty (a parser would turn it into ``message``), or when text
-    cannot be encoded as UTF-8. Nothing is written in that case.
+    cannot be encoded as UTF-8. Nothing is written in that case. ``retry`` (ms) is
+    written first, in the same block, so clients that report retry-only blocks as
+    events (httpx-sse does) see no empty event.
     """
-    head = b""
+    head = b"" if retry is None else encode_retry(retry)[:-1]
     if id is not None:
         _check_field("id", id)
         head += b"id: " + _utf8(id, "id") + b"\n"

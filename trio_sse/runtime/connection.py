@@ -29,7 +29,7 @@ import trio
 from ..core.events import Event, EventOrder, parse_event_id, system_event
 from ..core.history import Replay
 from ..core.matching import Subscription
-from ..core.wire import encode_comment, encode_retry
+from ..core.wire import encode_comment
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -254,7 +254,7 @@ class Connection:
             await self._deliver_from(transport, item)
 
     def _preamble(self) -> bytes:
-        return encode_retry(self.hub.settings.retry) + system_event("connected", self.hub.describe(self))
+        return system_event("connected", self.hub.describe(self), retry=self.hub.settings.retry)
 
     async def _deliver_from(self, transport: Transport, item: Any) -> None:
         """Drain the queue starting with ``item`` and write it in as few sends as possible."""

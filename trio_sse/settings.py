@@ -16,7 +16,7 @@ import attrs
 
 from .core.events import DEFAULT_EVENT_TYPES, SYSTEM_EVENT_TYPES, is_valid_event_type
 
-__all__ = ["PROFILES", "Settings", "SettingsError", "load_settings", "ENV_PREFIX"]
+__all__ = ["ENV_PREFIX", "PROFILES", "Settings", "SettingsError", "load_settings"]
 
 ENV_PREFIX = "TRIO_SSE_"
 
@@ -56,9 +56,7 @@ def _backend(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None
 def _event_types(instance: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
     for name in value:
         if not is_valid_event_type(name):
-            raise SettingsError(
-                f"event_types: {name!r} is not a valid event type name (^[a-z][a-z0-9_.:-]{{0,63}}$)"
-            )
+            raise SettingsError(f"event_types: {name!r} is not a valid event type name (^[a-z][a-z0-9_.:-]{{0,63}}$)")
         if name in SYSTEM_EVENT_TYPES:
             raise SettingsError(f"event_types: {name!r} is reserved for system events")
 
@@ -134,12 +132,21 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 FIELDS: dict[str, attrs.Attribute[Any]] = {a.name: a for a in attrs.fields(Settings)}
-_BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_BOOLEAN_WORDS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 
 
 def _convert(name: str, raw: Any, source: str) -> Any:
     """Turn a raw value (a string from env/flags, or a TOML value) into the field's type."""
-    kind = FIELDS[name].type
+    kind = str(FIELDS[name].type)  # annotations are strings (from __future__ import annotations)
     try:
         if kind in ("int",) and not isinstance(raw, bool):
             if isinstance(raw, float) and not raw.is_integer():

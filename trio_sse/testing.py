@@ -29,7 +29,7 @@ import trio
 
 from .core.parser import Comment, ParsedEvent, SSEParser
 
-__all__ = ["SSETestClient", "TestResponse", "TestStream", "ParsedEvent"]
+__all__ = ["ParsedEvent", "SSETestClient", "TestResponse", "TestStream"]
 
 
 class TestResponse:
@@ -50,8 +50,13 @@ class TestResponse:
         return f"<TestResponse {self.status} {self.body[:200]!r}>"
 
 
-def _scope(method: str, path: str, query: Mapping[str, Any] | str | None, headers: Mapping[str, str] | None,
-           client: tuple[str, int]) -> dict[str, Any]:
+def _scope(
+    method: str,
+    path: str,
+    query: Mapping[str, Any] | str | None,
+    headers: Mapping[str, str] | None,
+    client: tuple[str, int],
+) -> dict[str, Any]:
     if isinstance(query, str):
         query_string = query.encode()
     elif query:

@@ -34,7 +34,7 @@ class History:
     maps to a position once and stays valid until the event is evicted.
     """
 
-    __slots__ = ("_capacity", "_ring", "_positions", "_next")
+    __slots__ = ("_capacity", "_next", "_positions", "_ring")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:

@@ -90,13 +90,11 @@ class SubscriptionIndex(Generic[K]):
             projects = self._by_type.get(type_key)
             if not projects:
                 continue
-            if project_id is None:
+            if project_id is None:  # a broadcast: every project bucket matches
                 for keys in projects.values():
                     yield from keys
             else:
-                keys = projects.get(project_id)
-                if keys:
-                    yield from keys
-                unfiltered = projects.get(None)
-                if unfiltered:
-                    yield from unfiltered
+                for project_key in (project_id, None):
+                    bucket = projects.get(project_key)
+                    if bucket:
+                        yield from bucket

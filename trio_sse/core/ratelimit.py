@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["TokenBucket", "RateLimiter"]
+__all__ = ["RateLimiter", "TokenBucket"]
 
 
 @attrs.define(slots=True)
@@ -30,7 +30,7 @@ class TokenBucket:
 class RateLimiter:
     """One bucket per key; buckets that have refilled completely are forgotten."""
 
-    __slots__ = ("_rate", "_per", "_buckets")
+    __slots__ = ("_buckets", "_per", "_rate")
 
     def __init__(self, rate: float, per: float) -> None:
         self._rate = rate
@@ -47,6 +47,4 @@ class RateLimiter:
 
     def _forget_full(self, now: float) -> None:
         refill = self._rate / self._per
-        self._buckets = {
-            key: b for key, b in self._buckets.items() if b.tokens + (now - b.stamp) * refill < self._rate
-        }
+        self._buckets = {key: b for key, b in self._buckets.items() if b.tokens + (now - b.stamp) * refill < self._rate}

@@ -16,6 +16,8 @@ from .errors import EventTooLarge, InvalidValue, UnknownEventTypes, ValidationEr
 from .events import dumps_json
 
 __all__ = [
+    "MAX_EVENT_ID_LENGTH",
+    "MAX_PROJECT_ID_LENGTH",
     "EventTooLarge",
     "InvalidValue",
     "NewEvent",
@@ -24,13 +26,11 @@ __all__ = [
     "check_event_types",
     "check_project_id",
     "prepare_event",
-    "MAX_PROJECT_ID_LENGTH",
-    "MAX_EVENT_ID_LENGTH",
 ]
 
 MAX_PROJECT_ID_LENGTH = 256
 MAX_EVENT_ID_LENGTH = 256
-_PROJECT_ID = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % MAX_PROJECT_ID_LENGTH)
+_PROJECT_ID = re.compile(rf"[^\x00-\x1f\x7f]{{1,{MAX_PROJECT_ID_LENGTH}}}")
 
 
 @attrs.frozen(slots=True)

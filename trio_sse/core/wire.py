@@ -59,7 +59,7 @@ def encode_event(
     data: str | bytes,
     *,
     event: str | None = None,
-    id: str | None = None,  # noqa: A002 - the SSE field is called id
+    id: str | None = None,
     retry: int | None = None,
 ) -> bytes:
     """Encode one event block, terminated by the blank line that dispatches it.

@@ -12,7 +12,7 @@ import attrs
 from ..settings import Settings
 from .errors import ApiError
 
-__all__ = ["ANONYMOUS", "Principal", "require_admin", "require_publish", "authenticate"]
+__all__ = ["ANONYMOUS", "Principal", "authenticate", "require_admin", "require_publish"]
 
 
 @attrs.frozen(slots=True)
@@ -31,9 +31,7 @@ ANONYMOUS = Principal(sub=None, projects=None, publish=True, admin=False)
 def authenticate(settings: Settings) -> Principal:
     """The caller's principal. Raises a 401 :class:`ApiError` when auth is required and absent."""
     if settings.auth_enabled:
-        raise ApiError(
-            401, "auth_unavailable", "token authentication is configured but not supported by this build"
-        )
+        raise ApiError(401, "auth_unavailable", "token authentication is configured but not supported by this build")
     return ANONYMOUS
 
 

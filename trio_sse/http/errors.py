@@ -16,7 +16,7 @@ from ..core.errors import EventTooLarge, InvalidValue, UnknownEventTypes
 from ..runtime.backends import BackendUnavailable
 from ..runtime.hub import ConnectionRefused, TooManyPendingChanges, UnknownConnection
 
-__all__ = ["ApiError", "to_api_error", "JSON_HEADERS"]
+__all__ = ["JSON_HEADERS", "ApiError", "to_api_error"]
 
 JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
@@ -53,11 +53,15 @@ def to_api_error(exc: BaseException) -> ApiError | None:
     if isinstance(exc, UnknownConnection):
         return ApiError(404, "unknown_connection", f"no live connection with id {exc.args[0]!r}")
     if isinstance(exc, TooManyPendingChanges):
-        return ApiError(429, "too_many_pending_changes", "earlier filter changes are not applied yet", headers={"Retry-After": "1"})
+        return ApiError(
+            429, "too_many_pending_changes", "earlier filter changes are not applied yet", headers={"Retry-After": "1"}
+        )
     if isinstance(exc, ConnectionRefused):
         return ApiError(exc.status, exc.reason, str(exc), headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, BackendUnavailable):
-        return ApiError(503, "backend_unavailable", str(exc) or "the backend is unreachable", headers={"Retry-After": "1"})
+        return ApiError(
+            503, "backend_unavailable", str(exc) or "the backend is unreachable", headers={"Retry-After": "1"}
+        )
     return None
 
 
@@ -65,7 +69,14 @@ def log_refusal(error: ApiError, method: str, path: str, client: str | None) -> 
     """One structured line per refused request (who, what, why)."""
     log.info(
         orjson.dumps(
-            {"event": "request_refused", "status": error.status, "error": error.code,
-             "method": method, "path": path, "client": client, "reason": error.message}
+            {
+                "event": "request_refused",
+                "status": error.status,
+                "error": error.code,
+                "method": method,
+                "path": path,
+                "client": client,
+                "reason": error.message,
+            }
         ).decode()
     )

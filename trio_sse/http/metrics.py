@@ -30,8 +30,12 @@ class HubCollector(Collector):
             rejected.add_metric([reason], count)
         yield rejected
         yield CounterMetricFamily("trio_sse_events_published", "Events published", value=snap["events_published"])
-        yield CounterMetricFamily("trio_sse_events_delivered", "Events written to streams", value=snap["events_delivered"])
-        yield CounterMetricFamily("trio_sse_events_dropped", "Events dropped (overflow policy drop)", value=snap["events_dropped"])
+        yield CounterMetricFamily(
+            "trio_sse_events_delivered", "Events written to streams", value=snap["events_delivered"]
+        )
+        yield CounterMetricFamily(
+            "trio_sse_events_dropped", "Events dropped (overflow policy drop)", value=snap["events_dropped"]
+        )
         disconnects = CounterMetricFamily("trio_sse_disconnects", "Streams ended", labels=["reason"])
         for reason, count in sorted(snap["disconnects"].items()):
             disconnects.add_metric([reason], count)
@@ -39,7 +43,9 @@ class HubCollector(Collector):
         queue = snap["queue"]
         yield GaugeMetricFamily("trio_sse_queue_capacity", "Events a connection queue holds", value=queue["capacity"])
         yield GaugeMetricFamily("trio_sse_queue_max_fill", "Fullest connection queue", value=queue["max_fill"])
-        yield GaugeMetricFamily("trio_sse_queued_events", "Events queued over all connections", value=queue["total_queued"])
+        yield GaugeMetricFamily(
+            "trio_sse_queued_events", "Events queued over all connections", value=queue["total_queued"]
+        )
         latency = GaugeMetricFamily("trio_sse_latency_ms", "Publish-to-write latency percentiles", labels=["quantile"])
         for name, value in snap["latency_ms"].items():
             latency.add_metric([f"0.{name[1:]}"], value)
@@ -51,8 +57,12 @@ class HubCollector(Collector):
         backend_up.add_metric([snap["backend"]["kind"]], 1 if snap["backend"]["status"] == "ok" else 0)
         yield backend_up
         yield GaugeMetricFamily("trio_sse_connection_limit", "Global connection limit", value=snap["connection_limit"])
-        yield GaugeMetricFamily("trio_sse_uptime_seconds", "Seconds since the hub started", value=snap["uptime_seconds"])
-        yield GaugeMetricFamily("trio_sse_memory_rss_bytes", "Resident memory of this process", value=snap["memory_rss_bytes"])
+        yield GaugeMetricFamily(
+            "trio_sse_uptime_seconds", "Seconds since the hub started", value=snap["uptime_seconds"]
+        )
+        yield GaugeMetricFamily(
+            "trio_sse_memory_rss_bytes", "Resident memory of this process", value=snap["memory_rss_bytes"]
+        )
 
 
 def make_registry(get_hub: Callable[[], Hub]) -> CollectorRegistry:

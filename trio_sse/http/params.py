@@ -10,7 +10,7 @@ import attrs
 from ..core.validation import MAX_EVENT_ID_LENGTH
 from .errors import ApiError
 
-__all__ = ["StreamParams", "parse_stream_params", "MAX_TYPES", "MAX_QUERY_FIELDS"]
+__all__ = ["MAX_QUERY_FIELDS", "MAX_TYPES", "StreamParams", "parse_stream_params"]
 
 MAX_TYPES = 64
 MAX_QUERY_FIELDS = 100
@@ -34,8 +34,11 @@ def parse_query(raw: bytes) -> list[tuple[str, str]]:
         raise bad_request(f"query string longer than {MAX_QUERY_BYTES} bytes")
     try:
         return parse_qsl(
-            raw.decode("ascii"), keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS,
-            encoding="utf-8", errors="strict",
+            raw.decode("ascii"),
+            keep_blank_values=True,
+            max_num_fields=MAX_QUERY_FIELDS,
+            encoding="utf-8",
+            errors="strict",
         )
     except UnicodeDecodeError:
         raise bad_request("query string is not valid UTF-8") from None

@@ -9,7 +9,7 @@ ASGI stream handler (:mod:`trio_sse.http.stream`) in front of the app.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from quart import Blueprint, Quart, Response, request
@@ -25,16 +25,14 @@ from .errors import ApiError, log_refusal, to_api_error
 from .metrics import make_registry, render_metrics
 from .stream import serve_stream
 
-__all__ = ["make_blueprint", "json_response", "MAX_BATCH"]
+__all__ = ["MAX_BATCH", "json_response", "make_blueprint"]
 
 MAX_BATCH = 1000
 MAX_CONNECTIONS_PAGE = 1000
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body), status=status, headers=headers, content_type="application/json"
-    )
+    return Response(orjson.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
 def error_response(error: ApiError) -> Response:
@@ -101,7 +99,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     @bp.record_once
     def mount_stream(state: BlueprintSetupState) -> None:
         prefix = (state.url_prefix or "").rstrip("/")
-        mount_stream_handler(state.app, get_hub, prefix + "/sse/events")
+        mount_stream_handler(cast(Quart, state.app), get_hub, prefix + "/sse/events")
 
     @bp.errorhandler(ApiError)
     async def on_api_error(error: ApiError) -> Response:
@@ -169,7 +167,9 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
         if last_event_id is not None and (
             not isinstance(last_event_id, str) or not 0 < len(last_event_id) <= MAX_EVENT_ID_LENGTH
         ):
-            raise ApiError(400, "invalid_request", f"last_event_id must be a string of 1-{MAX_EVENT_ID_LENGTH} characters")
+            raise ApiError(
+                400, "invalid_request", f"last_event_id must be a string of 1-{MAX_EVENT_ID_LENGTH} characters"
+            )
         connection = hub.get_connection(connection_id)
         if hub.settings.auth_enabled and not principal.admin and connection.client.owner != principal.sub:
             raise ApiError(403, "forbidden", "this connection belongs to someone else")
@@ -213,9 +213,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
 
     @bp.get("/metrics")
     async def metrics() -> Response:
-        return Response(
-            render_metrics(metrics_registry), content_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        return Response(render_metrics(metrics_registry), content_type="text/plain; version=0.0.4; charset=utf-8")
 
     return bp
 

@@ -20,7 +20,7 @@ from ..runtime.hub import Hub
 from .errors import JSON_HEADERS, ApiError, log_refusal, to_api_error
 from .params import header, parse_stream_params
 
-__all__ = ["AsgiTransport", "serve_stream", "send_error"]
+__all__ = ["AsgiTransport", "send_error", "serve_stream"]
 
 log = logging.getLogger("trio_sse.stream")
 
@@ -60,7 +60,7 @@ def _socket_of(send: Any) -> Any:
 class AsgiTransport:
     """Adapts ASGI ``receive``/``send`` to the runtime's :class:`Transport`."""
 
-    __slots__ = ("_receive", "_send", "_headers", "started", "_socket")
+    __slots__ = ("_headers", "_receive", "_send", "_socket", "started")
 
     def __init__(self, receive: Any, send: Any, headers: list[tuple[bytes, bytes]]) -> None:
         self._receive = receive

@@ -34,7 +34,7 @@ from ..core.wire import encode_comment
 if TYPE_CHECKING:
     from .hub import Hub
 
-__all__ = ["ClientInfo", "Connection", "Transport", "HEARTBEAT", "CONTROL_RESERVE"]
+__all__ = ["CONTROL_RESERVE", "HEARTBEAT", "ClientInfo", "Connection", "Transport"]
 
 #: Written when a stream has been silent for ``heartbeat_interval``.
 HEARTBEAT = encode_comment("heartbeat")
@@ -82,28 +82,28 @@ class Connection:
     """A registered stream. Created and registered by :meth:`Hub.connect`, never directly."""
 
     __slots__ = (
-        "hub",
-        "id",
-        "client",
-        "connected_at",
-        "subscription",
-        "last_event_id",
-        "events_sent",
-        "events_dropped",
-        "pending",
-        "pending_controls",
-        "close_reason",
-        "_queue_size",
-        "_send",
-        "_recv",
+        "_ending",
         "_initial_last_event_id",
         "_last_order",
+        "_queue_size",
+        "_recv",
         "_run_scope",
+        "_send",
+        "_transport",
         "_wait_scope",
         "_watch_scope",
-        "_transport",
         "_writing",
-        "_ending",
+        "client",
+        "close_reason",
+        "connected_at",
+        "events_dropped",
+        "events_sent",
+        "hub",
+        "id",
+        "last_event_id",
+        "pending",
+        "pending_controls",
+        "subscription",
     )
 
     def __init__(

@@ -12,28 +12,29 @@ and background task.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import trio
 
+from ..core.errors import InvalidValue
 from ..core.events import Event, system_event
 from ..core.matching import Subscription, SubscriptionIndex
 from ..core.ratelimit import RateLimiter
-from ..core.errors import InvalidValue
 from ..core.validation import NewEvent, check_event_types, check_project_id, prepare_event
 from ..settings import Settings
 from .backends import Backend
 from .connection import ClientInfo, Connection, Resubscribe
 from .stats import HubStats, machine_memory_bytes, memory_rss_bytes
 
-__all__ = ["ConnectionRefused", "Hub", "TooManyPendingChanges", "UNSET", "UnknownConnection", "open_hub"]
+__all__ = ["UNSET", "ConnectionRefused", "Hub", "TooManyPendingChanges", "UnknownConnection", "open_hub"]
 
 UNSET: Any = object()
+_NO_CLIENT = ClientInfo()
 
 
 class ConnectionRefused(Exception):
@@ -92,7 +93,7 @@ class Hub:
         subscription: Subscription,
         *,
         last_event_id: str | None = None,
-        client: ClientInfo = ClientInfo(),
+        client: ClientInfo = _NO_CLIENT,
     ) -> AsyncIterator[Connection]:
         """Register a stream for the duration of the block, then unregister it.
 
@@ -160,7 +161,7 @@ class Hub:
             "connection_id": connection.id,
             "client": connection.client.address,
             "user_agent": connection.client.user_agent,
-            "connected_at": datetime.fromtimestamp(connection.connected_at, timezone.utc).isoformat(),
+            "connected_at": datetime.fromtimestamp(connection.connected_at, UTC).isoformat(),
             "event_types": described["event_types"],
             "project_id": described["project_id"],
             "last_event_id": connection.last_event_id,

@@ -6,6 +6,7 @@ memory figures) is computed only when someone asks.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 
 import attrs
@@ -21,7 +22,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of an already sorted list (0.0 for an empty one)."""
     if not sorted_values:
         return 0.0
-    rank = max(0, min(len(sorted_values) - 1, int(round(fraction * len(sorted_values) + 0.5)) - 1))
+    rank = min(len(sorted_values), max(1, math.ceil(fraction * len(sorted_values)))) - 1
     return sorted_values[rank]
 
 
@@ -75,4 +76,3 @@ def machine_memory_bytes() -> int:
         if raw.isdigit():
             total = min(total, int(raw))
     return total
-

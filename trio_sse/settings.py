@@ -26,12 +26,12 @@ class SettingsError(ValueError):
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
+    if not value > 0:  # also refuses NaN, which compares false to everything
         raise SettingsError(f"{attribute.name} must be > 0, got {value!r}")
 
 
 def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
+    if not value >= 0:  # also refuses NaN
         raise SettingsError(f"{attribute.name} must be >= 0, got {value!r}")
 
 

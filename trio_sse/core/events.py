@@ -43,7 +43,7 @@ SYSTEM_EVENT_TYPES: frozenset[str] = frozenset({"connected", "subscription_updat
 #: Sortable position of an event: ``(milliseconds, sequence)``, like a Redis stream id.
 EventOrder = tuple[int, int]
 
-_EVENT_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+_EVENT_ID = re.compile(r"(\d{1,20})-(\d{1,20})", re.ASCII)  # \d alone also matches non-ASCII digits
 
 
 def is_valid_event_type(name: str) -> bool:

@@ -21,6 +21,7 @@ Edges:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -74,6 +75,7 @@ class Resubscribe:
     """Queued control message: announce new filters, then replay under them if asked."""
 
     subscription: Subscription
+    previous: Subscription
     announcement: bytes
     last_event_id: str | None
 
@@ -82,7 +84,9 @@ class Connection:
     """A registered stream. Created and registered by :meth:`Hub.connect`, never directly."""
 
     __slots__ = (
+        "_aborted",
         "_ending",
+        "_first_order",
         "_initial_last_event_id",
         "_last_order",
         "_queue_size",
@@ -130,12 +134,14 @@ class Connection:
         self._send, self._recv = trio.open_memory_channel[Any](self._queue_size + CONTROL_RESERVE)
         self._initial_last_event_id = last_event_id
         self._last_order: EventOrder = (-1, -1)
+        self._first_order: EventOrder | None = None
         self._run_scope: trio.CancelScope | None = None
         self._wait_scope: trio.CancelScope | None = None
         self._watch_scope: trio.CancelScope | None = None
         self._transport: Transport | None = None
         self._writing = False
         self._ending = False
+        self._aborted = False
 
     # -- called by the hub, synchronously, never awaiting -------------------------------
 
@@ -160,6 +166,7 @@ class Connection:
         if self.close_reason is None:
             self.close_reason = reason
         if self._writing and self._transport is not None:
+            self._aborted = True
             self._transport.abort()
         if self._run_scope is not None:
             self._run_scope.cancel()
@@ -206,8 +213,12 @@ class Connection:
 
     @property
     def can_finish(self) -> bool:
-        """Whether the response may still be ended with a final chunk."""
-        return self.close_reason not in ("client_closed", "send_timeout", "slow_consumer")
+        """Whether the response may still be ended with a final chunk.
+
+        Not after a write was aborted: the client was not reading, so a final chunk
+        would only hold up the shutdown that forced the close.
+        """
+        return not self._aborted and self.close_reason not in ("client_closed", "send_timeout", "slow_consumer")
 
     async def _watch(self, transport: Transport, *, task_status: trio.TaskStatus[None]) -> None:
         """Notice the client leaving, and writes that miss their deadline."""
@@ -290,33 +301,54 @@ class Connection:
         stats.events_delivered += len(events)
         self.events_sent += len(events)
         self.last_event_id = events[-1].id
+        if self._first_order is None or events[0].order < self._first_order:
+            self._first_order = events[0].order
         if live:
             stats.latencies.append(trio.current_time() - events[0].published_at)
 
     async def _resubscribe(self, transport: Transport, message: Resubscribe) -> None:
         self.pending_controls -= 1
         await self._write(transport, message.announcement)
-        if message.last_event_id is not None:
-            replay = await self.hub.backend.replay_after(message.last_event_id, message.subscription.accepts)
-            await self._write_replay(transport, replay, message.last_event_id)
+        if message.last_event_id is None:
+            return
+        replay = await self.hub.backend.replay_after(message.last_event_id, message.subscription.accepts)
+        # Skip what this stream already wrote: events in the range it has delivered that
+        # the previous filters matched. Events only the new filters match are sent even if
+        # they are older than the last event delivered (the client asked to go back).
+        first, upto, previous = self._first_order, self._last_order, message.previous
 
-    async def _write_replay(self, transport: Transport, replay: Replay, last_event_id: str) -> None:
-        """Write a replay in bounded chunks, or the ``stream_reset`` that replaces it."""
+        def already_sent(event: Event) -> bool:
+            return first is not None and first <= event.order <= upto and previous.accepts(event)
+
+        await self._write_replay(transport, replay, message.last_event_id, already_sent)
+
+    async def _write_replay(
+        self,
+        transport: Transport,
+        replay: Replay,
+        last_event_id: str,
+        already_sent: Callable[[Event], bool] | None = None,
+    ) -> None:
+        """Write a replay in bounded chunks, or the ``stream_reset`` that replaces it.
+
+        Afterwards live events at or before the newest replayed one (or the client's own
+        id) are dropped as duplicates.
+        """
         if replay.reset is not None:
             payload = {"reason": replay.reset, "last_event_id": last_event_id}
             await self._write(transport, system_event("stream_reset", payload))
             return
-        # The client has everything up to its id: live events at or before it are duplicates.
-        self._last_order = max(self._last_order, parse_event_id(last_event_id) or self._last_order)
+        newest = max(self._last_order, parse_event_id(last_event_id) or self._last_order)
         batch: list[Event] = []
         size = 0
         for event in replay.events:
-            if event.order <= self._last_order:
+            if already_sent is not None and already_sent(event):
                 continue
-            self._last_order = event.order
+            newest = max(newest, event.order)
             batch.append(event)
             size += len(event.wire)
             if size >= MAX_WRITE_BYTES:
                 await self._send_events(transport, batch, live=False)
                 batch, size = [], 0
         await self._send_events(transport, batch, live=False)
+        self._last_order = newest

@@ -206,7 +206,7 @@ class Hub:
         new = Subscription(new_types, project)
         connection.subscription = new
         announcement = self._announcement(connection)
-        if not connection.push_control(Resubscribe(new, announcement, last_event_id)):
+        if not connection.push_control(Resubscribe(new, current, announcement, last_event_id)):
             connection.subscription = current
             raise TooManyPendingChanges(connection_id)
         self._index.add(connection, new)

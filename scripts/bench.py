@@ -1,0 +1,1185 @@
+"""Benchmark driver: trio_sse next to sse-starlette (uvicorn) and nginx + nchan.
+
+Run it through the wrapper, from anywhere:
+
+    scripts/bench [--quick] [--runs N] [--only trio_sse,starlette,nchan]
+                  [--scenarios idle_memory,latency,fanout,publish,scale] [--out DIR]
+
+What it does:
+
+* builds the C load tools (scripts/sseload.c, scripts/ssepub.c) into .bench/bin when
+  missing or older than their source, and sets up the peers with scripts/peers/setup_*.sh
+  unless they already are; a peer that cannot be set up is reported and skipped;
+* runs every scenario N times per server (default 3, --quick 1) and keeps the median of
+  each figure. Each scenario (each sub-case) starts its server fresh on a free port of
+  127.0.0.1, pinned to core 0; the load tools run pinned to core 1;
+* writes DIR/bench-<UTC timestamp>.json (raw runs + medians) and .md (one table per
+  scenario, trio_sse next to the peers with the ratio trio_sse / peer), and prints the
+  Markdown on stdout. Progress goes to stderr.
+
+Speed is reported, never asserted. The exit status is non-zero only when the tooling
+breaks: a load tool does not compile or misbehaves, or trio_sse does not start.
+
+Scenarios:
+
+idle_memory  server RSS before and after opening 1,000 (full run: also 10,000) idle
+             streams, measured once all are READY plus ~2 s; bytes per stream.
+latency      1,000 subscribers, 100 events/s for 10 s (quick 5 s): publish->receive
+             p50/p99, published events, loss.
+fanout       1,000 subscribers, stepped publish rates; the highest rate with no loss and
+             p99 < 100 ms, as deliveries/s, plus each step's figures.
+publish      10 subscribers, ssepub --max: events/s accepted, single events (8 keep-alive
+             connections) and batches of 100 (not nchan: it has no batch form).
+scale        (full run only) 10,000 streams held 20 s, trio_sse with --heartbeat-interval 5.
+soak         not run (TODO).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import http.client
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN_DIR = ROOT / ".bench" / "bin"
+PEERS_DIR = ROOT / "scripts" / "peers"
+STARLETTE_VENV = ROOT / ".bench" / "starlette-venv"
+TRIO_SSE_BIN = ROOT / ".venv" / "bin" / "trio-sse"
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+HOST = "127.0.0.1"
+
+SERVERS = ("trio_sse", "starlette", "nchan")
+LABELS = {"trio_sse": "trio_sse", "starlette": "sse-starlette", "nchan": "nchan"}
+SCENARIOS = ("idle_memory", "latency", "fanout", "publish", "scale")
+
+SUBSCRIBERS = 1000  # latency and fanout
+LATENCY_RATE = 100  # events/s
+FANOUT_P99_MS = 100.0
+PUBLISH_SUBSCRIBERS = 10
+SCALE_STREAMS = 10_000
+SCALE_HOLD_S = 20.0
+SCALE_HEARTBEAT_S = 5
+START_TIMEOUT_S = 30.0
+STOP_GRACE_S = 8.0  # trio_sse gives open streams 5 s (--shutdown-grace) on SIGTERM
+
+TRIO_SSE_ARGS = (
+    "--log-level", "warning",
+    "--connection-limit", "20000",
+    "--client-connection-limit", "20000",
+    "--connection-rate", "100000000",
+    "--publish-rate", "100000000",
+    "--history-size", "100000",
+)  # fmt: skip
+
+
+class ToolingError(Exception):
+    """The benchmark itself is broken (a tool, or trio_sse not starting): exit non-zero."""
+
+
+class ServerError(Exception):
+    """A server did not start or died; for a peer this is reported, not fatal."""
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def run_text(argv: list[str], timeout: float = 30.0) -> str:
+    """stdout+stderr of a short command, stripped; "" if it cannot run."""
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return (p.stdout + p.stderr).strip()
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class Params:
+    quick: bool
+    runs: int
+    idle_counts: tuple[int, ...]
+    latency_s: float
+    latency_drain_s: float
+    fanout_rates: tuple[int, ...]
+    fanout_step_s: float
+    fanout_drain_s: float
+    fanout_budget_s: float | None
+    publish_s: float
+    server_core: str
+    load_core: str
+
+    @classmethod
+    def make(cls, quick: bool, runs: int | None) -> Params:
+        cpus = sorted(os.sched_getaffinity(0))
+        server_core, load_core = (str(cpus[0]), str(cpus[1])) if len(cpus) >= 2 else (str(cpus[0]), str(cpus[0]))
+        return cls(
+            quick=quick,
+            runs=runs if runs is not None else (1 if quick else 3),
+            idle_counts=(1000,) if quick else (1000, 10_000),
+            latency_s=5.0 if quick else 10.0,
+            latency_drain_s=2.0,
+            fanout_rates=(100, 200, 400, 800, 1600, 3200),
+            # --quick keeps the whole run under 3 minutes: shorter steps and publish runs.
+            fanout_step_s=2.0 if quick else 5.0,
+            fanout_drain_s=1.0 if quick else 2.0,
+            fanout_budget_s=25.0 if quick else None,
+            publish_s=3.0 if quick else 5.0,
+            server_core=server_core,
+            load_core=load_core,
+        )
+
+
+# --------------------------------------------------------------------------- processes
+
+_live: list[subprocess.Popen[Any]] = []  # every process this driver started and has not reaped
+
+
+def spawn(argv: list[str], **kw: Any) -> subprocess.Popen[Any]:
+    proc = subprocess.Popen(argv, cwd=ROOT, **kw)
+    _live.append(proc)
+    return proc
+
+
+def reap(proc: subprocess.Popen[Any]) -> None:
+    if proc in _live:
+        _live.remove(proc)
+
+
+def kill_all_started() -> None:
+    """Last-resort cleanup: SIGKILL what we started (and its children), by pid."""
+    for proc in list(_live):
+        if proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                kids = psutil.Process(proc.pid).children(recursive=True)
+                proc.kill()
+                for kid in kids:
+                    with contextlib.suppress(psutil.Error):
+                        kid.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        reap(proc)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    stream_path: str
+    pub_format: str  # ssepub --format
+    batching: bool  # has the {"events": [...]} batch form
+    ready_path: str | None  # GET that must answer 200; None: the port accepting is enough
+
+
+SPECS = {
+    "trio_sse": Spec("trio_sse", "/sse/events?types=system_status", "trio", True, "/sse/stats"),
+    "starlette": Spec("starlette", "/sse/events", "trio", True, "/health"),
+    "nchan": Spec("nchan", "/sse/events", "raw", False, None),
+}
+
+
+class Server:
+    def __init__(self, spec: Spec, params: Params, workdir: Path, extra: tuple[str, ...] = ()) -> None:
+        self.spec = spec
+        self.killed = False
+        self.port = free_port()
+        self.log_path = workdir / f"{spec.name}-{self.port}.log"
+        env = dict(os.environ)
+        pin = ["taskset", "-c", params.server_core]
+        if spec.name == "trio_sse":
+            argv = [*pin, str(TRIO_SSE_BIN), "serve", "--host", HOST, "--port", str(self.port), *TRIO_SSE_ARGS]
+        elif spec.name == "starlette":
+            argv = [
+                *pin, str(STARLETTE_VENV / "bin" / "uvicorn"), "--app-dir", str(PEERS_DIR), "starlette_app:app",
+                "--host", HOST, "--port", str(self.port), "--workers", "1", "--log-level", "warning", "--no-access-log",
+            ]  # fmt: skip
+        else:
+            self.prefix = workdir / f"nchan-{self.port}"
+            env["NCHAN_PREFIX"] = str(self.prefix)
+            argv = [*pin, "bash", str(PEERS_DIR / "run_nchan.sh"), str(self.port)]
+        argv += list(extra)
+        self.argv = argv
+        with self.log_path.open("wb") as out:
+            # taskset and run_nchan.sh exec: the pid is the server's (the nginx master's).
+            self.proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def log_tail(self) -> str:
+        text = tail(self.log_path)
+        if self.spec.name == "nchan":
+            text += "\n" + tail(self.prefix / "error.log")
+        return text.strip()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        last = "no attempt"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"{self.spec.name} exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with socket.create_connection((HOST, self.port), timeout=0.5):
+                    pass
+                if self.spec.ready_path:
+                    conn = http.client.HTTPConnection(HOST, self.port, timeout=2)
+                    try:
+                        conn.request("GET", self.spec.ready_path)
+                        status = conn.getresponse().status
+                    finally:
+                        conn.close()
+                    if status != 200:
+                        raise OSError(f"GET {self.spec.ready_path}: {status}")
+                elif not self.children():  # nginx: wait for the worker too
+                    raise OSError("no worker process yet")
+                return
+            except (OSError, http.client.HTTPException) as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise ServerError(f"{self.spec.name} not ready after {START_TIMEOUT_S:.0f} s ({last}): {self.log_tail()}")
+
+    def children(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def rss(self) -> int:
+        """nginx: the worker processes; the Python servers: the whole process tree."""
+        procs = self.children()
+        if self.spec.name != "nchan":
+            with contextlib.suppress(psutil.Error):
+                procs.append(psutil.Process(self.proc.pid))
+        total = 0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        return total
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise ServerError(f"{self.spec.name} died (exit {self.proc.returncode}): {self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, SIGKILL after a few seconds; children left behind are killed by pid."""
+        kids = self.children()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                log(f"{self.spec.name} still running {STOP_GRACE_S:.0f} s after SIGTERM: SIGKILL")
+                self.killed = True
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        for kid in kids:
+            with contextlib.suppress(psutil.Error):
+                kid.wait(timeout=2)
+            with contextlib.suppress(psutil.Error):
+                kid.kill()
+        reap(self.proc)
+
+
+# --------------------------------------------------------------------------- load tools
+
+
+class Subscribers:
+    """sseload in the background; "READY <open>" is read from its stderr."""
+
+    def __init__(
+        self,
+        params: Params,
+        port: int,
+        path: str,
+        conns: int,
+        duration: float,
+        *,
+        idle: bool = False,
+        ramp: float = 1000.0,
+        timeout: float = 30.0,
+    ) -> None:
+        self.conns, self.ramp, self.timeout = conns, ramp, timeout
+        argv = [
+            "taskset", "-c", params.load_core, str(BIN_DIR / "sseload"), "--host", HOST, "--port", str(port),
+            "--path", path, "--conns", str(conns), "--duration", f"{duration:g}", "--ramp", f"{ramp:g}",
+            "--timeout", f"{timeout:g}",
+        ]  # fmt: skip
+        if idle:
+            argv.append("--idle")
+        self.argv = argv
+        self.stderr: list[str] = []
+        self.ready = threading.Event()
+        self.ready_open = 0
+        self.proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            line = line.rstrip("\n")
+            self.stderr.append(line)
+            if line.startswith("READY "):
+                with contextlib.suppress(ValueError):
+                    self.ready_open = int(line.split()[1])
+                self.ready.set()
+
+    def wait_ready(self) -> int:
+        limit = self.conns / self.ramp + self.timeout + 15
+        if not self.ready.wait(limit):
+            self.kill()
+            raise ToolingError(f"sseload never printed READY within {limit:.0f} s: {self.stderr[-5:]}")
+        return self.ready_open
+
+    def stop(self) -> None:
+        """SIGTERM: sseload ends its run early and still prints its JSON."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        reap(self.proc)
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        # stderr belongs to the reader thread; stdout is one short line (never fills the pipe).
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise ToolingError(f"sseload did not finish within {timeout:.0f} s") from None
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
+        reap(self.proc)
+        self._reader.join(timeout=5)
+        return parse_tool_json("sseload", self.proc.returncode, out, self.stderr)
+
+
+def parse_tool_json(tool: str, rc: int, out: str, err: list[str]) -> dict[str, Any]:
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if rc != 0 or not lines:
+        raise ToolingError(f"{tool} exited {rc} without a JSON result: {' | '.join(err[-5:])}")
+    try:
+        data: dict[str, Any] = json.loads(lines[-1])
+    except ValueError as exc:
+        raise ToolingError(f"{tool} printed bad JSON: {lines[-1][:200]!r}") from exc
+    notes = [ln for ln in err if ln and not ln.startswith("READY ")]
+    if notes:
+        data["stderr"] = notes[-5:]
+    return data
+
+
+def publish(
+    params: Params, spec: Spec, port: int, duration: float, *, rate: float | None, batch: int = 1, conns: int = 4
+) -> dict[str, Any]:
+    """ssepub in the foreground (rate None: --max)."""
+    argv = [
+        "taskset", "-c", params.load_core, str(BIN_DIR / "ssepub"), "--host", HOST, "--port", str(port),
+        "--path", "/sse/publish", "--duration", f"{duration:g}", "--conns", str(conns), "--batch", str(batch),
+        "--format", spec.pub_format,
+    ]  # fmt: skip
+    argv += ["--max"] if rate is None else ["--rate", f"{rate:g}"]
+    proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=duration + 20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise ToolingError(f"ssepub did not finish within {duration + 20:.0f} s") from None
+    finally:
+        reap(proc)
+    return parse_tool_json("ssepub", proc.returncode, out, err.splitlines())
+
+
+# --------------------------------------------------------------------------- scenarios
+
+Figures = dict[str, Any]
+
+
+@dataclass
+class Ctx:
+    params: Params
+    workdir: Path
+    server_notes: list[dict[str, Any]] = field(default_factory=list)  # per run: each server started
+
+    @contextlib.contextmanager
+    def server(self, spec: Spec, extra: tuple[str, ...] = ()) -> Iterator[Server]:
+        srv = Server(spec, self.params, self.workdir, extra)
+        try:
+            yield srv
+            srv.check_alive()
+        finally:
+            srv.stop()
+            note = {"argv": srv.argv, "sigkilled": srv.killed, "log_tail": srv.log_tail()}
+            self.server_notes.append(note)
+
+
+def delivery(
+    ctx: Ctx, spec: Spec, srv: Server, rate: float, duration: float, drain: float, batch: int, pconns: int
+) -> Figures:
+    """On a running server: 1,000 subscribers READY, then `rate` events/s for `duration` s."""
+    p = ctx.params
+    subs = Subscribers(p, srv.port, spec.stream_path, SUBSCRIBERS, duration + drain)
+    try:
+        subs.wait_ready()
+        pub = publish(p, spec, srv.port, duration, rate=rate, batch=batch, conns=pconns)
+        load = subs.result(timeout=duration + drain + 30)
+    finally:
+        subs.kill()
+    return delivery_figures(rate, duration, pub, load)
+
+
+def delivery_figures(rate: float, duration: float, pub: dict[str, Any], load: dict[str, Any]) -> Figures:
+    published = int(pub["ok_events"])
+    expected = published * int(load["open"])
+    return {
+        "rate": rate,
+        "target_events": round(rate * duration),
+        "published": published,
+        "publish_errors": pub["errors"],
+        "achieved_rate": pub["achieved_rate"],
+        "open": load["open"],
+        "failed": load["failed"],
+        "closed_early": load["closed_early"],
+        "received": load["events"],
+        "loss": expected - int(load["events"]),
+        "events_per_conn_min": load["events_per_conn_min"],
+        "p50_ms": load["latency_ms"]["p50"],
+        "p90_ms": load["latency_ms"]["p90"],
+        "p99_ms": load["latency_ms"]["p99"],
+        "max_ms": load["latency_ms"]["max"],
+        "raw": {"ssepub": pub, "sseload": load},
+    }
+
+
+def scenario_idle_memory(ctx: Ctx, spec: Spec) -> Figures:
+    figs: Figures = {"raw": {}}
+    for n in ctx.params.idle_counts:
+        with ctx.server(spec) as srv:
+            time.sleep(1.0)
+            before = srv.rss()
+            subs = Subscribers(ctx.params, srv.port, spec.stream_path, n, 600, idle=True)
+            try:
+                subs.wait_ready()
+                time.sleep(2.0)
+                after = srv.rss()
+                subs.stop()
+                load = subs.result(timeout=30)
+            finally:
+                subs.kill()
+        opened = int(load["open"])
+        figs[f"rss_before_{n}"] = before
+        figs[f"rss_after_{n}"] = after
+        figs[f"open_{n}"] = opened
+        figs[f"failed_{n}"] = load["failed"]
+        figs[f"bytes_per_stream_{n}"] = round((after - before) / opened) if opened else None
+        figs["raw"][str(n)] = {"sseload": load}
+    return figs
+
+
+def scenario_latency(ctx: Ctx, spec: Spec) -> Figures:
+    p = ctx.params
+    with ctx.server(spec) as srv:
+        return delivery(ctx, spec, srv, LATENCY_RATE, p.latency_s, p.latency_drain_s, batch=1, pconns=4)
+
+
+def fanout_verdict(f: Figures) -> list[str]:
+    """Why a fanout step failed ([] = it passed)."""
+    why = []
+    if f["published"] < 0.95 * f["target_events"]:
+        why.append(f"published {f['published']} of {f['target_events']}")
+    if f["failed"] or f["closed_early"]:
+        why.append(f"streams failed {f['failed']}, closed early {f['closed_early']}")
+    if f["loss"] > 0:
+        why.append(f"loss {f['loss']}")
+    if f["p99_ms"] >= FANOUT_P99_MS:
+        why.append(f"p99 {f['p99_ms']:.1f} ms")
+    if f["publish_errors"]:
+        why.append(f"publish errors {f['publish_errors']}")
+    return why
+
+
+def scenario_fanout(ctx: Ctx, spec: Spec) -> Figures:
+    """One server for all steps (a step only follows a passing, fully drained one); fresh subscribers per step."""
+    p = ctx.params
+    steps: list[Figures] = []
+    best = 0
+    first_fail = None
+    budget_hit = False
+    t0 = time.monotonic()
+    with ctx.server(spec) as srv:
+        for rate in p.fanout_rates:
+            if p.fanout_budget_s is not None and time.monotonic() - t0 > p.fanout_budget_s:
+                budget_hit = True
+                log(
+                    f"  {spec.name} fanout: --quick time budget ({p.fanout_budget_s:g} s) used up, stopping at {rate}/s"
+                )
+                break
+            big = rate >= 400
+            batch = 10 if big and spec.batching else 1
+            # nchan has no batch form: more publisher connections instead (one request in flight each).
+            pconns = (8 if spec.batching else min(32, max(8, rate // 100))) if big else 4
+            f = delivery(ctx, spec, srv, rate, p.fanout_step_s, p.fanout_drain_s, batch=batch, pconns=pconns)
+            why = fanout_verdict(f)
+            f.update(batch=batch, publisher_conns=pconns, passed=not why, why=why)
+            steps.append(f)
+            log(f"  {spec.name} fanout {rate}/s: {'pass' if not why else 'FAIL: ' + '; '.join(why)}")
+            if why:
+                first_fail = rate
+                break
+            best = rate
+    return {
+        "best_rate": best,
+        "best_deliveries": best * SUBSCRIBERS,
+        "first_failing_rate": first_fail,
+        "all_passed": first_fail is None and not budget_hit,
+        "budget_hit": budget_hit,
+        "steps": steps,
+    }
+
+
+def scenario_publish(ctx: Ctx, spec: Spec) -> Figures:
+    p = ctx.params
+    figs: Figures = {"raw": {}}
+    cases = [("single", 1), ("batch100", 100)] if spec.batching else [("single", 1)]
+    for name, batch in cases:
+        with ctx.server(spec) as srv:
+            subs = Subscribers(p, srv.port, spec.stream_path, PUBLISH_SUBSCRIBERS, p.publish_s + 1.0)
+            try:
+                subs.wait_ready()
+                pub = publish(p, spec, srv.port, p.publish_s, rate=None, batch=batch, conns=8)
+                load = subs.result(timeout=p.publish_s + 30)
+            finally:
+                subs.kill()
+        figs[f"{name}_eps"] = pub["achieved_rate"]
+        figs[f"{name}_errors"] = pub["errors"]
+        figs[f"{name}_sub_closed_early"] = load["closed_early"]
+        figs["raw"][name] = {"ssepub": pub, "sseload": load}
+    return figs
+
+
+def scenario_scale(ctx: Ctx, spec: Spec) -> Figures:
+    extra = ("--heartbeat-interval", str(SCALE_HEARTBEAT_S)) if spec.name == "trio_sse" else ()
+    with ctx.server(spec, extra) as srv:
+        time.sleep(1.0)
+        before = srv.rss()
+        subs = Subscribers(
+            ctx.params, srv.port, spec.stream_path, SCALE_STREAMS, SCALE_HOLD_S, idle=True, ramp=1000, timeout=60
+        )
+        try:
+            subs.wait_ready()
+            time.sleep(SCALE_HOLD_S / 2)
+            during = srv.rss()
+            load = subs.result(timeout=SCALE_HOLD_S + 60)
+        finally:
+            subs.kill()
+        after_hold = srv.rss()
+    opened = int(load["open"])
+    return {
+        "open": opened,
+        "failed": load["failed"],
+        "closed_early": load["closed_early"],
+        "rss_before": before,
+        "rss_during": during,
+        "rss_end": after_hold,
+        "bytes_per_stream": round((during - before) / opened) if opened else None,
+        "bytes_received": load["bytes"],
+        "raw": {"sseload": load},
+    }
+
+
+SCENARIO_FUNCS: dict[str, Callable[[Ctx, Spec], Figures]] = {
+    "idle_memory": scenario_idle_memory,
+    "latency": scenario_latency,
+    "fanout": scenario_fanout,
+    "publish": scenario_publish,
+    "scale": scenario_scale,
+}
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def build_tools() -> dict[str, str]:
+    BIN_DIR.mkdir(parents=True, exist_ok=True)
+    built = {}
+    for tool in ("sseload", "ssepub"):
+        src, exe = ROOT / "scripts" / f"{tool}.c", BIN_DIR / tool
+        if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
+            built[tool] = "up to date"
+            continue
+        argv = ["cc", "-O2", "-o", os.path.relpath(exe, ROOT), os.path.relpath(src, ROOT)]
+        log(f"compiling: {shlex.join(argv)}")
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ToolingError(f"cannot compile {tool}: {exc}") from exc
+        if p.returncode != 0:
+            raise ToolingError(f"cannot compile {tool}:\n{p.stderr.strip()}")
+        built[tool] = "compiled"
+    for tool in ("taskset",):
+        if not shutil.which(tool):
+            raise ToolingError(f"{tool} not found")
+    return built
+
+
+def peer_ready(name: str) -> bool:
+    if name == "starlette":
+        py = STARLETTE_VENV / "bin" / "python"
+        if not (STARLETTE_VENV / "bin" / "uvicorn").exists() or not py.exists():
+            return False
+        check = [str(py), "-c", "import sse_starlette, starlette, uvicorn, orjson, uvloop, httptools"]
+        return subprocess.run(check, capture_output=True, timeout=60).returncode == 0
+    if name == "nchan":
+        dpkg = run_text(["dpkg-query", "-W", "-f=${Status}", "libnginx-mod-nchan"])
+        return (
+            bool(shutil.which("nginx") or Path("/usr/sbin/nginx").exists())
+            and NCHAN_MODULE.exists()
+            and ("install ok installed" in dpkg)
+        )
+    return True
+
+
+def setup_peer(name: str) -> str | None:
+    """None when the peer is usable, else why not."""
+    if peer_ready(name):
+        return None
+    script = PEERS_DIR / f"setup_{name}.sh"
+    log(f"setting up {name}: bash {script}")
+    try:
+        p = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"setup failed: {exc}"
+    if p.returncode != 0 or not peer_ready(name):
+        out = (p.stdout + p.stderr).strip().splitlines()[-5:]
+        return f"setup failed (exit {p.returncode}): {' | '.join(out)}"
+    return None
+
+
+def versions(available: dict[str, bool]) -> dict[str, str]:
+    v: dict[str, str] = {"python": platform.python_version()}
+    rev = run_text(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=12"])
+    v["trio_sse git rev"] = rev or "unknown"
+    for dist in ("trio-sse", "trio", "hypercorn", "psutil"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            v[dist] = metadata.version(dist)
+    if available.get("starlette"):
+        code = (
+            "import platform; from importlib.metadata import version as v; "
+            "print(platform.python_version(), *(v(d) for d in "
+            "('sse-starlette', 'starlette', 'uvicorn', 'uvloop', 'httptools', 'orjson')))"
+        )
+        out = run_text([str(STARLETTE_VENV / "bin" / "python"), "-c", code]).split()
+        names = ("python (starlette venv)", "sse-starlette", "starlette", "uvicorn", "uvloop", "httptools", "orjson")
+        if len(out) == len(names):
+            v.update(zip(names, out, strict=True))
+    if available.get("nchan"):
+        v["nginx -v"] = run_text([shutil.which("nginx") or "/usr/sbin/nginx", "-v"])
+        v["nchan (libnginx-mod-nchan)"] = run_text(["dpkg-query", "-W", "-f=${Version}", "libnginx-mod-nchan"])
+    v["cc"] = (run_text(["cc", "--version"]).splitlines() or ["unknown"])[0]
+    return v
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "loadavg_start": list(os.getloadavg()),
+        "mem_total_bytes": psutil.virtual_memory().total,
+        "kernel": platform.release(),
+        "hostname": platform.node(),
+    }
+
+
+# --------------------------------------------------------------------------- medians
+
+
+def numeric(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def median_figures(runs: list[Figures]) -> Figures:
+    keys: list[str] = []
+    for r in runs:
+        keys += [k for k, v in r.items() if numeric(v) and k not in keys and k != "run"]
+    med: Figures = {}
+    for k in keys:
+        vals = [r[k] for r in runs if numeric(r.get(k))]
+        if vals:
+            m = statistics.median(vals)
+            med[k] = int(m) if float(m).is_integer() else m
+    for flag in ("all_passed", "budget_hit"):
+        flags = [r[flag] for r in runs if isinstance(r.get(flag), bool)]
+        if flags:
+            med[flag] = sum(flags) * 2 > len(flags)
+    return med
+
+
+def median_steps(runs: list[Figures]) -> dict[int, Figures]:
+    """fanout: per step rate, the median figures over the runs that reached it."""
+    by_rate: dict[int, list[Figures]] = {}
+    for r in runs:
+        for s in r.get("steps", []):
+            by_rate.setdefault(int(s["rate"]), []).append(s)
+    out = {}
+    for rate, steps in sorted(by_rate.items()):
+        m = median_figures(steps)
+        m["passes"] = sum(1 for s in steps if s["passed"])
+        m["reached"] = len(steps)
+        out[rate] = m
+    return out
+
+
+# --------------------------------------------------------------------------- markdown
+
+MIB = 1024 * 1024
+
+
+def fmt_num(x: Any, digits: int = 0) -> str:
+    if not numeric(x):
+        return "n/a"
+    return f"{x:,.{digits}f}"
+
+
+def fmt_mib(x: Any) -> str:
+    return "n/a" if not numeric(x) else f"{x / MIB:,.1f} MiB"
+
+
+def fmt_ms(x: Any) -> str:
+    return "n/a" if not numeric(x) else f"{x:,.1f} ms"
+
+
+def fmt_best(x: Any) -> str:
+    return "none passed" if x == 0 else fmt_num(x)
+
+
+def fmt_bool(x: Any) -> str:
+    return "n/a" if not isinstance(x, bool) else ("yes" if x else "no")
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    fmt: Callable[[Any], str]
+    better: str = ""  # "lower", "higher" or "" (no ratio)
+
+
+def rows_for(scenario: str, params: Params) -> list[Row]:
+    if scenario == "idle_memory":
+        rows = []
+        for n in params.idle_counts:
+            rows += [
+                Row(f"rss_before_{n}", f"RSS idle (before {n:,} streams)", fmt_mib, "lower"),
+                Row(f"rss_after_{n}", f"RSS with {n:,} idle streams", fmt_mib, "lower"),
+                Row(f"bytes_per_stream_{n}", f"bytes per stream @ {n:,}", lambda x: fmt_num(x) + " B", "lower"),
+                Row(f"open_{n}", f"streams open @ {n:,}", fmt_num),
+                Row(f"failed_{n}", f"streams failed @ {n:,}", fmt_num),
+            ]
+        return rows
+    if scenario == "latency":
+        target = round(LATENCY_RATE * params.latency_s)
+        return [
+            Row("p50_ms", "latency p50", fmt_ms, "lower"),
+            Row("p99_ms", "latency p99", fmt_ms, "lower"),
+            Row("max_ms", "latency max", fmt_ms, "lower"),
+            Row("published", f"events published (ssepub ok_events; target {target:,})", fmt_num, "higher"),
+            Row("achieved_rate", "publish rate achieved, events/s", lambda x: fmt_num(x, 1), "higher"),
+            Row("open", "subscribers open", fmt_num),
+            Row("received", "events received (all subscribers)", fmt_num, "higher"),
+            Row("loss", "loss = published x open - received", fmt_num, "lower"),
+            Row("events_per_conn_min", "events on the emptiest stream", fmt_num, "higher"),
+            Row("closed_early", "streams closed early", fmt_num),
+            Row("failed", "streams failed", fmt_num),
+            Row("publish_errors", "publish errors", fmt_num),
+        ]
+    if scenario == "fanout":
+        return [
+            Row("best_deliveries", "best passing deliveries/s (rate x 1,000)", fmt_best, "higher"),
+            Row("best_rate", "best passing publish rate, events/s", fmt_best, "higher"),
+            Row("first_failing_rate", "first failing rate, events/s", fmt_num),
+            Row("all_passed", "every step passed (the limit is above the list)", fmt_bool),
+            Row("budget_hit", "stopped by the --quick time budget", fmt_bool),
+        ]
+    if scenario == "publish":
+        return [
+            Row("single_eps", "events/s accepted, single (8 conns)", lambda x: fmt_num(x, 0), "higher"),
+            Row("batch100_eps", "events/s accepted, batch 100 (8 conns)", lambda x: fmt_num(x, 0), "higher"),
+            Row("single_errors", "errors, single", fmt_num),
+            Row("batch100_errors", "errors, batch 100", fmt_num),
+            Row("single_sub_closed_early", "subscribers closed early, single", fmt_num),
+            Row("batch100_sub_closed_early", "subscribers closed early, batch 100", fmt_num),
+        ]
+    return [
+        Row("open", f"streams open (of {SCALE_STREAMS:,})", fmt_num, "higher"),
+        Row("failed", "streams failed", fmt_num),
+        Row("closed_early", "streams closed early", fmt_num),
+        Row("rss_before", "RSS idle", fmt_mib, "lower"),
+        Row("rss_during", f"RSS with {SCALE_STREAMS:,} streams (mid-hold)", fmt_mib, "lower"),
+        Row("rss_end", "RSS at the end of the hold", fmt_mib, "lower"),
+        Row("bytes_per_stream", "bytes per stream", lambda x: fmt_num(x) + " B", "lower"),
+        Row("bytes_received", "bytes received by clients (preamble + heartbeats)", fmt_num),
+    ]
+
+
+SCENARIO_TITLES = {
+    "idle_memory": "Idle memory: server RSS per idle stream",
+    "latency": "Latency: 1,000 subscribers, 100 events/s",
+    "fanout": "Fan-out: highest publish rate to 1,000 subscribers with no loss and p99 < 100 ms",
+    "publish": "Publish throughput: 10 subscribers, ssepub --max",
+    "scale": "Scale: 10,000 concurrent streams on one process",
+}
+
+
+def scenario_note(scenario: str, p: Params) -> str:
+    if scenario == "idle_memory":
+        return (
+            "Fresh server per stream count; RSS of the process tree (nginx: its workers) 1 s after start, "
+            "then with `sseload --idle` streams all READY plus 2 s. Lower is better."
+        )
+    if scenario == "latency":
+        return (
+            f"{SUBSCRIBERS:,} subscribers READY, then `ssepub --rate {LATENCY_RATE} --duration {p.latency_s:g}` "
+            f"(4 conns, single events); subscribers run {p.latency_drain_s:g} s longer to drain. "
+            "Latency is publish (ssepub send) -> receive (sseload). Lower latency and loss are better."
+        )
+    if scenario == "fanout":
+        return (
+            f"Steps {', '.join(map(str, p.fanout_rates))} events/s, {p.fanout_step_s:g} s each "
+            f"(+{p.fanout_drain_s:g} s drain), one server for all steps, fresh subscribers per step, stop at "
+            "the first failing step. Pass = no loss, no failed/closed stream, >= 95% of the target published, "
+            "p99 < 100 ms. "
+            "trio_sse and sse-starlette publish in batches of 10 from 400 events/s (8 conns); nchan has no "
+            "batch form and gets more publisher connections instead. Higher is better; a top step that passes "
+            "means the limit is above the step list."
+        )
+    if scenario == "publish":
+        return (
+            f"`ssepub --max` for {p.publish_s:g} s on 8 keep-alive connections, one request in flight each, "
+            f"{PUBLISH_SUBSCRIBERS} subscribers connected; fresh server per case. nchan has no batch form. "
+            "Higher is better. Subscribers closed early = slow consumers dropped by the server."
+        )
+    return (
+        f"`sseload --idle --conns {SCALE_STREAMS} --ramp 1000`, held {SCALE_HOLD_S:g} s; trio_sse runs with "
+        f"--heartbeat-interval {SCALE_HEARTBEAT_S} (the peers' heartbeat is fixed at 30 s, so none flows in the hold)."
+    )
+
+
+def ratio(a: Any, b: Any) -> str:
+    if not numeric(a) or not numeric(b) or b == 0:
+        return "-"
+    return f"{a / b:.2f}"
+
+
+def render_markdown(report: dict[str, Any], params: Params) -> str:
+    servers = report["servers"]
+    avail = [s for s in SERVERS if s in servers]
+    peers = [s for s in avail if s != "trio_sse"]
+    out = [f"# trio_sse benchmark, {report['meta']['started']}", ""]
+    mode = "quick" if params.quick else "full"
+    out += [
+        f"- command: `{report['meta']['command']}`",
+        f"- mode: {mode}, {params.runs} run(s) per figure, median shown; took {report['meta']['elapsed_s']:.0f} s",
+        f"- pinning: servers `taskset -c {params.server_core}`, load tools `taskset -c {params.load_core}`",
+        "- ratio columns = trio_sse / peer. For latency, loss and memory lower is better (ratio < 1 favours "
+        "trio_sse); for rates and counts of events higher is better (ratio > 1 favours trio_sse).",
+    ]
+    for s, info in servers.items():
+        if not info["available"]:
+            out.append(f"- **{LABELS[s]} unavailable**: {info['reason']}")
+    out.append("")
+    head = ["figure", "better", *(LABELS[s] for s in avail), *(f"trio_sse / {LABELS[s]}" for s in peers)]
+    for scenario in report["scenarios_run"]:
+        res = report["scenarios"].get(scenario, {})
+        out += [f"## {SCENARIO_TITLES[scenario]} (`{scenario}`)", "", scenario_note(scenario, params), ""]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for row in rows_for(scenario, params):
+            cells = []
+            meds = {}
+            for s in avail:
+                r = res.get(s)
+                if not servers[s]["available"]:
+                    cells.append("unavailable")
+                elif r is None or not r["runs"]:
+                    cells.append("error" if r and r["errors"] else "n/a")
+                else:
+                    meds[s] = r["median"].get(row.key)
+                    cells.append(row.fmt(meds[s]))
+            ratios = [ratio(meds.get("trio_sse"), meds.get(s)) if row.better else "" for s in peers]
+            out.append("| " + " | ".join([row.label, row.better, *cells, *ratios]) + " |")
+        if scenario == "fanout":
+            out += render_fanout_steps(res, avail)
+        errs = [(s, e) for s in avail for e in (res.get(s) or {}).get("errors", [])]
+        if errs:
+            out += ["", "Errors:", ""]
+            out += [f"- {LABELS[s]}: {e.splitlines()[0][:300]}" for s, e in errs]
+        notes = run_notes(res, avail)
+        if notes:
+            out += ["", "Notes:", "", *notes]
+        out.append("")
+    out += [
+        "## Soak",
+        "",
+        "soak: not run (TODO: churn soak, connect/disconnect under load, is out of scope for now)",
+        "",
+    ]
+    out += ["## Machine", "", "| | |", "|---|---|"]
+    m = report["machine"]
+    la = " / ".join(f"{x:.2f}" for x in m["loadavg_start"])
+    la_end = " / ".join(f"{x:.2f}" for x in m.get("loadavg_end", []))
+    out += [
+        f"| nproc | {m['nproc']} (cpu_count {m['cpu_count']}) |",
+        f"| CPU | {m['cpu_model']} |",
+        f"| memory | {m['mem_total_bytes'] / MIB / 1024:.1f} GiB |",
+        f"| kernel | {m['kernel']} |",
+        f"| load average at start (1/5/15 min) | {la} |",
+        f"| load average at end | {la_end} |",
+        "",
+        "## Versions",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    out += [f"| {k} | {v} |" for k, v in report["versions"].items()]
+    out.append("")
+    return "\n".join(out)
+
+
+def tool_stderr(obj: Any) -> list[str]:
+    """Every "stderr" list (load tools' error notes) anywhere in a run's figures."""
+    found: list[str] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found += [str(x) for x in v] if k == "stderr" and isinstance(v, list) else tool_stderr(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            found += tool_stderr(v)
+    return found
+
+
+def run_notes(res: dict[str, Any], avail: list[str]) -> list[str]:
+    notes = []
+    for s in avail:
+        runs = (res.get(s) or {}).get("runs", [])
+        killed = sum(1 for r in runs for n in r.get("servers_started", []) if n.get("sigkilled"))
+        if killed:
+            notes.append(
+                f"- {LABELS[s]}: {killed} server start(s) still running {STOP_GRACE_S:g} s after SIGTERM (SIGKILLed)"
+            )
+        msgs = list(dict.fromkeys(tool_stderr(runs)))
+        notes += [f"- {LABELS[s]}: {m[:300]}" for m in msgs[:3]]
+        if len(msgs) > 3:
+            notes.append(f"- {LABELS[s]}: ... {len(msgs) - 3} more load-tool messages in the JSON")
+    return notes
+
+
+def render_fanout_steps(res: dict[str, Any], avail: list[str]) -> list[str]:
+    steps = {s: median_steps(res[s]["runs"]) for s in avail if res.get(s) and res[s]["runs"]}
+    rates = sorted({rate for per in steps.values() for rate in per})
+    if not rates:
+        return []
+    out = ["", "Steps (median over the runs that reached the step; pass count / runs reaching it):", ""]
+    out.append("| events/s | " + " | ".join(LABELS[s] for s in avail) + " |")
+    out.append("|" + "---|" * (len(avail) + 1))
+    for rate in rates:
+        cells = []
+        for s in avail:
+            st = steps.get(s, {}).get(rate)
+            if st is None:
+                cells.append("")
+                continue
+            verdict = "pass" if st["passes"] == st["reached"] else "FAIL"
+            cells.append(
+                f"{verdict} {st['passes']}/{st['reached']}: p99 {fmt_ms(st.get('p99_ms'))}, "
+                f"loss {fmt_num(st.get('loss'))}, published {fmt_num(st.get('published'))}"
+                f"/{fmt_num(st.get('target_events'))}"
+            )
+        out.append(f"| {rate:,} | " + " | ".join(cells) + " |")
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in items if x not in allowed]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"unknown {what}: {', '.join(bad) or '(none)'}; choose from {allowed}")
+    return [x for x in allowed if x in items]  # canonical order
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="scripts/bench", description="Benchmark trio_sse against sse-starlette and nchan."
+    )
+    ap.add_argument("--quick", action="store_true", help="1 run, shorter scenarios, no 10,000-stream cases (< 3 min)")
+    ap.add_argument("--runs", type=int, help="runs per scenario and server (median taken); default 3, --quick 1")
+    ap.add_argument(
+        "--only", type=lambda t: parse_list(t, SERVERS, "server"), default=list(SERVERS), help=",".join(SERVERS)
+    )
+    ap.add_argument("--scenarios", type=lambda t: parse_list(t, SCENARIOS, "scenario"), help=",".join(SCENARIOS))
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results", help="output dir (default bench-results/)")
+    args = ap.parse_args(argv)
+    if args.runs is not None and args.runs < 1:
+        ap.error("--runs must be >= 1")
+    return args
+
+
+def run_scenario(ctx: Ctx, scenario: str, spec: Spec) -> dict[str, Any]:
+    runs: list[Figures] = []
+    errors: list[str] = []
+    for i in range(ctx.params.runs):
+        t0 = time.monotonic()
+        log(f"{scenario} / {spec.name}: run {i + 1}/{ctx.params.runs}")
+        ctx.server_notes = []
+        try:
+            figs = SCENARIO_FUNCS[scenario](ctx, spec)
+        except ServerError as exc:
+            if spec.name == "trio_sse":
+                raise ToolingError(f"trio_sse: {exc}") from exc
+            log(f"{scenario} / {spec.name}: {exc}")
+            errors.append(str(exc))
+            break
+        figs["run"] = i + 1
+        figs["servers_started"] = ctx.server_notes
+        figs["elapsed_s"] = round(time.monotonic() - t0, 1)
+        runs.append(figs)
+    return {"runs": runs, "errors": errors, "median": median_figures(runs)}
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    params = Params.make(args.quick, args.runs)
+    scenarios = args.scenarios or [s for s in SCENARIOS if not (params.quick and s == "scale")]
+    if params.quick and "scale" in scenarios:
+        log("scale is a full-run scenario: skipped with --quick")
+        scenarios = [s for s in scenarios if s != "scale"]
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    t0 = time.monotonic()
+    mach = machine()
+
+    tools = build_tools()
+    if not TRIO_SSE_BIN.exists():
+        raise ToolingError(f"{TRIO_SSE_BIN} not found (pip install -e . into .venv)")
+    servers: dict[str, dict[str, Any]] = {}
+    for name in args.only:
+        reason = setup_peer(name) if name != "trio_sse" else None
+        servers[name] = {"available": reason is None, "reason": reason}
+        if reason:
+            log(f"{name} unavailable, skipped: {reason}")
+    vers = versions({s: info["available"] for s, info in servers.items()})
+
+    report: dict[str, Any] = {
+        "meta": {
+            "command": shlex.join(["scripts/bench", *argv]),
+            "started": started.isoformat(timespec="seconds"),
+            "quick": params.quick,
+            "runs": params.runs,
+            "params": dataclasses.asdict(params),
+            "tools": tools,
+        },
+        "machine": mach,
+        "versions": vers,
+        "servers": servers,
+        "scenarios_run": scenarios,
+        "scenarios": {},
+        "soak": "not run (TODO: churn soak is out of scope for now)",
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="trio-sse-bench."))
+    workdir.chmod(0o755)  # nginx workers run as nobody and need to reach their prefix dir
+    try:
+        ctx = Ctx(params, workdir)
+        for scenario in scenarios:
+            report["scenarios"][scenario] = {}
+            for name in args.only:
+                if servers[name]["available"]:
+                    report["scenarios"][scenario][name] = run_scenario(ctx, scenario, SPECS[name])
+    finally:
+        kill_all_started()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    elapsed = time.monotonic() - t0
+    report["meta"]["elapsed_s"] = round(elapsed, 1)
+    report["meta"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    mach["loadavg_end"] = list(os.getloadavg())
+    md = render_markdown(report, params)
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = args.out / f"bench-{stamp}.json", args.out / f"bench-{stamp}.md"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    md_path.write_text(md)
+    print(md)
+    log(f"wrote {json_path} and {md_path} in {elapsed:.0f} s")
+    if params.quick and elapsed > 180:
+        log(f"warning: --quick took {elapsed:.0f} s, over its 3 minute budget")
+    return 0
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except ToolingError as exc:
+        kill_all_started()
+        log(f"tooling error: {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        kill_all_started()
+        log("interrupted")
+        sys.exit(130)

@@ -64,6 +64,13 @@ def create_app(hub: Hub | None = None, settings: Settings | None = None) -> Quar
     async def json_errors(error: HTTPException):  # type: ignore[no-untyped-def]
         return http_exception_response(error)
 
-    logging.getLogger("trio_sse").setLevel(settings.log_level.upper())
+    logger = logging.getLogger("trio_sse")
+    logger.setLevel(settings.log_level.upper())
+    if hub is None and not logger.handlers and not logging.getLogger().handlers:
+        # Served by the hypercorn CLI, which configures only its own loggers: without a
+        # handler the one-line refusal logs would be lost.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
     app.extensions["trio_sse"] = slot
     return app

@@ -15,6 +15,7 @@ import attrs
 import click
 import trio
 
+from .runtime.backends import BackendConfigError
 from .settings import Settings, SettingsError, load_settings
 
 HELP = {
@@ -78,6 +79,8 @@ def serve(config_file: str | None, **flags: Any) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         trio.run(_serve, settings)
+    except BackendConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     except KeyboardInterrupt:  # pragma: no cover - second Ctrl-C
         pass
     sys.exit(0)

@@ -14,9 +14,10 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
+from .runtime.hub import OPEN_HUBS
 from .settings import Settings
 
-__all__ = ["hypercorn_config", "serve"]
+__all__ = ["hypercorn_config", "serve", "wait_for_signal"]
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -30,13 +31,13 @@ def hypercorn_config(settings: Settings) -> Config:
     return config
 
 
-async def _wait_for_signal(app: Any) -> None:
+async def wait_for_signal() -> None:
+    """Return on SIGTERM or SIGINT, after telling every open hub to end its streams."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
             break
-    slot = app.extensions.get("trio_sse")
-    if slot is not None and slot.hub is not None:
-        slot.hub.begin_shutdown()
+    for hub in list(OPEN_HUBS):
+        hub.begin_shutdown()
 
 
 async def serve(
@@ -50,5 +51,5 @@ async def serve(
 
     Reports the bound addresses through ``task_status`` (use ``nursery.start``).
     """
-    trigger = shutdown_trigger or (lambda: _wait_for_signal(app))
+    trigger = shutdown_trigger or wait_for_signal
     await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=trigger, task_status=task_status)

@@ -207,6 +207,7 @@ def load_settings(
     layers.append(("command line", {k: v for k, v in (flags or {}).items() if v is not None}))
 
     merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for source, values in layers:
         for raw_name, raw in values.items():
             name = raw_name.replace("-", "_")
@@ -214,5 +215,12 @@ def load_settings(
                 where = f"{ENV_PREFIX}{raw_name.upper()}" if source == "environment" else raw_name
                 raise SettingsError(f"unknown setting {where!r} ({source})")
             merged[name] = _convert(name, raw, source)
+            sources[name] = source
     profile = merged.pop("profile", "dev")
-    return Settings.from_profile(profile, **merged)
+    try:
+        return Settings.from_profile(profile, **merged)
+    except SettingsError as exc:
+        name = str(exc).split(" ", 1)[0].rstrip(":")
+        if name in sources:
+            raise SettingsError(f"{exc} (from {sources[name]})") from None
+        raise

@@ -12,6 +12,7 @@ and background task.
 from __future__ import annotations
 
 import secrets
+import weakref
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -34,6 +35,8 @@ from .stats import HubStats, machine_memory_bytes, memory_rss_bytes
 __all__ = ["UNSET", "ConnectionRefused", "Hub", "TooManyPendingChanges", "UnknownConnection", "open_hub"]
 
 UNSET: Any = object()
+#: Hubs open in this process, so a signal handler can end their streams whatever app serves them.
+OPEN_HUBS: weakref.WeakSet[Hub] = weakref.WeakSet()
 _NO_CLIENT = ClientInfo()
 
 
@@ -373,9 +376,11 @@ async def open_hub(settings: Settings | None = None, *, backend: Backend | None 
     hub = Hub(settings, backend)
     async with trio.open_nursery() as nursery:
         await nursery.start(backend.run, hub.deliver)
+        OPEN_HUBS.add(hub)
         try:
             yield hub
         finally:
+            OPEN_HUBS.discard(hub)
             with trio.CancelScope(shield=True):
                 await hub.aclose()
             nursery.cancel_scope.cancel()

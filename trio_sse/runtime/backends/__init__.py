@@ -17,7 +17,7 @@ from ...core.events import Event
 from ...core.history import Replay
 from ...core.validation import NewEvent
 
-__all__ = ["Backend", "BackendUnavailable", "Deliver", "make_backend"]
+__all__ = ["Backend", "BackendConfigError", "BackendUnavailable", "Deliver", "make_backend"]
 
 Deliver = Callable[[Sequence[Event]], None]
 
@@ -54,9 +54,13 @@ class Backend(Protocol):
         ...
 
 
+class BackendConfigError(ValueError):
+    """The configured backend cannot be used by this build."""
+
+
 def make_backend(url: str, history_size: int) -> Backend:
     if url == "memory":
         from .memory import MemoryBackend
 
         return MemoryBackend(history_size)
-    raise ValueError(f"backend {url!r} is not available in this version (only 'memory')")
+    raise BackendConfigError(f"backend {url!r} is not available in this version (only 'memory' is)")

@@ -311,6 +311,8 @@ class SSETestClient:
 
         self._nursery.start_soon(run_app)
         await stream._started.wait()
+        if stream.status is not None and not 200 <= stream.status < 300:
+            await finished.wait()  # a refused stream: its whole body is the JSON error
         try:
             yield stream
         finally:

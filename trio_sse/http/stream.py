@@ -17,6 +17,7 @@ import trio
 
 from ..runtime.connection import ClientInfo
 from ..runtime.hub import Hub
+from .auth import authenticate
 from .errors import JSON_HEADERS, ApiError, log_refusal, to_api_error
 from .params import header, parse_stream_params
 
@@ -110,6 +111,7 @@ async def serve_stream(hub: Hub, scope: dict[str, Any], receive: Any, send: Any)
     async with AsyncExitStack() as stack:
         try:
             params = parse_stream_params(scope.get("query_string", b""), headers)
+            authenticate(hub.settings)
             subscription = hub.subscription(params.event_types, params.project_id)
             info = ClientInfo(address, header(headers, b"user-agent"))
             connection = await stack.enter_async_context(
@@ -126,6 +128,7 @@ async def serve_stream(hub: Hub, scope: dict[str, Any], receive: Any, send: Any)
         try:
             await connection.run(transport)
         finally:
-            if connection.can_finish:
+            # A stream closed before its first write still gets a complete (empty) response.
+            if connection.can_finish or not transport.started:
                 with trio.CancelScope(shield=True):
                     await transport.finish()

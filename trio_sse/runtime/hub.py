@@ -12,8 +12,8 @@ and background task.
 from __future__ import annotations
 
 import secrets
-import weakref
 import time
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager

@@ -272,3 +272,19 @@ async def test_stream_without_a_token_is_401_when_auth_is_configured(client_fact
         assert_json_error(stream, 401)
         assert stream.headers["www-authenticate"].startswith("Bearer")
     assert hub.snapshot()["total_connections"] == 0
+
+
+async def test_non_get_methods_on_the_stream_path_get_405_json_with_allow_get(client) -> None:
+    for method in ("POST", "HEAD", "PUT", "DELETE"):
+        response = await client.request(method, "/sse/events")
+        assert response.status == 405, method
+        assert response.headers["allow"] == "GET"
+        if method != "HEAD":
+            assert response.json()["error"] == "method_not_allowed"
+
+
+async def test_wrong_method_on_an_api_route_gets_405_json_listing_allowed_methods(client) -> None:
+    response = await client.get("/sse/publish")
+    assert response.status == 405
+    assert "POST" in response.headers["allow"]
+    assert response.json()["error"] == "method_not_allowed"

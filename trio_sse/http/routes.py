@@ -23,7 +23,7 @@ from ..runtime.hub import UNSET, Hub, TooManyPendingChanges, UnknownConnection
 from .auth import authenticate, require_admin, require_publish
 from .errors import ApiError, log_refusal, to_api_error
 from .metrics import make_registry, render_metrics
-from .stream import serve_stream
+from .stream import send_error, serve_stream
 
 __all__ = ["MAX_BATCH", "json_response", "make_blueprint"]
 
@@ -46,7 +46,9 @@ def error_response(error: ApiError) -> Response:
 def http_exception_response(exc: HTTPException) -> Response:
     """Quart/werkzeug errors (404, 405, 413 ...) as JSON like every other error."""
     code = (exc.name or "error").lower().replace(" ", "_")
-    return error_response(ApiError(exc.code or 500, code, exc.description or exc.name or "error"))
+    allow = getattr(exc, "valid_methods", None)
+    headers = {"Allow": ", ".join(sorted(allow))} if allow else None
+    return error_response(ApiError(exc.code or 500, code, exc.description or exc.name or "error", headers=headers))
 
 
 async def read_json(max_bytes: int, *, required: bool = True) -> Any:
@@ -240,8 +242,12 @@ def mount_stream_handler(app: Quart, get_hub: Callable[[], Hub], path: str) -> N
     inner = app.asgi_app
 
     async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == path and scope["method"] in ("GET", "HEAD"):
-            await serve_stream(get_hub(), scope, receive, send)
+        if scope["type"] == "http" and scope["path"] == path:
+            if scope["method"] == "GET":
+                await serve_stream(get_hub(), scope, receive, send)
+            else:
+                error = ApiError(405, "method_not_allowed", "use GET to open a stream", headers={"Allow": "GET"})
+                await send_error(send, error)
         else:
             await inner(scope, receive, send)
 

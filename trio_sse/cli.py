@@ -38,6 +38,8 @@ HELP = {
     "max_event_bytes": "largest event data accepted",
     "shutdown_grace": "seconds streams get to end on SIGTERM/SIGINT",
     "test_event": "open or admin: who may POST /sse/test-event",
+    "direct_writes": "write events straight to idle HTTP/1.1 sockets (true/false)",
+    "flush_interval": "seconds the fan-out waits to gather events into one write (0 = next scheduler round)",
     "cors_origins": "comma-separated allowed origins, or *",
     "event_types": "extra event types, comma-separated",
     "jwt_secret": "HS256 secret (turns auth on)",

@@ -90,6 +90,8 @@ class Settings:
     max_event_bytes: int = attrs.field(default=64 * 1024, validator=_positive)
     shutdown_grace: float = attrs.field(default=5.0, validator=_non_negative)
     test_event: str = attrs.field(default="open", validator=_one_of("open", "admin"))
+    direct_writes: bool = True
+    flush_interval: float = attrs.field(default=0.0, validator=_non_negative)
     cors_origins: tuple[str, ...] = attrs.field(default=("*",), converter=_as_tuple)
     event_types: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple, validator=_event_types)
     jwt_secret: str | None = None

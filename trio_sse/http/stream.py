@@ -19,6 +19,7 @@ from ..runtime.connection import ClientInfo
 from ..runtime.hub import Hub
 from .auth import authenticate
 from .errors import JSON_HEADERS, ApiError, log_refusal, to_api_error
+from .fastpath import ChunkedSocketWriter, plain_socket_of
 from .params import header, parse_stream_params
 
 __all__ = ["AsgiTransport", "send_error", "serve_stream"]
@@ -37,43 +38,29 @@ def _stream_headers(connection_id: str) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def _socket_of(send: Any) -> Any:
-    """The trio socket under hypercorn's ``send``, so a stuck write can be aborted.
-
-    hypercorn shields its socket writes from cancellation; closing the socket is the
-    only way to end a write to a client that stopped reading. Walks the bound-method
-    chain ``HTTPStream.send -> protocol.send -> TCPServer.stream``; returns None under
-    other servers, where cancelling the write is enough.
-    """
-    obj = getattr(send, "__self__", None)
-    for _ in range(6):
-        if obj is None:
-            return None
-        stream = getattr(obj, "stream", None)
-        if isinstance(stream, trio.SSLStream):
-            stream = stream.transport_stream
-        if isinstance(stream, trio.SocketStream):
-            return stream.socket
-        obj = getattr(getattr(obj, "send", None), "__self__", None)
-    return None
-
-
 class AsgiTransport:
     """Adapts ASGI ``receive``/``send`` to the runtime's :class:`Transport`."""
 
-    __slots__ = ("_headers", "_receive", "_send", "_socket", "started")
+    __slots__ = ("_chunked", "_headers", "_receive", "_send", "_socket", "direct", "started")
 
-    def __init__(self, receive: Any, send: Any, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, receive: Any, send: Any, headers: list[tuple[bytes, bytes]], *, chunked: bool) -> None:
         self._receive = receive
         self._send = send
         self._headers = headers
+        self._chunked = chunked
         self.started = False
-        self._socket: Any = None
+        self._socket = plain_socket_of(send)
+        self.direct: ChunkedSocketWriter | None = None
 
     async def write(self, data: bytes) -> None:
         if not self.started:
             self.started = True
             await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
+            await self._send({"type": "http.response.body", "body": data, "more_body": True})
+            if self._chunked and self._socket is not None:
+                # hypercorn has written the head and the first chunk: the rest may go direct.
+                self.direct = ChunkedSocketWriter(self._socket)
+            return
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def wait_closed(self) -> None:
@@ -83,9 +70,8 @@ class AsgiTransport:
                 return
 
     def abort(self) -> None:
-        sock = self._socket or _socket_of(self._send)
-        if sock is not None:
-            sock.close()
+        if self._socket is not None:
+            self._socket.close()
 
     async def finish(self) -> None:
         """End the response cleanly (the final chunk of a chunked body)."""
@@ -124,7 +110,9 @@ async def serve_stream(hub: Hub, scope: dict[str, Any], receive: Any, send: Any)
             log_refusal(error, "GET", scope.get("path", ""), address)
             await send_error(send, error)
             return
-        transport = AsgiTransport(receive, send, _stream_headers(connection.id))
+        transport = AsgiTransport(
+            receive, send, _stream_headers(connection.id), chunked=scope.get("http_version") == "1.1"
+        )
         try:
             await connection.run(transport)
         finally:

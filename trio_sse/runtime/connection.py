@@ -1,19 +1,29 @@
 """One SSE connection: its bounded queue, its filters, and the task that writes it.
 
-Life of a connection: the hub registers it (it starts receiving matching events into
-its queue), :meth:`Connection.run` writes the preamble (``retry``, ``connected``,
-replay), then loops: wait for the queue under a heartbeat deadline, drain everything
-queued, write it in one send under a send deadline. It ends when the client goes
-away, when a write misses ``send_timeout``, when its queue overflows (policy
-``disconnect``), or when the hub shuts down; the hub unregisters it on the way out.
+Life of a connection: the hub registers it (from then on it is offered every matching
+event), :meth:`Connection.run` writes the preamble (``retry``, ``connected``, replay),
+then loops: wait for the queue under a heartbeat deadline, drain everything queued,
+write it in one send. It ends when the client goes away, when a write misses
+``send_timeout``, when its queue overflows (policy ``disconnect``), or when the hub
+shuts down; the hub unregisters it on the way out.
+
+Two write paths. When the transport offers a :class:`DirectWriter` (hypercorn, plain
+HTTP/1.1) and the connection task is idle with nothing queued, the hub's flusher writes
+each round of events straight to the socket without waking the task: one ``writev``
+per connection per round, no await. Whatever the kernel does not take at once becomes
+a backlog, and the task takes over (drains the backlog under ``send_timeout``, then the
+queue) until it is idle again. Everything else — the preamble, replays, filter changes,
+heartbeats, and transports without a direct writer — goes through the task.
 
 Edges:
 
-* queue full — ``offer`` returns False and the hub applies the overflow policy; the
-  publisher never waits for this connection.
-* client vanished — the transport's ``wait_closed`` returns; the run scope is cancelled.
-* write stuck — a watchdog whose deadline is pushed forward at every write aborts the
-  transport (servers such as hypercorn shield their socket writes from cancellation).
+* queue full — ``take`` reports what did not fit and the hub applies the overflow
+  policy; the publisher never waits for this connection.
+* client vanished — the transport's ``wait_closed`` returns (or a direct write fails);
+  the run scope is cancelled.
+* write stuck — a direct-path drain is our own await under ``move_on_after``; an ASGI
+  write is watched by a deadline pushed forward at every write, which aborts the
+  transport (hypercorn shields its socket writes from cancellation).
 * hub shutdown — ``end`` lets the current write finish, then ``run`` returns so the
   HTTP layer can close the response cleanly.
 """
@@ -41,12 +51,39 @@ __all__ = ["CONTROL_RESERVE", "HEARTBEAT", "ClientInfo", "Connection", "Transpor
 HEARTBEAT = encode_comment("heartbeat")
 #: Queue slots kept for control messages (filter changes) on top of ``queue_size`` events.
 CONTROL_RESERVE = 8
+#: Queued by the flusher when a direct write left a backlog: the task must drain it.
+_BACKLOG: Any = object()
 #: A write stops collecting queued events beyond this many bytes (the rest go next round).
 MAX_WRITE_BYTES = 1 << 20
 
 
+class DirectWriter(Protocol):
+    """Synchronous writes straight to the client's socket, framed by the HTTP layer."""
+
+    @property
+    def backlog(self) -> int:
+        """Bytes accepted by ``write_now`` but not yet taken by the kernel."""
+        ...
+
+    def write_now(self, parts: list[bytes]) -> bool:
+        """Write ``parts`` as one unit without blocking. False when some is left in the backlog.
+
+        Raises ``OSError`` when the client is gone.
+        """
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the backlog is written (cancellable)."""
+        ...
+
+
 class Transport(Protocol):
     """What a connection needs from the HTTP layer (or a test)."""
+
+    @property
+    def direct(self) -> DirectWriter | None:
+        """A direct writer once the response has started, if the server allows one."""
+        ...
 
     async def write(self, data: bytes) -> None:
         """Send bytes to the client; may block while the client is slow."""
@@ -85,10 +122,12 @@ class Connection:
 
     __slots__ = (
         "_aborted",
+        "_direct",
         "_ending",
         "_first_order",
         "_initial_last_event_id",
         "_last_order",
+        "_last_write",
         "_queue_size",
         "_recv",
         "_run_scope",
@@ -100,6 +139,7 @@ class Connection:
         "client",
         "close_reason",
         "connected_at",
+        "direct_ready",
         "events_dropped",
         "events_sent",
         "hub",
@@ -131,7 +171,8 @@ class Connection:
         self.pending_controls = 0
         self.close_reason: str | None = None
         self._queue_size = hub.settings.queue_size
-        self._send, self._recv = trio.open_memory_channel[Any](self._queue_size + CONTROL_RESERVE)
+        # Items: event batches (their length counts against queue_size), control messages.
+        self._send, self._recv = trio.open_memory_channel[Any](self._queue_size + CONTROL_RESERVE + 1)
         self._initial_last_event_id = last_event_id
         self._last_order: EventOrder = (-1, -1)
         self._first_order: EventOrder | None = None
@@ -142,27 +183,81 @@ class Connection:
         self._writing = False
         self._ending = False
         self._aborted = False
+        self._direct: DirectWriter | None = None
+        #: True while the task is idle with nothing queued: the flusher may write directly.
+        self.direct_ready = False
+        self._last_write = trio.current_time()
 
     # -- called by the hub, synchronously, never awaiting -------------------------------
 
-    def offer(self, event: Event) -> bool:
-        """Queue ``event`` without waiting. False means the queue is full (the hub decides)."""
-        if self.pending >= self._queue_size:
-            return False
-        self._send.send_nowait(event)
-        self.pending += 1
-        return True
+    def start_after(self, order: EventOrder) -> None:
+        """Live delivery starts after ``order`` (set by the hub at registration)."""
+        self._last_order = order
+
+    def take(self, events: list[Event], now: float) -> int:
+        """Accept a round of matching events (oldest first) without waiting.
+
+        Written at once when the direct path is open, else queued. Returns how many
+        did not fit in the queue (the hub applies the overflow policy to those).
+        ``events`` is shared with other connections and never modified.
+        """
+        if events[0].order <= self._last_order:  # a replay already wrote some of them
+            events = [e for e in events if e.order > self._last_order]
+            if not events:
+                return 0
+        if self.direct_ready:
+            self._write_direct(events, now)
+            return 0
+        room = self._queue_size - self.pending
+        if room <= 0:
+            return len(events)
+        if room < len(events):
+            self._send.send_nowait(events[:room])
+            self.pending += room
+            return len(events) - room
+        self._send.send_nowait(events)
+        self.pending += len(events)
+        return 0
+
+    def _write_direct(self, events: list[Event], now: float) -> None:
+        direct = self._direct
+        assert direct is not None
+        try:
+            complete = direct.write_now([e.wire for e in events])
+        except OSError:
+            self.direct_ready = False
+            self.close("client_closed")
+            return
+        self._sent(events, now)
+        if not complete:
+            self.direct_ready = False
+            self._send.send_nowait(_BACKLOG)
+
+    def _sent(self, events: list[Event], now: float) -> None:
+        """Account for events just written (directly or by the task)."""
+        count = len(events)
+        self.events_sent += count
+        self.hub.stats.events_delivered += count
+        last = events[-1]
+        self.last_event_id = last.id
+        if last.order > self._last_order:
+            self._last_order = last.order
+        if self._first_order is None or events[0].order < self._first_order:
+            self._first_order = events[0].order
+        self._last_write = now
 
     def push_control(self, message: Resubscribe) -> bool:
         """Queue a control message in the reserved slots. False when they are all taken."""
         if self.pending_controls >= CONTROL_RESERVE:
             return False
+        self.direct_ready = False  # events after the change must follow its announcement
         self._send.send_nowait(message)
         self.pending_controls += 1
         return True
 
     def close(self, reason: str) -> None:
         """End the stream now (first reason wins); a blocked write is aborted."""
+        self.direct_ready = False
         if self.close_reason is None:
             self.close_reason = reason
         if self._writing and self._transport is not None:
@@ -175,6 +270,7 @@ class Connection:
         """End the stream gracefully: the write under way completes, then ``run`` returns."""
         if self.close_reason is None:
             self.close_reason = reason
+        self.direct_ready = False
         self._ending = True
         if self._wait_scope is not None:
             self._wait_scope.cancel()
@@ -218,7 +314,9 @@ class Connection:
         Not after a write was aborted: the client was not reading, so a final chunk
         would only hold up the shutdown that forced the close.
         """
-        return not self._aborted and self.close_reason not in ("client_closed", "send_timeout", "slow_consumer")
+        if self._aborted or (self._direct is not None and self._direct.backlog):
+            return False  # a half-written chunk cannot be followed by the final one
+        return self.close_reason not in ("client_closed", "send_timeout", "slow_consumer")
 
     async def _watch(self, transport: Transport, *, task_status: trio.TaskStatus[None]) -> None:
         """Notice the client leaving, and writes that miss their deadline."""
@@ -233,36 +331,69 @@ class Connection:
             self.close("send_timeout")
 
     async def _write(self, transport: Transport, data: bytes) -> None:
-        watch = self._watch_scope
-        assert watch is not None
-        watch.deadline = trio.current_time() + self.hub.settings.send_timeout
-        self._writing = True
-        try:
-            await transport.write(data)
-        finally:
-            self._writing = False
-            watch.deadline = math.inf
+        await self._write_parts(transport, [data])
+
+    async def _write_parts(self, transport: Transport, parts: list[bytes]) -> None:
+        """One write of ``parts`` by the task, under ``send_timeout``."""
+        direct = self._direct
+        if direct is not None:
+            if not direct.write_now(parts):
+                await self._drain_direct()
+        else:
+            watch = self._watch_scope
+            assert watch is not None
+            watch.deadline = trio.current_time() + self.hub.settings.send_timeout
+            self._writing = True
+            try:
+                await transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+            finally:
+                self._writing = False
+                watch.deadline = math.inf
+        self._last_write = trio.current_time()
+
+    async def _drain_direct(self) -> None:
+        """Wait for the direct writer's backlog; a client that takes longer than ``send_timeout`` is closed."""
+        assert self._direct is not None
+        with trio.move_on_after(self.hub.settings.send_timeout):
+            await self._direct.drain()
+            return
+        self.hub.stats.record_error(trio.current_time())
+        self._aborted = True
+        if self._transport is not None:
+            self._transport.abort()
+        self.close("send_timeout")
+        await trio.lowlevel.checkpoint()  # raises Cancelled: the run scope is cancelled
 
     async def _pump(self, transport: Transport) -> None:
         hub = self.hub
         settings = hub.settings
         await self._write(transport, self._preamble())
+        if settings.direct_writes:
+            self._direct = getattr(transport, "direct", None)
         if self._initial_last_event_id is not None:
             replay = await hub.backend.replay_after(self._initial_last_event_id, self.subscription.accepts)
             await self._write_replay(transport, replay, self._initial_last_event_id)
         heartbeat_interval = settings.heartbeat_interval
         recv = self._recv
         while not self._ending:
-            with trio.move_on_after(heartbeat_interval) as wait:
+            if self._direct is not None and not self.pending and not self.pending_controls:
+                self.direct_ready = True
+            # The heartbeat deadline is lazy: direct writes move _last_write without
+            # touching this scope, so a wake-up first checks whether the stream was silent.
+            with trio.CancelScope(deadline=self._last_write + heartbeat_interval) as wait:
                 self._wait_scope = wait
                 item = await recv.receive()
             self._wait_scope = None
+            self.direct_ready = False
             if self._ending:
                 break
             if wait.cancelled_caught:
-                await self._write(transport, HEARTBEAT)
+                if trio.current_time() >= self._last_write + heartbeat_interval:
+                    await self._write(transport, HEARTBEAT)
                 continue
             await self._deliver_from(transport, item)
+        if self._direct is not None and self._direct.backlog:
+            await self._drain_direct()  # the final chunk may only follow complete ones
 
     def _preamble(self) -> bytes:
         return system_event("connected", self.hub.describe(self), retry=self.hub.settings.retry)
@@ -273,12 +404,15 @@ class Connection:
         batch: list[Event] = []
         size = 0
         while True:
-            if type(item) is Event:
-                self.pending -= 1
-                if item.order > self._last_order:  # skip what a replay already sent
-                    self._last_order = item.order
-                    batch.append(item)
-                    size += len(item.wire)
+            if type(item) is list:
+                self.pending -= len(item)
+                for event in item:
+                    if event.order > self._last_order:  # skip what a replay already sent
+                        self._last_order = event.order
+                        batch.append(event)
+                        size += len(event.wire)
+            elif item is _BACKLOG:
+                await self._drain_direct()
             else:
                 # A control message: write what came before it, then apply it, in order.
                 await self._send_events(transport, batch, live=True)
@@ -296,15 +430,11 @@ class Connection:
         """One write for ``events``; live writes also feed the publish-to-write latency."""
         if not events:
             return
-        await self._write(transport, events[0].wire if len(events) == 1 else b"".join(e.wire for e in events))
-        stats = self.hub.stats
-        stats.events_delivered += len(events)
-        self.events_sent += len(events)
-        self.last_event_id = events[-1].id
-        if self._first_order is None or events[0].order < self._first_order:
-            self._first_order = events[0].order
+        await self._write_parts(transport, [e.wire for e in events])
+        now = trio.current_time()
+        self._sent(events, now)
         if live:
-            stats.latencies.append(trio.current_time() - events[0].published_at)
+            self.hub.stats.latencies.append(now - events[0].published_at)
 
     async def _resubscribe(self, transport: Transport, message: Resubscribe) -> None:
         self.pending_controls -= 1

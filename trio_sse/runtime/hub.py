@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from ..core.errors import InvalidValue
-from ..core.events import Event, system_event
+from ..core.events import Event, EventOrder, system_event
 from ..core.matching import Subscription, SubscriptionIndex
 from ..core.ratelimit import RateLimiter
 from ..core.validation import NewEvent, check_event_types, check_project_id, prepare_event
@@ -73,6 +73,10 @@ class Hub:
         self._index: SubscriptionIndex[Connection] = SubscriptionIndex()
         self._closing = False
         self._all_gone = trio.Event()
+        self._outbox: list[Event] = []
+        self._outbox_ready = trio.Event()
+        #: Order of the newest committed event: where a new connection's live stream starts.
+        self._newest: EventOrder = (-1, -1)
         self.started_at = trio.current_time()
 
     # -- subscriptions --------------------------------------------------------------
@@ -106,6 +110,9 @@ class Hub:
         """
         self._admit(client)
         connection = Connection(self, secrets.token_urlsafe(12), subscription, client, last_event_id, time.time())
+        # Events committed before this point but still in the outbox are not for this stream
+        # (its replay, if any, covers them).
+        connection.start_after(self._newest)
         key = client.address or ""
         self._connections[connection.id] = connection
         self._per_client[key] += 1
@@ -207,6 +214,8 @@ class Hub:
             new_types = None
         project = current.project_id if project_id is UNSET else check_project_id(project_id)
         new = Subscription(new_types, project)
+        # Events committed before the change are fanned out under the filters they met.
+        self._flush_outbox()
         connection.subscription = new
         announcement = self._announcement(connection)
         if not connection.push_control(Resubscribe(new, current, announcement, last_event_id)):
@@ -247,28 +256,73 @@ class Hub:
         return [event.id for event in events]
 
     def deliver(self, events: Sequence[Event]) -> None:
-        """Fan committed events out to matching connections (the backend calls this once per event)."""
-        matching = self._index.matching
-        for event in events:
-            overflowed: list[Connection] | None = None
-            for connection in matching(event.type, event.project_id):
-                if not connection.offer(event):
-                    if overflowed is None:
-                        overflowed = []
-                    overflowed.append(connection)
-            if overflowed:
-                self._overflow(overflowed)
+        """Accept committed events for fan-out (the backend calls this once per event).
 
-    def _overflow(self, connections: list[Connection]) -> None:
-        """Apply the overflow policy to connections whose queue was full for one event."""
+        Never blocks: events wait in the outbox until the flusher's next round, so every
+        event published in one scheduler round reaches a connection in one write.
+        """
+        if events:
+            self._outbox.extend(events)
+            self._newest = events[-1].order
+            self._outbox_ready.set()
+
+    async def run_flusher(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Fan out the outbox, one round at a time, for as long as the hub lives."""
+        task_status.started()
+        interval = self.settings.flush_interval
+        while True:
+            await self._outbox_ready.wait()
+            if interval:
+                await trio.sleep(interval)
+            self._outbox_ready = trio.Event()
+            self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        events, self._outbox = self._outbox, []
+        if events:
+            self._fan_out(events)
+
+    def _fan_out(self, events: list[Event]) -> None:
+        """Hand each connection the events of this round that match its filters, as one batch."""
+        matching = self._index.matching
+        now = trio.current_time()
+        delivered_before = self.stats.events_delivered
+        overflowed: list[tuple[Connection, int]] = []
+        if len(events) == 1:
+            event = events[0]
+            for connection in matching(event.type, event.project_id):
+                missed = connection.take(events, now)
+                if missed:
+                    overflowed.append((connection, missed))
+        else:
+            batches: dict[Connection, list[Event]] = {}
+            for event in events:
+                for connection in matching(event.type, event.project_id):
+                    batch = batches.get(connection)
+                    if batch is None:
+                        batches[connection] = [event]
+                    else:
+                        batch.append(event)
+            for connection, batch in batches.items():
+                missed = connection.take(batch, now)
+                if missed:
+                    overflowed.append((connection, missed))
+        if overflowed:
+            self._overflow(overflowed)
+        if self.stats.events_delivered != delivered_before:
+            # Written directly: one latency sample per round, the oldest event written last.
+            self.stats.latencies.append(trio.current_time() - events[0].published_at)
+
+    def _overflow(self, overflowed: list[tuple[Connection, int]]) -> None:
+        """Apply the overflow policy to connections whose queue could not take a round."""
         stats = self.stats
         if self.settings.overflow == "drop":
-            for connection in connections:
-                connection.events_dropped += 1
-            stats.events_dropped += len(connections)
+            for connection, missed in overflowed:
+                connection.events_dropped += missed
+                stats.events_dropped += missed
             return
         now = trio.current_time()
-        for connection in connections:
+        for connection, _ in overflowed:
             # Out of the index at once, so it costs the publisher nothing more.
             self._index.remove(connection)
             stats.record_error(now)
@@ -375,6 +429,7 @@ async def open_hub(settings: Settings | None = None, *, backend: Backend | None 
     backend = backend or make_backend(settings.backend, settings.history_size)
     hub = Hub(settings, backend)
     async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run_flusher)
         await nursery.start(backend.run, hub.deliver)
         OPEN_HUBS.add(hub)
         try:

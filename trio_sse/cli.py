@@ -39,7 +39,7 @@ HELP = {
     "shutdown_grace": "seconds streams get to end on SIGTERM/SIGINT",
     "test_event": "open or admin: who may POST /sse/test-event",
     "direct_writes": "write events straight to idle HTTP/1.1 sockets (true/false)",
-    "flush_interval": "seconds the fan-out waits to gather events into one write (0 = next scheduler round)",
+    "flush_interval": "minimum seconds between fan-out rounds: under load, events of one interval share a write",
     "cors_origins": "comma-separated allowed origins, or *",
     "event_types": "extra event types, comma-separated",
     "jwt_secret": "HS256 secret (turns auth on)",

@@ -91,7 +91,7 @@ class Settings:
     shutdown_grace: float = attrs.field(default=5.0, validator=_non_negative)
     test_event: str = attrs.field(default="open", validator=_one_of("open", "admin"))
     direct_writes: bool = True
-    flush_interval: float = attrs.field(default=0.0, validator=_non_negative)
+    flush_interval: float = attrs.field(default=0.005, validator=_non_negative)
     cors_origins: tuple[str, ...] = attrs.field(default=("*",), converter=_as_tuple)
     event_types: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple, validator=_event_types)
     jwt_secret: str | None = None

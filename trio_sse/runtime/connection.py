@@ -194,19 +194,20 @@ class Connection:
         """Live delivery starts after ``order`` (set by the hub at registration)."""
         self._last_order = order
 
-    def take(self, events: list[Event], now: float) -> int:
+    def take(self, events: list[Event], payload: bytes, now: float) -> int:
         """Accept a round of matching events (oldest first) without waiting.
 
-        Written at once when the direct path is open, else queued. Returns how many
-        did not fit in the queue (the hub applies the overflow policy to those).
-        ``events`` is shared with other connections and never modified.
+        ``payload`` is the events' wire bytes joined. Written at once when the direct path
+        is open, else queued. Returns how many did not fit in the queue (the hub applies
+        the overflow policy to those). ``events`` is shared and never modified.
         """
         if events[0].order <= self._last_order:  # a replay already wrote some of them
             events = [e for e in events if e.order > self._last_order]
             if not events:
                 return 0
+            payload = b"".join(e.wire for e in events)
         if self.direct_ready:
-            self._write_direct(events, now)
+            self._write_direct(events, payload, now)
             return 0
         room = self._queue_size - self.pending
         if room <= 0:
@@ -219,11 +220,11 @@ class Connection:
         self.pending += len(events)
         return 0
 
-    def _write_direct(self, events: list[Event], now: float) -> None:
+    def _write_direct(self, events: list[Event], payload: bytes, now: float) -> None:
         direct = self._direct
         assert direct is not None
         try:
-            complete = direct.write_now([e.wire for e in events])
+            complete = direct.write_now([payload])
         except OSError:
             self.direct_ready = False
             self.close("client_closed")

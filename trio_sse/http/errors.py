@@ -80,3 +80,12 @@ def log_refusal(error: ApiError, method: str, path: str, client: str | None) -> 
             }
         ).decode()
     )
+
+
+async def send_error(send: Any, error: ApiError) -> None:
+    """Answer an ASGI request with ``error`` (for the lean handlers outside Quart)."""
+    headers = [*JSON_HEADERS, *((k.lower().encode(), v.encode()) for k, v in error.headers.items())]
+    if error.status == 401:
+        headers.append((b"www-authenticate", b'Bearer error="invalid_token"'))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": error.body(), "more_body": False})

@@ -17,17 +17,18 @@ from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
 from ..core.errors import ValidationError
-from ..core.validation import MAX_EVENT_ID_LENGTH, NewEvent
+from ..core.validation import MAX_EVENT_ID_LENGTH
 from ..runtime.backends import BackendUnavailable
 from ..runtime.hub import UNSET, Hub, TooManyPendingChanges, UnknownConnection
-from .auth import authenticate, require_admin, require_publish
-from .errors import ApiError, log_refusal, to_api_error
+from .auth import authenticate, require_admin
+from .bodies import json_object, parse_json, too_large
+from .errors import ApiError, log_refusal, send_error, to_api_error
 from .metrics import make_registry, render_metrics
-from .stream import send_error, serve_stream
+from .publish import serve_publish
+from .stream import serve_stream
 
-__all__ = ["MAX_BATCH", "json_response", "make_blueprint"]
+__all__ = ["json_response", "make_blueprint", "mount_lean_handlers"]
 
-MAX_BATCH = 1000
 MAX_CONNECTIONS_PAGE = 1000
 
 
@@ -55,29 +56,15 @@ async def read_json(max_bytes: int, *, required: bool = True) -> Any:
     """The request body parsed as JSON, read without buffering more than ``max_bytes``."""
     length = request.content_length
     if length is not None and length > max_bytes:
-        raise ApiError(413, "body_too_large", f"request body is larger than {max_bytes} bytes")
+        raise too_large(max_bytes)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.body:
         size += len(chunk)
         if size > max_bytes:
-            raise ApiError(413, "body_too_large", f"request body is larger than {max_bytes} bytes")
+            raise too_large(max_bytes)
         chunks.append(chunk)
-    body = b"".join(chunks)
-    if not body.strip():
-        if required:
-            raise ApiError(400, "invalid_json", "a JSON body is required")
-        return None
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc.msg}") from None
-
-
-def _object(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ApiError(400, "invalid_request", f"{what} must be a JSON object")
-    return value
+    return parse_json(b"".join(chunks), required=required)
 
 
 def _int_param(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
@@ -101,7 +88,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     @bp.record_once
     def mount_stream(state: BlueprintSetupState) -> None:
         prefix = (state.url_prefix or "").rstrip("/")
-        mount_stream_handler(cast(Quart, state.app), get_hub, prefix + "/sse/events")
+        mount_lean_handlers(cast(Quart, state.app), get_hub, prefix)
 
     @bp.errorhandler(ApiError)
     async def on_api_error(error: ApiError) -> Response:
@@ -120,23 +107,6 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     async def on_http_exception(error: HTTPException) -> Response:
         return http_exception_response(error)
 
-    @bp.post("/sse/publish")
-    async def publish() -> Response:
-        hub = get_hub()
-        require_publish(authenticate(hub.settings))
-        body = _object(await read_json(hub.settings.max_body_bytes), "body")
-        if "events" in body:
-            items = body["events"]
-            if not isinstance(items, list) or not items:
-                raise ApiError(400, "invalid_request", "events must be a non-empty list")
-            if len(items) > MAX_BATCH:
-                raise ApiError(413, "batch_too_large", f"at most {MAX_BATCH} events per batch")
-            batch = [_new_event(hub, _object(item, f"events[{i}]"), i) for i, item in enumerate(items)]
-            ids = await hub.publish_prepared(batch)
-            return json_response({"ids": ids}, 202)
-        (event_id,) = await hub.publish_prepared([_new_event(hub, body, None)])
-        return json_response({"id": event_id}, 202)
-
     @bp.post("/sse/test-event")
     async def test_event() -> Response:
         hub = get_hub()
@@ -144,7 +114,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
         if hub.settings.test_event == "admin" and not (hub.settings.auth_enabled and principal.admin):
             raise ApiError(403, "forbidden", "/sse/test-event is admin-only in this profile")
         body = await read_json(hub.settings.max_body_bytes, required=False)
-        body = {} if body is None else _object(body, "body")
+        body = {} if body is None else json_object(body, "body")
         event_type = body.get("event_type", "system_status")
         data = body.get("data", {"message": "test event", "source": "trio_sse"})
         new = hub.prepare(event_type, data, body.get("project_id"))
@@ -155,7 +125,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     async def subscribe() -> Response:
         hub = get_hub()
         principal = authenticate(hub.settings)
-        body = _object(await read_json(hub.settings.max_body_bytes), "body")
+        body = json_object(await read_json(hub.settings.max_body_bytes), "body")
         connection_id = body.get("connection_id")
         if not isinstance(connection_id, str) or not connection_id:
             raise ApiError(400, "invalid_request", "connection_id must be a non-empty string")
@@ -220,34 +190,24 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     return bp
 
 
-def _new_event(hub: Hub, item: dict[str, Any], index: int | None) -> NewEvent:
-    where = "" if index is None else f"events[{index}]: "
-    if "event_type" not in item:
-        raise ApiError(400, "invalid_request", f"{where}event_type is required")
-    if "data" not in item:
-        raise ApiError(400, "invalid_request", f"{where}data is required")
-    try:
-        return hub.prepare(item["event_type"], item["data"], item.get("project_id"))
-    except ValidationError as exc:
-        error = to_api_error(exc)
-        assert error is not None
-        if index is not None:
-            error.message = where + error.message
-            error.extra["index"] = index
-        raise error from None
-
-
-def mount_stream_handler(app: Quart, get_hub: Callable[[], Hub], path: str) -> None:
-    """Serve ``GET path`` with the lean stream handler in front of ``app``'s ASGI callable."""
+def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> None:
+    """Serve the hot paths — ``GET {prefix}/sse/events`` and ``POST {prefix}/sse/publish`` —
+    with lean ASGI handlers in front of ``app``'s ASGI callable; everything else goes to Quart.
+    """
     inner = app.asgi_app
+    stream_path, publish_path = prefix + "/sse/events", prefix + "/sse/publish"
 
     async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == path:
-            if scope["method"] == "GET":
+        if scope["type"] == "http" and scope["path"] in (stream_path, publish_path):
+            method, is_stream = scope["method"], scope["path"] == stream_path
+            allowed = "GET" if is_stream else "POST"
+            if method == "GET" and is_stream:
                 await serve_stream(get_hub(), scope, receive, send)
+            elif method == "POST" and not is_stream:
+                await serve_publish(get_hub(), scope, receive, send)
             else:
-                error = ApiError(405, "method_not_allowed", "use GET to open a stream", headers={"Allow": "GET"})
-                await send_error(send, error)
+                message = "use GET to open a stream" if is_stream else "use POST to publish"
+                await send_error(send, ApiError(405, "method_not_allowed", message, headers={"Allow": allowed}))
         else:
             await inner(scope, receive, send)
 

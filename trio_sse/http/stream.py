@@ -18,7 +18,7 @@ import trio
 from ..runtime.connection import ClientInfo
 from ..runtime.hub import Hub
 from .auth import authenticate
-from .errors import JSON_HEADERS, ApiError, log_refusal, to_api_error
+from .errors import log_refusal, send_error, to_api_error
 from .fastpath import ChunkedSocketWriter, plain_socket_of
 from .params import header, parse_stream_params
 
@@ -79,14 +79,6 @@ class AsgiTransport:
             if not self.started:
                 await self.write(b"")
             await self._send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def send_error(send: Any, error: ApiError) -> None:
-    headers = JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    if error.status == 401:
-        headers.append((b"www-authenticate", b'Bearer error="invalid_token"'))
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": error.body(), "more_body": False})
 
 
 async def serve_stream(hub: Hub, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -1,0 +1,95 @@
+"""``POST /sse/publish`` as a lean ASGI handler.
+
+Publishing is the hot write path of the API: served straight on ASGI it skips Quart's
+per-request tasks and context, which were most of the cost of a single publish. The
+contract is the same as every other route: JSON errors, 202 with the ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..core.errors import ValidationError
+from ..core.validation import NewEvent
+from ..runtime.hub import Hub
+from .auth import authenticate, require_publish
+from .bodies import json_object, parse_json, too_large
+from .errors import JSON_HEADERS, ApiError, log_refusal, send_error, to_api_error
+from .params import header
+
+__all__ = ["MAX_BATCH", "parse_publish", "serve_publish"]
+
+MAX_BATCH = 1000
+
+
+def _new_event(hub: Hub, item: dict[str, Any], index: int | None) -> NewEvent:
+    where = "" if index is None else f"events[{index}]: "
+    if "event_type" not in item:
+        raise ApiError(400, "invalid_request", f"{where}event_type is required")
+    if "data" not in item:
+        raise ApiError(400, "invalid_request", f"{where}data is required")
+    try:
+        return hub.prepare(item["event_type"], item["data"], item.get("project_id"))
+    except ValidationError as exc:
+        error = to_api_error(exc)
+        assert error is not None
+        if index is not None:
+            error.message = where + error.message
+            error.extra["index"] = index
+        raise error from None
+
+
+def parse_publish(hub: Hub, body: Any) -> tuple[list[NewEvent], bool]:
+    """Validate a publish body: ``(events, is_batch)``; raises ApiError, nothing published."""
+    body = json_object(body, "body")
+    if "events" not in body:
+        return [_new_event(hub, body, None)], False
+    items = body["events"]
+    if not isinstance(items, list) or not items:
+        raise ApiError(400, "invalid_request", "events must be a non-empty list")
+    if len(items) > MAX_BATCH:
+        raise ApiError(413, "batch_too_large", f"at most {MAX_BATCH} events per batch")
+    return [_new_event(hub, json_object(item, f"events[{i}]"), i) for i, item in enumerate(items)], True
+
+
+async def _read_body(scope: dict[str, Any], receive: Any, max_bytes: int) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to exceed ``max_bytes``."""
+    length = header(scope.get("headers", []), b"content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise too_large(max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ApiError(400, "client_disconnected", "the client went away before sending its body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large(max_bytes)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def serve_publish(hub: Hub, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Handle one ``POST /sse/publish`` from start to end."""
+    try:
+        require_publish(authenticate(hub.settings))
+        body = parse_json(await _read_body(scope, receive, hub.settings.max_body_bytes))
+        batch, is_batch = parse_publish(hub, body)
+        ids = await hub.publish_prepared(batch)
+    except Exception as exc:
+        error = to_api_error(exc)
+        if error is None:
+            raise
+        client = scope.get("client")
+        log_refusal(error, "POST", scope.get("path", ""), client[0] if client else None)
+        await send_error(send, error)
+        return
+    reply = orjson.dumps({"ids": ids} if is_batch else {"id": ids[0]})
+    headers = [*JSON_HEADERS, (b"content-length", str(len(reply)).encode())]
+    await send({"type": "http.response.start", "status": 202, "headers": headers})
+    await send({"type": "http.response.body", "body": reply, "more_body": False})

@@ -36,6 +36,10 @@ from .stats import HubStats, machine_memory_bytes, memory_rss_bytes
 __all__ = ["UNSET", "ConnectionRefused", "Hub", "TooManyPendingChanges", "UnknownConnection", "open_hub"]
 
 UNSET: Any = object()
+#: Idle time after a fan-out round, as a fraction of that round's duration. 0.5 keeps
+#: fan-out under ~2/3 of the CPU so publishes keep being accepted; measured in
+#: docs/performance.md (0 and 0.25 starve publishers at 1,000 streams, 1.0 adds latency).
+ROUND_SPACING = 0.5
 #: Hubs open in this process, so a signal handler can end their streams whatever app serves them.
 OPEN_HUBS: weakref.WeakSet[Hub] = weakref.WeakSet()
 _NO_CLIENT = ClientInfo()
@@ -270,21 +274,24 @@ class Hub:
     async def run_flusher(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Fan out the outbox, one round at a time, for as long as the hub lives.
 
-        Rounds start at least ``flush_interval`` apart: an event arriving after a quiet
-        spell goes out at once, while under load each round carries every event of the
-        interval, so writes per connection per second stay bounded whatever the rate.
+        A round starts no sooner than ``flush_interval`` after the previous one started,
+        and no sooner than ``ROUND_SPACING`` times its duration after it ended. An event
+        after a quiet spell goes out at once; under load, rounds carry more events each
+        instead of becoming more frequent, so fan-out (whose cost is one socket write per
+        connection per round) leaves CPU for accepting publishes.
         """
         task_status.started()
         interval = self.settings.flush_interval
-        last_round = -math.inf
+        started = ended = -math.inf
         while True:
             await self._outbox_ready.wait()
-            wait = last_round + interval - trio.current_time()
+            wait = max(started + interval, ended + ROUND_SPACING * (ended - started)) - trio.current_time()
             if wait > 0:
                 await trio.sleep(wait)
             self._outbox_ready = trio.Event()
-            last_round = trio.current_time()
+            started = trio.current_time()
             self._flush_outbox()
+            ended = trio.current_time()
 
     def _flush_outbox(self) -> None:
         events, self._outbox = self._outbox, []

@@ -54,8 +54,9 @@ class AsgiTransport:
 
     async def write(self, data: bytes) -> None:
         if not self.started:
-            self.started = True
             await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
+            # Only now: a head interrupted before it was sent must be sent again by finish().
+            self.started = True
             await self._send({"type": "http.response.body", "body": data, "more_body": True})
             if self._chunked and self._socket is not None:
                 # hypercorn has written the head and the first chunk: the rest may go direct.

@@ -219,8 +219,11 @@ class Hub:
             new_types = None
         project = current.project_id if project_id is UNSET else check_project_id(project_id)
         new = Subscription(new_types, project)
-        # Events committed before the change are fanned out under the filters they met.
+        # Events committed before the change are fanned out under the filters they met
+        # (which may close this connection as a slow consumer).
         self._flush_outbox()
+        if connection.close_reason is not None:
+            raise UnknownConnection(connection_id)
         connection.subscription = new
         announcement = self._announcement(connection)
         if not connection.push_control(Resubscribe(new, current, announcement, last_event_id)):

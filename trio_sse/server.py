@@ -24,6 +24,9 @@ def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.graceful_timeout = settings.shutdown_grace
+    # hypercorn's default listen backlog (100) drops connection bursts: thousands of
+    # clients reconnecting at once after a deploy must queue, not fail.
+    config.backlog = 4096
     config.keep_alive_timeout = 75.0
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")

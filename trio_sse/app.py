@@ -13,9 +13,10 @@ from collections.abc import AsyncGenerator
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from .http.auth import authenticator_for
 from .http.routes import http_exception_response, make_blueprint
 from .runtime.hub import Hub, open_hub
-from .settings import Settings, load_settings
+from .settings import Settings, SettingsError, load_settings
 
 __all__ = ["create_app"]
 
@@ -56,6 +57,9 @@ def create_app(hub: Hub | None = None, settings: Settings | None = None) -> Quar
                 finally:
                     slot.hub = None
 
+    if settings.profile == "prod" and not settings.auth_enabled:
+        raise SettingsError("the prod profile requires token auth: set jwt_secret or jwt_public_key")
+    authenticator_for(settings)  # load and check the key now, not at the first request
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_grace
     app.register_blueprint(make_blueprint(slot.get))

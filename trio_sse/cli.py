@@ -81,7 +81,7 @@ def serve(config_file: str | None, **flags: Any) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         trio.run(_serve, settings)
-    except BackendConfigError as exc:
+    except (BackendConfigError, SettingsError) as exc:
         raise click.UsageError(str(exc)) from None
     except KeyboardInterrupt:  # pragma: no cover - second Ctrl-C
         pass

@@ -271,23 +271,40 @@ async def test_test_event_refuses_bad_input(client: SSETestClient, body: Any, st
     assert (await published_state(client))[0] == 0
 
 
-async def test_test_event_is_403_in_the_prod_profile(client_factory) -> None:
-    async with client_factory(profile="prod", test_event="admin") as (_, client):
-        reply = await client.post("/sse/test-event")
+async def test_test_event_is_403_in_the_prod_profile_for_a_non_admin(client_factory) -> None:
+    from test_auth import SECRET, bearer, token
+
+    async with client_factory(profile="prod", test_event="admin", jwt_secret=SECRET) as (_, client):
+        user = bearer(token("u", publish=True))
+        reply = await client.post("/sse/test-event", headers=user)
         assert_error(reply, 403)
-        reply = await client.post("/sse/test-event", json={"event_type": "commit", "data": 1})
+        reply = await client.post("/sse/test-event", json={"event_type": "commit", "data": 1}, headers=user)
         assert_error(reply, 403)
+        assert_error(await client.post("/sse/test-event"), 401)
         assert (await published_state(client))[0] == 0
 
 
-async def test_test_event_is_403_with_settings_from_the_prod_profile() -> None:
+async def test_test_event_is_admin_only_with_settings_from_the_prod_profile() -> None:
+    from test_auth import SECRET, bearer, token
+
     import trio_sse
     from trio_sse.settings import Settings
 
-    async with trio_sse.open_hub(Settings.from_profile("prod")) as hub:
+    async with trio_sse.open_hub(Settings.from_profile("prod", jwt_secret=SECRET)) as hub:
         async with SSETestClient(trio_sse.create_app(hub=hub)) as client:
-            assert_error(await client.post("/sse/test-event"), 403)
-            assert (await client.post("/sse/publish", json={"event_type": "commit", "data": 1})).status == 202
+            user, admin = bearer(token("u", publish=True)), bearer(token("root", admin=True))
+            assert_error(await client.post("/sse/test-event", headers=user), 403)
+            assert (await client.post("/sse/test-event", headers=admin)).status == 202
+            commit = {"event_type": "commit", "data": 1}
+            assert (await client.post("/sse/publish", json=commit, headers=user)).status == 202
+
+
+def test_the_prod_profile_refuses_to_run_without_token_auth() -> None:
+    import trio_sse
+    from trio_sse.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="prod profile requires token auth"):
+        trio_sse.create_app(settings=Settings.from_profile("prod"))
 
 
 @pytest.mark.parametrize(

@@ -1,18 +1,33 @@
-"""Who is calling: the :class:`Principal` every route checks its rights against.
+"""Who is calling: token verification and the :class:`Principal` routes check rights against.
 
-With auth off (the dev default) every caller is the anonymous principal, which may
-read every project and publish. Token verification (JWT) plugs in here: routes only
-ever ask a principal, never parse credentials themselves.
+Tokens are JWTs (PyJWT) read from ``Authorization: Bearer``, the ``sse_token`` cookie
+(what a browser's EventSource sends), or the ``access_token`` query parameter. With an
+HS256 secret only HS256 is accepted; with a public key only the algorithm of that
+key's type (RS256 for RSA, ES256 for EC), so ``alg: none`` and algorithm confusion
+are refused. Required claims: ``sub`` and ``exp``; ``aud``/``iss`` when configured.
+Rights come from the ``sse`` claim: ``{"projects": [...] | ["*"], "publish": bool,
+"admin": bool}``. With auth off (the dev default) every caller is :data:`ANONYMOUS`.
 """
 
 from __future__ import annotations
 
-import attrs
+import functools
+from collections.abc import Iterable, Sequence
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
 
-from ..settings import Settings
+import attrs
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from ..settings import Settings, SettingsError
 from .errors import ApiError
 
-__all__ = ["ANONYMOUS", "Principal", "authenticate", "require_admin", "require_publish"]
+__all__ = ["ANONYMOUS", "Authenticator", "Principal", "authenticator_for", "require_admin", "require_publish"]
+
+COOKIE_NAME = "sse_token"
+MAX_TOKEN_LENGTH = 8192
 
 
 @attrs.frozen(slots=True)
@@ -21,26 +36,142 @@ class Principal:
     projects: frozenset[str] | None  # None = every project
     publish: bool
     admin: bool
+    expires_at: float | None = None  # wall-clock seconds (the token's exp)
+
+    def may_see(self, project_id: str | None) -> bool:
+        return self.projects is None or (project_id is not None and project_id in self.projects)
 
 
-#: The caller when auth is off: every project, may publish, not an admin (admin
-#: actions that the contract keeps for admins, such as /sse/test-event in prod, stay closed).
+#: The caller when auth is off: every project, may publish, not an admin (actions the
+#: contract keeps for admins, such as /sse/test-event in prod, stay closed).
 ANONYMOUS = Principal(sub=None, projects=None, publish=True, admin=False)
 
 
-def authenticate(settings: Settings) -> Principal:
-    """The caller's principal. Raises a 401 :class:`ApiError` when auth is required and absent."""
-    if settings.auth_enabled:
-        raise ApiError(401, "auth_unavailable", "token authentication is configured but not supported by this build")
-    return ANONYMOUS
+def _invalid(message: str) -> ApiError:
+    return ApiError(401, "invalid_token", message)
 
 
-def require_publish(principal: Principal) -> None:
+def _token_from(headers: Sequence[tuple[bytes, bytes]], query_token: str | None) -> str | None:
+    authorization = cookie = None
+    for name, value in headers:
+        name = name.lower()
+        if name == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+        elif name == b"cookie" and cookie is None:
+            cookie = value.decode("latin-1")
+    if authorization is not None:
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise _invalid("the Authorization header must be 'Bearer <token>'")
+        return credentials.strip()
+    if cookie is not None:
+        try:
+            jar: SimpleCookie = SimpleCookie(cookie)
+        except CookieError:
+            jar = SimpleCookie()
+        if COOKIE_NAME in jar:
+            return jar[COOKIE_NAME].value
+    return query_token
+
+
+def _rights(claims: dict[str, Any]) -> Principal:
+    sse = claims.get("sse", {})
+    if not isinstance(sse, dict):
+        raise _invalid("the 'sse' claim must be an object")
+    projects = sse.get("projects", [])
+    if not isinstance(projects, list) or not all(isinstance(p, str) for p in projects):
+        raise _invalid("sse.projects must be a list of strings")
+    publish, admin = sse.get("publish", False), sse.get("admin", False)
+    if not isinstance(publish, bool) or not isinstance(admin, bool):
+        raise _invalid("sse.publish and sse.admin must be booleans")
+    sub = claims["sub"]
+    if not isinstance(sub, str):
+        raise _invalid("sub must be a string")
+    allowed = None if "*" in projects else frozenset(projects)
+    return Principal(sub, allowed, publish, admin, float(claims["exp"]))
+
+
+class Authenticator:
+    """Verifies tokens for one set of settings (the key is loaded once)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.auth_enabled
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._key: Any = None
+        self._algorithms: list[str] = []
+        if settings.jwt_secret:
+            self._key, self._algorithms = settings.jwt_secret, ["HS256"]
+        elif settings.jwt_public_key:
+            self._key = _load_public_key(settings.jwt_public_key)
+            self._algorithms = ["RS256"] if isinstance(self._key, rsa.RSAPublicKey) else ["ES256"]
+
+    def authenticate(self, headers: Sequence[tuple[bytes, bytes]], query_token: str | None = None) -> Principal:
+        """The caller's principal; a 401 :class:`ApiError` for a missing or bad token."""
+        if not self.enabled:
+            return ANONYMOUS
+        token = _token_from(headers, query_token)
+        if not token:
+            raise _invalid("a bearer token is required")
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise _invalid("the token is too long")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _invalid("the token has expired") from None
+        except jwt.PyJWTError as exc:
+            raise _invalid(f"the token is not valid: {exc}") from None
+        return _rights(claims)
+
+
+def _load_public_key(path: str) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            key = load_pem_public_key(fh.read())
+    except OSError as exc:
+        raise SettingsError(f"jwt_public_key: cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise SettingsError(f"jwt_public_key: {path} is not a PEM public key") from exc
+    if isinstance(key, ec.EllipticCurvePublicKey) and not isinstance(key.curve, ec.SECP256R1):
+        raise SettingsError("jwt_public_key: ES256 needs a P-256 key")
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise SettingsError("jwt_public_key: only RSA (RS256) and P-256 EC (ES256) keys are supported")
+    return key
+
+
+@functools.lru_cache(maxsize=16)
+def authenticator_for(settings: Settings) -> Authenticator:
+    return Authenticator(settings)
+
+
+def require_publish(principal: Principal, projects: Iterable[str | None] = ()) -> None:
+    """Publishing needs the ``publish`` right, and a project-limited token may only
+    publish into its projects (a broadcast would reach every project)."""
     if not principal.publish:
         raise ApiError(403, "forbidden", "this token may not publish")
+    for project in projects:
+        if not principal.may_see(project):
+            raise ApiError(403, "forbidden", f"this token may not publish to project {project!r}")
 
 
 def require_admin(principal: Principal, settings: Settings) -> None:
-    """Admin-only actions: open when auth is off, unless the profile keeps them for admins."""
+    """Admin-only actions (when auth is on)."""
     if settings.auth_enabled and not principal.admin:
         raise ApiError(403, "forbidden", "admin rights required")
+
+
+def require_project(principal: Principal, project_id: str | None) -> None:
+    """A project-limited token may only open or move a stream within its projects."""
+    if principal.projects is None:
+        return
+    if project_id is None:
+        raise ApiError(403, "forbidden", "this token is limited to some projects: pass project=<one of them>")
+    if project_id not in principal.projects:
+        raise ApiError(403, "forbidden", f"this token may not read project {project_id!r}")

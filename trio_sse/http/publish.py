@@ -14,10 +14,10 @@ import orjson
 from ..core.errors import ValidationError
 from ..core.validation import NewEvent
 from ..runtime.hub import Hub
-from .auth import authenticate, require_publish
+from .auth import authenticator_for, require_publish
 from .bodies import json_object, parse_json, too_large
 from .errors import JSON_HEADERS, ApiError, log_refusal, send_error, to_api_error
-from .params import header
+from .params import header, parse_query
 
 __all__ = ["MAX_BATCH", "parse_publish", "serve_publish"]
 
@@ -77,9 +77,13 @@ async def _read_body(scope: dict[str, Any], receive: Any, max_bytes: int) -> byt
 async def serve_publish(hub: Hub, scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Handle one ``POST /sse/publish`` from start to end."""
     try:
-        require_publish(authenticate(hub.settings))
+        headers = scope.get("headers", [])
+        query_token = dict(parse_query(scope.get("query_string", b""))).get("access_token")
+        principal = authenticator_for(hub.settings).authenticate(headers, query_token)
+        require_publish(principal)
         body = parse_json(await _read_body(scope, receive, hub.settings.max_body_bytes))
         batch, is_batch = parse_publish(hub, body)
+        require_publish(principal, (event.project_id for event in batch))
         ids = await hub.publish_prepared(batch)
     except Exception as exc:
         error = to_api_error(exc)

@@ -20,7 +20,7 @@ from ..core.errors import ValidationError
 from ..core.validation import MAX_EVENT_ID_LENGTH
 from ..runtime.backends import BackendUnavailable
 from ..runtime.hub import UNSET, Hub, TooManyPendingChanges, UnknownConnection
-from .auth import authenticate, require_admin
+from .auth import Principal, authenticator_for, require_admin, require_project
 from .bodies import json_object, parse_json, too_large
 from .errors import ApiError, log_refusal, send_error, to_api_error
 from .metrics import make_registry, render_metrics
@@ -67,6 +67,12 @@ async def read_json(max_bytes: int, *, required: bool = True) -> Any:
     return parse_json(b"".join(chunks), required=required)
 
 
+def caller(hub: Hub) -> Principal:
+    """The principal of the current Quart request (401 when a token is required and bad)."""
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
+    return authenticator_for(hub.settings).authenticate(headers, request.args.get("access_token"))
+
+
 def _int_param(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
     raw = request.args.get(name)
     if raw is None:
@@ -110,7 +116,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     @bp.post("/sse/test-event")
     async def test_event() -> Response:
         hub = get_hub()
-        principal = authenticate(hub.settings)
+        principal = caller(hub)
         if hub.settings.test_event == "admin" and not (hub.settings.auth_enabled and principal.admin):
             raise ApiError(403, "forbidden", "/sse/test-event is admin-only in this profile")
         body = await read_json(hub.settings.max_body_bytes, required=False)
@@ -124,7 +130,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     @bp.post("/sse/subscribe")
     async def subscribe() -> Response:
         hub = get_hub()
-        principal = authenticate(hub.settings)
+        principal = caller(hub)
         body = json_object(await read_json(hub.settings.max_body_bytes), "body")
         connection_id = body.get("connection_id")
         if not isinstance(connection_id, str) or not connection_id:
@@ -145,6 +151,8 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
         connection = hub.get_connection(connection_id)
         if hub.settings.auth_enabled and not principal.admin and connection.client.owner != principal.sub:
             raise ApiError(403, "forbidden", "this connection belongs to someone else")
+        if "project_id" in body:
+            require_project(principal, body["project_id"])
         hub.update_subscription(
             connection_id,
             event_types,
@@ -161,7 +169,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     @bp.get("/sse/connections")
     async def connections() -> Response:
         hub = get_hub()
-        require_admin(authenticate(hub.settings), hub.settings)
+        require_admin(caller(hub), hub.settings)
         limit = _int_param("limit", 100, 1, MAX_CONNECTIONS_PAGE)
         offset = _int_param("offset", 0, 0)
         project = request.args.get("project", request.args.get("project_id"))

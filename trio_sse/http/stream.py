@@ -17,7 +17,7 @@ import trio
 
 from ..runtime.connection import ClientInfo
 from ..runtime.hub import Hub
-from .auth import authenticate
+from .auth import authenticator_for, require_project
 from .errors import log_refusal, send_error, to_api_error
 from .fastpath import ChunkedSocketWriter, plain_socket_of
 from .params import header, parse_stream_params
@@ -90,11 +90,17 @@ async def serve_stream(hub: Hub, scope: dict[str, Any], receive: Any, send: Any)
     async with AsyncExitStack() as stack:
         try:
             params = parse_stream_params(scope.get("query_string", b""), headers)
-            authenticate(hub.settings)
+            principal = authenticator_for(hub.settings).authenticate(headers, params.access_token)
+            require_project(principal, params.project_id)
             subscription = hub.subscription(params.event_types, params.project_id)
-            info = ClientInfo(address, header(headers, b"user-agent"))
+            info = ClientInfo(address, header(headers, b"user-agent"), principal.sub)
             connection = await stack.enter_async_context(
-                hub.connect(subscription, last_event_id=params.last_event_id, client=info)
+                hub.connect(
+                    subscription,
+                    last_event_id=params.last_event_id,
+                    client=info,
+                    expires_at=principal.expires_at,
+                )
             )
         except Exception as exc:
             error = to_api_error(exc)

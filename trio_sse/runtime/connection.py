@@ -31,6 +31,7 @@ Edges:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -142,6 +143,7 @@ class Connection:
         "direct_ready",
         "events_dropped",
         "events_sent",
+        "expires_at",
         "hub",
         "id",
         "last_event_id",
@@ -187,6 +189,8 @@ class Connection:
         #: True while the task is idle with nothing queued: the flusher may write directly.
         self.direct_ready = False
         self._last_write = trio.current_time()
+        #: Wall-clock end of the caller's token: the stream ends then (``token_expired``).
+        self.expires_at: float | None = None
 
     # -- called by the hub, synchronously, never awaiting -------------------------------
 
@@ -291,6 +295,8 @@ class Connection:
         self._transport = transport
         try:
             with trio.CancelScope() as self._run_scope:
+                if self.expires_at is not None:
+                    self._run_scope.deadline = trio.current_time() + (self.expires_at - time.time())
                 if self.close_reason is None:  # not closed before it started
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self._watch, transport)
@@ -298,6 +304,8 @@ class Connection:
                             await self._pump(transport)
                         finally:
                             nursery.cancel_scope.cancel()
+            if self._run_scope.cancelled_caught and self.close_reason is None:
+                self.close_reason = "token_expired"  # only the token's deadline cancels without a reason
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             # The transport failed under us: the client is gone.
             if self.close_reason is None:

@@ -106,18 +106,22 @@ class Hub:
         *,
         last_event_id: str | None = None,
         client: ClientInfo = _NO_CLIENT,
+        expires_at: float | None = None,
     ) -> AsyncIterator[Connection]:
         """Register a stream for the duration of the block, then unregister it.
 
         Raises :class:`ConnectionRefused` (nothing registered) when the hub is shutting
-        down or a connection limit is reached. From the moment the block is entered the
-        connection's queue receives every matching event published.
+        down or a connection limit is reached. With ``expires_at`` (wall-clock seconds,
+        a token's ``exp``) the stream is ended then, with reason ``token_expired``.
+        From the moment the block is entered the connection is offered every matching
+        event committed.
         """
         self._admit(client)
         connection = Connection(self, secrets.token_urlsafe(12), subscription, client, last_event_id, time.time())
         # Events committed before this point but still in the outbox are not for this stream
         # (its replay, if any, covers them).
         connection.start_after(self._newest)
+        connection.expires_at = expires_at
         key = client.address or ""
         self._connections[connection.id] = connection
         self._per_client[key] += 1

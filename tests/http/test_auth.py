@@ -1,0 +1,217 @@
+"""Token auth and project isolation (contract section 6)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from typing import Any
+
+import jwt
+import pytest
+import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+import trio_sse
+from trio_sse.settings import Settings
+from trio_sse.testing import SSETestClient
+
+SECRET = "test-secret-of-reasonable-length-0123456789"
+
+
+def token(
+    sub: str = "alice",
+    *,
+    projects: list[str] | None = None,
+    publish: bool = False,
+    admin: bool = False,
+    expires_in: float = 3600,
+    key: Any = SECRET,
+    algorithm: str = "HS256",
+    **claims: Any,
+) -> str:
+    payload = {
+        "sub": sub,
+        "exp": int(time.time() + expires_in),
+        "sse": {"projects": ["*"] if projects is None else projects, "publish": publish, "admin": admin},
+        **claims,
+    }
+    return jwt.encode(payload, key, algorithm=algorithm)
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {value}"}
+
+
+async def open_stream_status(client: SSETestClient, **kwargs: Any) -> tuple[int | None, Any]:
+    async with client.stream(**kwargs) as stream:
+        if stream.status == 200:
+            return 200, await stream.next_event()
+        return stream.status, (stream.json, stream.headers)
+
+
+@pytest.fixture
+def auth_client(client_factory):  # type: ignore[no-untyped-def]
+    return client_factory(jwt_secret=SECRET)
+
+
+@pytest.mark.parametrize("way", ["header", "cookie", "query"])
+async def test_a_valid_token_opens_a_stream_whichever_way_it_is_passed(auth_client, way: str) -> None:
+    value = token()
+    kwargs: dict[str, Any] = {
+        "header": {"headers": bearer(value)},
+        "cookie": {"headers": {"cookie": f"other=1; sse_token={value}"}},
+        "query": {"query": {"access_token": value}},
+    }[way]
+    async with auth_client as (_, client):
+        status, connected = await open_stream_status(client, **kwargs)
+        assert status == 200
+        assert connected.event == "connected"
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "expired", "bad_signature", "alg_none", "garbage", "not_bearer"],
+)
+async def test_bad_or_missing_tokens_get_401_json_with_www_authenticate(auth_client, case: str) -> None:
+    headers = {
+        "missing": {},
+        "expired": bearer(token(expires_in=-10)),
+        "bad_signature": bearer(token(key="another-secret-of-reasonable-length-000")),
+        "alg_none": bearer(
+            jwt.encode({"sub": "eve", "exp": int(time.time()) + 60, "sse": {"admin": True}}, None, algorithm="none")
+        ),
+        "garbage": bearer("not.a.jwt"),
+        "not_bearer": {"authorization": f"Basic {token()}"},
+    }[case]
+    async with auth_client as (hub, client):
+        status, (body, response_headers) = await open_stream_status(client, headers=headers)
+        assert status == 401
+        assert body["error"] == "invalid_token"
+        assert response_headers["www-authenticate"].startswith("Bearer")
+        publish = await client.post("/sse/publish", json={"event_type": "commit", "data": 1}, headers=headers)
+        assert publish.status == 401
+        assert hub.snapshot()["events_published"] == 0
+
+
+async def test_wrong_audience_or_issuer_is_refused(client_factory) -> None:
+    settings = {"jwt_secret": SECRET, "jwt_audience": "sse-hub", "jwt_issuer": "https://id.example"}
+    async with client_factory(**settings) as (_, client):
+        good = token(aud="sse-hub", iss="https://id.example")
+        assert (await open_stream_status(client, headers=bearer(good)))[0] == 200
+        for bad in (token(aud="other", iss="https://id.example"), token(aud="sse-hub", iss="https://evil"), token()):
+            assert (await open_stream_status(client, headers=bearer(bad)))[0] == 401
+
+
+def _write_key(tmp_path: Any, private: Any) -> str:
+    path = tmp_path / "key.pem"
+    path.write_bytes(
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+async def test_public_key_tokens_verify_and_algorithm_confusion_is_refused(client_factory, tmp_path, kind: str) -> None:
+    if kind == "rsa":
+        private: Any = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        algorithm = "RS256"
+    else:
+        private = ec.generate_private_key(ec.SECP256R1())
+        algorithm = "ES256"
+    path = _write_key(tmp_path, private)
+    async with client_factory(jwt_public_key=path) as (_, client):
+        good = token(key=private, algorithm=algorithm)
+        assert (await open_stream_status(client, headers=bearer(good)))[0] == 200
+        # HS256 signed with the public key's PEM as the secret: the classic algorithm
+        # confusion. PyJWT refuses to create such a token, so it is built by hand.
+        pem = (tmp_path / "key.pem").read_bytes()
+
+        def b64(data: bytes) -> bytes:
+            return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+        header = b64(b'{"alg":"HS256","typ":"JWT"}')
+        body = b64(b'{"sub":"eve","exp":%d,"sse":{"projects":["*"],"admin":true}}' % int(time.time() + 60))
+        signature = b64(hmac.new(pem, header + b"." + body, hashlib.sha256).digest())
+        confused = (header + b"." + body + b"." + signature).decode()
+        assert (await open_stream_status(client, headers=bearer(confused)))[0] == 401
+
+
+async def test_project_limited_token_only_opens_streams_of_its_projects(auth_client) -> None:
+    limited = bearer(token(projects=["p1"]))
+    async with auth_client as (_, client):
+        assert (await open_stream_status(client, headers=limited))[0] == 403
+        assert (await open_stream_status(client, headers=limited, query={"project": "p2"}))[0] == 403
+        assert (await open_stream_status(client, headers=limited, query={"project": "p1"}))[0] == 200
+
+
+async def test_project_limited_stream_never_receives_another_projects_events(auth_client) -> None:
+    async with auth_client as (hub, client):
+        async with client.stream(headers=bearer(token(projects=["p1"])), query={"project": "p1"}) as stream:
+            await stream.next_event()
+            published = []
+            for n in range(30):
+                project = ["p1", "p2", None][n % 3]
+                published.append((await hub.publish("commit", {"n": n}, project_id=project), project))
+            expected = [event_id for event_id, project in published if project in ("p1", None)]
+            with trio.fail_after(5):
+                received = [e.id for e in await stream.events(len(expected))]
+            assert received == expected
+            await trio.sleep(0.1)
+            assert stream.pending() == []
+
+
+async def test_publish_needs_the_publish_right_and_stays_within_the_tokens_projects(auth_client) -> None:
+    async with auth_client as (hub, client):
+
+        def commit(project: str | None) -> dict[str, Any]:
+            return {"event_type": "commit", "data": 1, "project_id": project}
+
+        reader = bearer(token(projects=["*"], publish=False))
+        assert (await client.post("/sse/publish", json=commit(None), headers=reader)).status == 403
+        writer = bearer(token(projects=["p1"], publish=True))
+        assert (await client.post("/sse/publish", json=commit("p1"), headers=writer)).status == 202
+        for project in ("p2", None):
+            assert (await client.post("/sse/publish", json=commit(project), headers=writer)).status == 403
+        batch = {"events": [commit("p1"), commit("p2")]}
+        assert (await client.post("/sse/publish", json=batch, headers=writer)).status == 403
+        assert hub.snapshot()["events_published"] == 1
+
+
+async def test_subscribe_is_limited_to_the_owner_or_an_admin_and_to_allowed_projects(auth_client) -> None:
+    alice = bearer(token("alice", projects=["p1"]))
+    async with auth_client as (_, client):
+        async with client.stream(headers=alice, query={"project": "p1"}) as stream:
+            connection_id = (await stream.next_event()).data.split('"connection_id":"')[1].split('"')[0]
+            body = {"connection_id": connection_id, "event_types": ["commit"]}
+            mallory = bearer(token("mallory"))
+            assert (await client.post("/sse/subscribe", json=body, headers=mallory)).status == 403
+            assert (await client.post("/sse/subscribe", json=body, headers=alice)).status == 200
+            admin = bearer(token("root", admin=True))
+            assert (await client.post("/sse/subscribe", json=body, headers=admin)).status == 200
+            for project in ("p2", None):
+                moved = {**body, "project_id": project}
+                assert (await client.post("/sse/subscribe", json=moved, headers=alice)).status == 403
+
+
+async def test_connections_listing_and_prod_test_event_need_admin(client_factory) -> None:
+    async with client_factory(jwt_secret=SECRET, test_event="admin") as (_, client):
+        user, admin = bearer(token("u")), bearer(token("root", admin=True))
+        assert (await client.get("/sse/connections", headers=user)).status == 403
+        assert (await client.get("/sse/connections", headers=admin)).status == 200
+        assert (await client.post("/sse/test-event", headers=user)).status == 403
+        assert (await client.post("/sse/test-event", headers=admin)).status == 202
+
+
+async def test_a_stream_ends_when_its_token_expires(autojump_clock) -> None:
+    settings = Settings(jwt_secret=SECRET, heartbeat_interval=10)
+    async with trio_sse.open_hub(settings) as hub, SSETestClient(trio_sse.create_app(hub=hub)) as client:
+        async with client.stream(headers=bearer(token(expires_in=60))) as stream:
+            await stream.next_event()
+            start = trio.current_time()
+            await stream.wait_ended(timeout=120)
+            assert 55 <= trio.current_time() - start <= 61
+            assert stream.ended  # the response was finished, not cut off
+        assert hub.snapshot()["disconnects"] == {"token_expired": 1}

@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from .http.auth import authenticator_for
 from .http.routes import http_exception_response, make_blueprint
+from .runtime.gctune import tune_gc
 from .runtime.hub import Hub, open_hub
 from .settings import Settings, SettingsError, load_settings
 
@@ -50,6 +51,7 @@ def create_app(hub: Hub | None = None, settings: Settings | None = None) -> Quar
 
         @app.while_serving
         async def run_hub() -> AsyncGenerator[None, None]:
+            tune_gc()  # this app owns the process (hypercorn CLI): see runtime/gctune.py
             async with open_hub(owned_settings) as owned:
                 slot.hub = owned
                 try:

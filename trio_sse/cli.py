@@ -16,6 +16,7 @@ import click
 import trio
 
 from .runtime.backends import BackendConfigError
+from .runtime.gctune import tune_gc
 from .settings import Settings, SettingsError, load_settings
 
 HELP = {
@@ -79,6 +80,7 @@ def serve(config_file: str | None, **flags: Any) -> None:
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    tune_gc()
     try:
         trio.run(_serve, settings)
     except (BackendConfigError, SettingsError) as exc:

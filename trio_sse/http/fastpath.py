@@ -26,11 +26,12 @@ __all__ = ["ChunkedSocketWriter", "plain_socket_of"]
 _MAX_IOV = 1000
 
 
-def plain_socket_of(send: Any) -> trio.socket.SocketType | None:
-    """The plain TCP socket under hypercorn's ASGI ``send``, or None (TLS, other servers).
+def plain_socket_of(send: Any, *, through_tls: bool = False) -> trio.socket.SocketType | None:
+    """The TCP socket under hypercorn's ASGI ``send``, or None (other servers).
 
     Walks the bound-method chain ``HTTPStream.app_send -> protocol.send -> TCPServer``
-    to hypercorn's ``TCPServer.stream``.
+    to hypercorn's ``TCPServer.stream``. Under TLS it answers None (bytes must go
+    through the SSL object) unless ``through_tls``, which is for closing the socket.
     """
     obj = getattr(send, "__self__", None)
     for _ in range(6):
@@ -40,7 +41,8 @@ def plain_socket_of(send: Any) -> trio.socket.SocketType | None:
         if isinstance(stream, trio.SocketStream):
             return stream.socket
         if isinstance(stream, trio.SSLStream):
-            return None  # TLS: the bytes must go through the SSL object
+            inner = stream.transport_stream
+            return inner.socket if through_tls and isinstance(inner, trio.SocketStream) else None
         obj = getattr(getattr(obj, "send", None), "__self__", None)
     return None
 

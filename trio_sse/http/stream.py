@@ -41,7 +41,7 @@ def _stream_headers(connection_id: str) -> list[tuple[bytes, bytes]]:
 class AsgiTransport:
     """Adapts ASGI ``receive``/``send`` to the runtime's :class:`Transport`."""
 
-    __slots__ = ("_chunked", "_headers", "_receive", "_send", "_socket", "direct", "started")
+    __slots__ = ("_abort_socket", "_chunked", "_headers", "_receive", "_send", "_socket", "direct", "started")
 
     def __init__(self, receive: Any, send: Any, headers: list[tuple[bytes, bytes]], *, chunked: bool) -> None:
         self._receive = receive
@@ -50,6 +50,7 @@ class AsgiTransport:
         self._chunked = chunked
         self.started = False
         self._socket = plain_socket_of(send)
+        self._abort_socket = plain_socket_of(send, through_tls=True)
         self.direct: ChunkedSocketWriter | None = None
 
     async def write(self, data: bytes) -> None:
@@ -71,8 +72,8 @@ class AsgiTransport:
                 return
 
     def abort(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
+        if self._abort_socket is not None:
+            self._abort_socket.close()
 
     async def finish(self) -> None:
         """End the response cleanly (the final chunk of a chunked body)."""

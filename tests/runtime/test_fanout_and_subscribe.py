@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -10,42 +10,17 @@ import orjson
 import pytest
 import trio
 
-import trio_sse
 from trio_sse.core.parser import ParsedEvent, SSEParser
 from trio_sse.runtime.connection import ClientInfo, Connection
 from trio_sse.runtime.hub import ConnectionRefused, Hub
-from trio_sse.settings import Settings
 from trio_sse.testing import SSETestClient, TestStream
+
+from .support import open_test_hub
 
 #: Virtual seconds a read may wait: far beyond any deadline here, so a read that
 #: would wait forever fails instead.
 TIMEOUT = 300
 ALL_TYPES = sorted(["commit", "file_change", "progress_update", "risk_alert", "system_status", "task_update"])
-
-
-#: Virtual seconds after which a stuck test fails instead of spinning on heartbeats forever.
-DEADLINE = 3600
-
-
-@pytest.fixture
-def client_factory(client_factory: Callable[..., Any]) -> Callable[..., Any]:
-    """The shared factory, with a deadline on the whole block."""
-
-    @asynccontextmanager
-    async def open_with_deadline(**settings: Any) -> AsyncIterator[tuple[Hub, SSETestClient]]:
-        with trio.fail_after(DEADLINE):
-            async with client_factory(**settings) as opened:
-                yield opened
-
-    return open_with_deadline
-
-
-@asynccontextmanager
-async def open_test_hub(**settings: Any) -> AsyncIterator[Hub]:
-    """A hub with ``settings``, with a deadline on the whole block."""
-    with trio.fail_after(DEADLINE):
-        async with trio_sse.open_hub(Settings(**settings)) as hub:
-            yield hub
 
 
 def payload(event: ParsedEvent) -> Any:

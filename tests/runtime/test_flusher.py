@@ -24,8 +24,8 @@ from trio_sse.runtime.connection import Connection
 from trio_sse.runtime.hub import Hub
 from trio_sse.settings import Settings
 
-#: Virtual seconds after which a stuck test fails instead of spinning on heartbeats forever.
-DEADLINE = 3600
+from .support import DEADLINE
+
 EPS = 1e-9
 
 

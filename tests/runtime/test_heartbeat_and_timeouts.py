@@ -8,46 +8,19 @@ an exact difference, not as a flaky sleep.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import trio
 
-import trio_sse
 from trio_sse.core.parser import Comment, ParsedEvent
 from trio_sse.runtime.connection import HEARTBEAT, Connection
 from trio_sse.runtime.hub import Hub
-from trio_sse.settings import Settings
-from trio_sse.testing import SSETestClient
+
+from .support import open_test_hub
 
 EPS = 1e-6
-
-
-#: Virtual seconds after which a stuck test fails instead of spinning on heartbeats forever.
-DEADLINE = 3600
-
-
-@pytest.fixture
-def client_factory(client_factory: Callable[..., Any]) -> Callable[..., Any]:
-    """The shared factory, with a deadline on the whole block."""
-
-    @asynccontextmanager
-    async def open_with_deadline(**settings: Any) -> AsyncIterator[tuple[Hub, SSETestClient]]:
-        with trio.fail_after(DEADLINE):
-            async with client_factory(**settings) as opened:
-                yield opened
-
-    return open_with_deadline
-
-
-@asynccontextmanager
-async def open_test_hub(**settings: Any) -> AsyncIterator[Hub]:
-    """A hub with ``settings``, with a deadline on the whole block."""
-    with trio.fail_after(DEADLINE):
-        async with trio_sse.open_hub(Settings(**settings)) as hub:
-            yield hub
 
 
 async def test_heartbeat_written_after_interval_of_silence_and_not_before(autojump_clock, client_factory) -> None:

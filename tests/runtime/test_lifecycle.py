@@ -6,7 +6,7 @@ after ``open_hub`` exits no task is left in trio's task tree.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -19,32 +19,9 @@ from trio_sse.runtime.hub import ConnectionRefused, Hub
 from trio_sse.settings import Settings
 from trio_sse.testing import SSETestClient
 
+from .support import DEADLINE, open_test_hub
+
 EPS = 1e-6
-
-
-#: Virtual seconds after which a stuck test fails instead of spinning on heartbeats forever.
-DEADLINE = 3600
-
-
-@pytest.fixture
-def client_factory(client_factory: Callable[..., Any]) -> Callable[..., Any]:
-    """The shared factory, with a deadline on the whole block."""
-
-    @asynccontextmanager
-    async def open_with_deadline(**settings: Any) -> AsyncIterator[tuple[Hub, SSETestClient]]:
-        with trio.fail_after(DEADLINE):
-            async with client_factory(**settings) as opened:
-                yield opened
-
-    return open_with_deadline
-
-
-@asynccontextmanager
-async def open_test_hub(**settings: Any) -> AsyncIterator[Hub]:
-    """A hub with ``settings``, with a deadline on the whole block."""
-    with trio.fail_after(DEADLINE):
-        async with trio_sse.open_hub(Settings(**settings)) as hub:
-            yield hub
 
 
 def task_names() -> list[str]:

@@ -6,44 +6,17 @@ connection's task is stuck in that write while the hub keeps offering it events.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import orjson
-import pytest
 import trio
 
-import trio_sse
 from trio_sse.core.parser import ParsedEvent
 from trio_sse.runtime.connection import Connection
 from trio_sse.runtime.hub import Hub
-from trio_sse.settings import Settings
-from trio_sse.testing import SSETestClient
 
-#: Virtual seconds after which a stuck test fails instead of spinning on heartbeats forever.
-DEADLINE = 3600
-
-
-@pytest.fixture
-def client_factory(client_factory: Callable[..., Any]) -> Callable[..., Any]:
-    """The shared factory, with a deadline on the whole block."""
-
-    @asynccontextmanager
-    async def open_with_deadline(**settings: Any) -> AsyncIterator[tuple[Hub, SSETestClient]]:
-        with trio.fail_after(DEADLINE):
-            async with client_factory(**settings) as opened:
-                yield opened
-
-    return open_with_deadline
-
-
-@asynccontextmanager
-async def open_test_hub(**settings: Any) -> AsyncIterator[Hub]:
-    """A hub with ``settings``, with a deadline on the whole block."""
-    with trio.fail_after(DEADLINE):
-        async with trio_sse.open_hub(Settings(**settings)) as hub:
-            yield hub
+from .support import open_test_hub
 
 
 def connection_id(connected: ParsedEvent) -> str:

@@ -82,9 +82,10 @@ def log_refusal(error: ApiError, method: str, path: str, client: str | None) -> 
     )
 
 
-async def send_error(send: Any, error: ApiError) -> None:
+async def send_error(send: Any, error: ApiError, extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """Answer an ASGI request with ``error`` (for the lean handlers outside Quart)."""
     headers = [*JSON_HEADERS, *((k.lower().encode(), v.encode()) for k, v in error.headers.items())]
+    headers.extend(extra_headers or ())
     if error.status == 401:
         headers.append((b"www-authenticate", b'Bearer error="invalid_token"'))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})

@@ -8,6 +8,7 @@ ASGI stream handler (:mod:`trio_sse.http.stream`) in front of the app.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -22,6 +23,7 @@ from ..runtime.backends import BackendUnavailable
 from ..runtime.hub import UNSET, Hub, TooManyPendingChanges, UnknownConnection
 from .auth import Principal, authenticator_for, require_admin, require_project
 from .bodies import json_object, parse_json, too_large
+from .cors import CorsPolicy
 from .errors import ApiError, log_refusal, send_error, to_api_error
 from .metrics import make_registry, render_metrics
 from .publish import serve_publish
@@ -198,24 +200,69 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     return bp
 
 
+@functools.lru_cache(maxsize=16)
+def _cors_for(origins: tuple[str, ...]) -> CorsPolicy:
+    return CorsPolicy(origins)
+
+
+def _adding_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
+    """``send`` with ``extra`` headers added to the response start."""
+
+    async def send_with_headers(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return send_with_headers
+
+
+def _header(scope: Any, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> None:
     """Serve the hot paths — ``GET {prefix}/sse/events`` and ``POST {prefix}/sse/publish`` —
     with lean ASGI handlers in front of ``app``'s ASGI callable; everything else goes to Quart.
+    CORS is applied here too, for every route (see :mod:`trio_sse.http.cors`).
     """
     inner = app.asgi_app
     stream_path, publish_path = prefix + "/sse/events", prefix + "/sse/publish"
 
     async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] in (stream_path, publish_path):
-            method, is_stream = scope["method"], scope["path"] == stream_path
-            allowed = "GET" if is_stream else "POST"
-            if method == "GET" and is_stream:
-                await serve_stream(get_hub(), scope, receive, send)
-            elif method == "POST" and not is_stream:
-                await serve_publish(get_hub(), scope, receive, send)
-            else:
-                message = "use GET to open a stream" if is_stream else "use POST to publish"
-                await send_error(send, ApiError(405, "method_not_allowed", message, headers={"Allow": allowed}))
+        if scope["type"] != "http":
+            await inner(scope, receive, send)
+            return
+        cors_headers: list[tuple[bytes, bytes]] = []
+        origin = _header(scope, b"origin")
+        if origin is not None:
+            policy = _cors_for(get_hub().settings.cors_origins)
+            if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method"):
+                try:
+                    headers = policy.preflight(origin, _header(scope, b"access-control-request-headers"))
+                except ApiError as error:
+                    await send_error(send, error)
+                    return
+                await send({"type": "http.response.start", "status": 204, "headers": headers})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            cors_headers = policy.response_headers(origin)
+        path, method = scope["path"], scope["method"]
+        if path == stream_path and method == "GET":
+            # The stream keeps hypercorn's own send (the direct-write path needs it).
+            await serve_stream(get_hub(), scope, receive, send, extra_headers=cors_headers)
+            return
+        if cors_headers:
+            send = _adding_headers(send, cors_headers)
+        if path == publish_path and method == "POST":
+            await serve_publish(get_hub(), scope, receive, send)
+        elif path in (stream_path, publish_path):
+            is_stream = path == stream_path
+            message = "use GET to open a stream" if is_stream else "use POST to publish"
+            allow = "GET" if is_stream else "POST"
+            await send_error(send, ApiError(405, "method_not_allowed", message, headers={"Allow": allow}))
         else:
             await inner(scope, receive, send)
 

@@ -83,8 +83,16 @@ class AsgiTransport:
             await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def serve_stream(hub: Hub, scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Handle one ``GET /sse/events`` request from start to end."""
+async def serve_stream(
+    hub: Hub,
+    scope: dict[str, Any],
+    receive: Any,
+    send: Any,
+    *,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Handle one ``GET /sse/events`` request from start to end (``extra_headers``: CORS)."""
+    extra = extra_headers or []
     client = scope.get("client")
     address = client[0] if client else None
     headers = scope.get("headers", [])
@@ -108,10 +116,10 @@ async def serve_stream(hub: Hub, scope: dict[str, Any], receive: Any, send: Any)
             if error is None:
                 raise
             log_refusal(error, "GET", scope.get("path", ""), address)
-            await send_error(send, error)
+            await send_error(send, error, extra)
             return
         transport = AsgiTransport(
-            receive, send, _stream_headers(connection.id), chunked=scope.get("http_version") == "1.1"
+            receive, send, _stream_headers(connection.id) + extra, chunked=scope.get("http_version") == "1.1"
         )
         try:
             await connection.run(transport)

@@ -16,15 +16,20 @@ class TokenBucket:
     tokens: float
     stamp: float
 
-    def take(self, now: float) -> float:
-        """Take one token. Returns 0.0 on success, else the seconds until one is available."""
+    def take(self, now: float, amount: float = 1.0) -> float:
+        """Take ``amount`` tokens. Returns 0.0 on success, else the seconds until they are available.
+
+        An amount larger than the bucket holds is allowed from a full bucket (it then
+        owes the rest), so a large batch is slowed down, never refused forever.
+        """
         refill = self.rate / self.per
         self.tokens = min(self.rate, self.tokens + (now - self.stamp) * refill)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        needed = min(amount, self.rate)
+        if self.tokens >= needed:
+            self.tokens -= amount
             return 0.0
-        return (1.0 - self.tokens) / refill
+        return (needed - self.tokens) / refill
 
 
 class RateLimiter:
@@ -37,13 +42,13 @@ class RateLimiter:
         self._per = per
         self._buckets: dict[str, TokenBucket] = {}
 
-    def take(self, key: str, now: float) -> float:
+    def take(self, key: str, now: float, amount: float = 1.0) -> float:
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) > 10_000:
                 self._forget_full(now)
             bucket = self._buckets[key] = TokenBucket(self._rate, self._per, float(self._rate), now)
-        return bucket.take(now)
+        return bucket.take(now, amount)
 
     def _forget_full(self, now: float) -> None:
         refill = self._rate / self._per

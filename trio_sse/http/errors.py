@@ -14,7 +14,7 @@ import orjson
 
 from ..core.errors import EventTooLarge, InvalidValue, UnknownEventTypes
 from ..runtime.backends import BackendUnavailable
-from ..runtime.hub import ConnectionRefused, TooManyPendingChanges, UnknownConnection
+from ..runtime.hub import ConnectionRefused, PublishRateExceeded, TooManyPendingChanges, UnknownConnection
 
 __all__ = ["JSON_HEADERS", "ApiError", "to_api_error"]
 
@@ -56,6 +56,8 @@ def to_api_error(exc: BaseException) -> ApiError | None:
         return ApiError(
             429, "too_many_pending_changes", "earlier filter changes are not applied yet", headers={"Retry-After": "1"}
         )
+    if isinstance(exc, PublishRateExceeded):
+        return ApiError(429, "publish_rate", str(exc), headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, ConnectionRefused):
         return ApiError(exc.status, exc.reason, str(exc), headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, BackendUnavailable):

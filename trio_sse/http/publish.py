@@ -84,6 +84,8 @@ async def serve_publish(hub: Hub, scope: dict[str, Any], receive: Any, send: Any
         body = parse_json(await _read_body(scope, receive, hub.settings.max_body_bytes))
         batch, is_batch = parse_publish(hub, body)
         require_publish(principal, (event.project_id for event in batch))
+        client = scope.get("client")
+        hub.admit_publish(principal.sub or (client[0] if client else ""), len(batch))
         ids = await hub.publish_prepared(batch)
     except Exception as exc:
         error = to_api_error(exc)

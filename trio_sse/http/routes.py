@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from ..core.errors import ValidationError
 from ..core.validation import MAX_EVENT_ID_LENGTH
 from ..runtime.backends import BackendUnavailable
-from ..runtime.hub import UNSET, Hub, TooManyPendingChanges, UnknownConnection
+from ..runtime.hub import UNSET, Hub, PublishRateExceeded, TooManyPendingChanges, UnknownConnection
 from .auth import Principal, authenticator_for, require_admin, require_project
 from .bodies import json_object, parse_json, too_large
 from .cors import CorsPolicy
@@ -105,6 +105,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     @bp.errorhandler(ValidationError)
     @bp.errorhandler(UnknownConnection)
     @bp.errorhandler(TooManyPendingChanges)
+    @bp.errorhandler(PublishRateExceeded)
     @bp.errorhandler(BackendUnavailable)
     async def on_known_error(error: Exception) -> Response:
         api_error = to_api_error(error)
@@ -126,6 +127,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
         event_type = body.get("event_type", "system_status")
         data = body.get("data", {"message": "test event", "source": "trio_sse"})
         new = hub.prepare(event_type, data, body.get("project_id"))
+        hub.admit_publish(principal.sub or request.remote_addr or "", 1)
         (event_id,) = await hub.publish_prepared([new])
         return json_response({"id": event_id, "event_type": new.type}, 202)
 

@@ -59,6 +59,14 @@ class UnknownConnection(LookupError):
     """No live connection has this id (HTTP 404)."""
 
 
+class PublishRateExceeded(Exception):
+    """A publisher went over ``publish_rate`` (HTTP 429)."""
+
+    def __init__(self, rate: int, retry_after: int) -> None:
+        super().__init__(f"at most {rate} events per second per publisher")
+        self.retry_after = retry_after
+
+
 class TooManyPendingChanges(Exception):
     """A connection has not yet applied its earlier filter changes (HTTP 429)."""
 
@@ -75,6 +83,7 @@ class Hub:
         self._connections: dict[str, Connection] = {}
         self._per_client: Counter[str] = Counter()
         self._connection_rate = RateLimiter(settings.connection_rate, 60.0)
+        self._publish_rate = RateLimiter(settings.publish_rate, 1.0)
         self._index: SubscriptionIndex[Connection] = SubscriptionIndex()
         self._closing = False
         self._all_gone = trio.Event()
@@ -251,6 +260,16 @@ class Hub:
             max_event_bytes=self.settings.max_event_bytes,
         )
 
+    def admit_publish(self, publisher: str, count: int) -> None:
+        """Charge ``count`` events to ``publisher``'s ``publish_rate`` budget (events per second).
+
+        Raises :class:`PublishRateExceeded` (nothing charged) when over budget.
+        """
+        wait = self._publish_rate.take(publisher, trio.current_time(), count)
+        if wait > 0:
+            self.stats.rejected_publishes["publish_rate"] += count
+            raise PublishRateExceeded(self.settings.publish_rate, max(1, int(wait + 0.999)))
+
     async def publish(self, event_type: str, data: Any, project_id: str | None = None) -> str:
         """Publish one event and return its id.
 
@@ -372,6 +391,7 @@ class Hub:
             "total_connections": stats.total_connections,
             "rejected_connections": stats.rejected_connections,
             "rejected_by_reason": dict(stats.rejected),
+            "rejected_publishes": dict(stats.rejected_publishes),
             "events_published": stats.events_published,
             "events_delivered": stats.events_delivered,
             "events_dropped": stats.events_dropped,

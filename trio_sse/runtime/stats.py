@@ -34,6 +34,8 @@ class HubStats:
     events_dropped: int = 0
     rejected: Counter[str] = attrs.field(factory=Counter)
     disconnects: Counter[str] = attrs.field(factory=Counter)
+    #: events refused by reason (e.g. ``publish_rate``), counted per event
+    rejected_publishes: Counter[str] = attrs.field(factory=Counter)
     #: publish-to-write latencies in seconds, one sample per write
     latencies: deque[float] = attrs.field(factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     #: clock times of recent errors (send timeouts, slow consumers, backend failures)

@@ -84,6 +84,15 @@ def log_refusal(error: ApiError, method: str, path: str, client: str | None) -> 
     )
 
 
+async def send_refusal(
+    send: Any, scope: dict[str, Any], error: ApiError, extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Log a refused ASGI request (one structured line) and answer it with ``error``."""
+    client = scope.get("client")
+    log_refusal(error, scope.get("method", ""), scope.get("path", ""), client[0] if client else None)
+    await send_error(send, error, extra_headers)
+
+
 async def send_error(send: Any, error: ApiError, extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """Answer an ASGI request with ``error`` (for the lean handlers outside Quart)."""
     headers = [*JSON_HEADERS, *((k.lower().encode(), v.encode()) for k, v in error.headers.items())]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import parse_qsl
 
 import attrs
@@ -46,15 +47,21 @@ def parse_query(raw: bytes) -> list[tuple[str, str]]:
         raise bad_request(f"more than {MAX_QUERY_FIELDS} query parameters") from None
 
 
-def header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
-    """A header's value (the first one), decoded as UTF-8; 400 if it is not."""
+def header(headers: Sequence[tuple[bytes, bytes]], name: bytes, encoding: str = "utf-8") -> str | None:
+    """A header's value (the first one), decoded as ``encoding``; 400 if it cannot be."""
     for key, value in headers:
         if key.lower() == name:
             try:
-                return value.decode("utf-8")
+                return value.decode(encoding)
             except UnicodeDecodeError:
                 raise bad_request(f"header {name.decode()} is not valid UTF-8") from None
     return None
+
+
+def client_address(scope: dict[str, Any]) -> str | None:
+    """The peer address of an ASGI request, if the server gave one."""
+    client = scope.get("client")
+    return client[0] if client else None
 
 
 def _single(values: list[str], name: str) -> str | None:

@@ -16,8 +16,8 @@ from ..core.validation import NewEvent
 from ..runtime.hub import Hub
 from .auth import authenticator_for, require_publish
 from .bodies import json_object, parse_json, too_large
-from .errors import JSON_HEADERS, ApiError, log_refusal, send_error, to_api_error
-from .params import header, parse_query
+from .errors import JSON_HEADERS, ApiError, send_refusal, to_api_error
+from .params import client_address, header, parse_query
 
 __all__ = ["MAX_BATCH", "parse_publish", "serve_publish"]
 
@@ -84,16 +84,13 @@ async def serve_publish(hub: Hub, scope: dict[str, Any], receive: Any, send: Any
         body = parse_json(await _read_body(scope, receive, hub.settings.max_body_bytes))
         batch, is_batch = parse_publish(hub, body)
         require_publish(principal, (event.project_id for event in batch))
-        client = scope.get("client")
-        hub.admit_publish(principal.sub or (client[0] if client else ""), len(batch))
+        hub.admit_publish(principal.sub or client_address(scope) or "", len(batch))
         ids = await hub.publish_prepared(batch)
     except Exception as exc:
         error = to_api_error(exc)
         if error is None:
             raise
-        client = scope.get("client")
-        log_refusal(error, "POST", scope.get("path", ""), client[0] if client else None)
-        await send_error(send, error)
+        await send_refusal(send, scope, error)
         return
     reply = orjson.dumps({"ids": ids} if is_batch else {"id": ids[0]})
     headers = [*JSON_HEADERS, (b"content-length", str(len(reply)).encode())]

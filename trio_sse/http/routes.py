@@ -26,6 +26,7 @@ from .bodies import json_object, parse_json, too_large
 from .cors import CorsPolicy
 from .errors import ApiError, log_refusal, send_error, to_api_error
 from .metrics import make_registry, render_metrics
+from .params import header
 from .publish import serve_publish
 from .stream import serve_stream
 
@@ -218,13 +219,6 @@ def _adding_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
     return send_with_headers
 
 
-def _header(scope: Any, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> None:
     """Serve the hot paths — ``GET {prefix}/sse/events`` and ``POST {prefix}/sse/publish`` —
     with lean ASGI handlers in front of ``app``'s ASGI callable; everything else goes to Quart.
@@ -238,12 +232,17 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
             await inner(scope, receive, send)
             return
         cors_headers: list[tuple[bytes, bytes]] = []
-        origin = _header(scope, b"origin")
+        request_headers = scope.get("headers", [])
+        origin = header(request_headers, b"origin", "latin-1")
         if origin is not None:
             policy = _cors_for(get_hub().settings.cors_origins)
-            if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method"):
+            if scope["method"] == "OPTIONS" and header(
+                scope.get("headers", []), b"access-control-request-method", "latin-1"
+            ):
                 try:
-                    headers = policy.preflight(origin, _header(scope, b"access-control-request-headers"))
+                    headers = policy.preflight(
+                        origin, header(scope.get("headers", []), b"access-control-request-headers", "latin-1")
+                    )
                 except ApiError as error:
                     await send_error(send, error)
                     return

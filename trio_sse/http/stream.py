@@ -9,7 +9,6 @@ a JSON error and no stream.
 
 from __future__ import annotations
 
-import logging
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -18,13 +17,12 @@ import trio
 from ..runtime.connection import ClientInfo
 from ..runtime.hub import Hub
 from .auth import authenticator_for, require_project
-from .errors import log_refusal, send_error, to_api_error
+from .errors import send_refusal, to_api_error
 from .fastpath import ChunkedSocketWriter, plain_socket_of
-from .params import header, parse_stream_params
+from .params import client_address, header, parse_stream_params
 
-__all__ = ["AsgiTransport", "send_error", "serve_stream"]
+__all__ = ["AsgiTransport", "serve_stream"]
 
-log = logging.getLogger("trio_sse.stream")
 
 FINAL_WRITE_TIMEOUT = 1.0
 
@@ -93,8 +91,7 @@ async def serve_stream(
 ) -> None:
     """Handle one ``GET /sse/events`` request from start to end (``extra_headers``: CORS)."""
     extra = extra_headers or []
-    client = scope.get("client")
-    address = client[0] if client else None
+    address = client_address(scope)
     headers = scope.get("headers", [])
     async with AsyncExitStack() as stack:
         try:
@@ -115,8 +112,7 @@ async def serve_stream(
             error = to_api_error(exc)
             if error is None:
                 raise
-            log_refusal(error, "GET", scope.get("path", ""), address)
-            await send_error(send, error, extra)
+            await send_refusal(send, scope, error, extra)
             return
         transport = AsgiTransport(
             receive, send, _stream_headers(connection.id) + extra, chunked=scope.get("http_version") == "1.1"

@@ -280,10 +280,6 @@ class Connection:
         if self._wait_scope is not None:
             self._wait_scope.cancel()
 
-    @property
-    def queue_size(self) -> int:
-        return self.pending
-
     # -- the connection task ----------------------------------------------------------
 
     async def run(self, transport: Transport) -> None:

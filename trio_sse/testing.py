@@ -11,6 +11,9 @@ in milliseconds of real time::
                     await stream.next_event()            # connected
                     assert await stream.next_comment() == "heartbeat"
 
+To test code that uses :mod:`trio_sse.client` (or any httpx client) in-process, give
+httpx an :class:`ASGIStreamTransport`: unlike ``httpx.ASGITransport`` it streams.
+
 The client runs the ASGI lifespan (startup on enter, shutdown on exit), so apps that
 open their own hub while serving work too. ``stream.pause()`` stops reading, which
 makes the app's writes block exactly like a client whose TCP window is full.
@@ -24,12 +27,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import orjson
 import trio
 
 from .core.parser import Comment, ParsedEvent, SSEParser
 
-__all__ = ["ParsedEvent", "SSETestClient", "TestResponse", "TestStream"]
+__all__ = ["ASGIStreamTransport", "ParsedEvent", "SSETestClient", "TestResponse", "TestStream"]
 
 
 class TestResponse:
@@ -320,3 +324,105 @@ class SSETestClient:
             stream.resume()
             with trio.CancelScope(shield=True), trio.move_on_after(60):
                 await finished.wait()
+
+
+class _ASGIResponseStream(httpx.AsyncByteStream):
+    """The body of a response an in-process app is still writing."""
+
+    def __init__(self, chunks: trio.MemoryReceiveChannel[bytes], gone: trio.Event, failure: list[BaseException]):
+        self._chunks = chunks
+        self._gone = gone
+        self._failure = failure
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            yield chunk
+        if self._failure:
+            raise httpx.ReadError(f"the app failed mid-response: {self._failure[0]!r}")
+
+    async def aclose(self) -> None:
+        self._gone.set()  # the app's receive() now answers http.disconnect
+        await self._chunks.aclose()  # and its next write fails, like on a closed socket
+
+
+class ASGIStreamTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that streams responses from an in-process ASGI app.
+
+    ``httpx.ASGITransport`` collects the whole body before returning the response,
+    so it never returns for an event stream. This one runs each request as a task of
+    its own nursery (opened with the ``httpx.AsyncClient`` block; the app's lifespan
+    runs too) and hands body chunks over as the app writes them, through a bounded
+    channel: a client that stops reading makes the app's writes block, as a full TCP
+    window would. Closing the response makes the app see ``http.disconnect``. An app
+    that raises after starting its answer looks like a cut connection (``httpx.ReadError``);
+    before, like a 500. Everything runs on trio's clock, so ``autojump_clock`` works::
+
+        async with httpx.AsyncClient(transport=ASGIStreamTransport(app), base_url="http://test") as http:
+            async with trio_sse.client.connect("http://test", http=http) as source: ...
+
+    Leaving the client's block cancels whatever the app is still running.
+    """
+
+    def __init__(self, app: Any, *, client: tuple[str, int] = ("127.0.0.1", 50000), buffer: int = 64) -> None:
+        self._runner = SSETestClient(app, client=client)
+        self._buffer = buffer
+
+    async def __aenter__(self) -> ASGIStreamTransport:
+        await self._runner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._runner.__aexit__(*exc_info)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        nursery = self._runner._nursery
+        assert nursery is not None, "use the transport in 'async with httpx.AsyncClient(transport=...)'"
+        body = b"".join([part async for part in request.stream])  # type: ignore[union-attr]
+        scope = _scope(request.method, request.url.path, request.url.query.decode(), None, self._runner.client)
+        scope["headers"] = [(k.lower(), v) for k, v in request.headers.raw]
+        send_chunk, chunks = trio.open_memory_channel[bytes](self._buffer)
+        gone, started = trio.Event(), trio.Event()
+        head: dict[str, Any] = {"status": 500, "headers": []}
+        failure: list[BaseException] = []
+        nursery.start_soon(self._run_app, scope, body, send_chunk, gone, started, head, failure)
+        await started.wait()
+        stream = _ASGIResponseStream(chunks, gone, failure)
+        return httpx.Response(head["status"], headers=head["headers"], stream=stream, request=request)
+
+    async def _run_app(
+        self,
+        scope: dict[str, Any],
+        body: bytes,
+        send_chunk: trio.MemorySendChannel[bytes],
+        gone: trio.Event,
+        started: trio.Event,
+        head: dict[str, Any],
+        failure: list[BaseException],
+    ) -> None:
+        requested = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                head.update(status=message["status"], headers=list(message.get("headers", [])))
+                started.set()
+            elif message["type"] == "http.response.body":
+                if message.get("body"):
+                    await send_chunk.send(message["body"])  # BrokenResourceError once the client closed
+                if not message.get("more_body", False):
+                    await send_chunk.aclose()
+
+        async with send_chunk:
+            try:
+                await self._runner.app(scope, receive, send)
+            except Exception as exc:
+                failure.append(exc)
+            finally:
+                started.set()

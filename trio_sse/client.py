@@ -263,7 +263,10 @@ class EventSource:
         self._delay = 0.0
         self._closed = False
         self._ended = False  # the server answered 204: stop, as EventSource does
+        self._interrupted = False
         self._wait_scope: trio.CancelScope | None = None
+        self._waiting = trio.Event()
+        self._waiting.set()
 
     # -- iteration ------------------------------------------------------------------
 
@@ -276,20 +279,36 @@ class EventSource:
         Raises :class:`SSEHTTPError` when a (re)connection is refused for good (401,
         403, 404, 422, ...), :class:`SSEProtocolError` when the answer is not an event
         stream, :class:`SSEConnectionError` after ``max_attempts`` failed attempts in a
-        row. Cancelling it is safe: the stream is left as it was, or closed if the
-        cancel hit a read (the next call then reconnects with the last id).
+        row. Cancelling it loses nothing, but a cancel that hits a network read leaves
+        the HTTP response unusable (httpx cannot resume a half-done read), so the next
+        call reconnects at once with ``Last-Event-ID``: prefer one long ``async for`` to
+        polling with short timeouts.
         """
         while not self._pending:
             if self._closed or self._ended:
                 raise StopAsyncIteration
+            await self._wait()
+        return self._take(self._pending.popleft())
+
+    async def _wait(self) -> None:
+        """``_fill`` under a scope that :meth:`aclose` cancels from another task."""
+        self._waiting = trio.Event()
+        try:
             with trio.CancelScope() as self._wait_scope:
                 await self._fill()
+        finally:
             self._wait_scope = None
-        return self._take(self._pending.popleft())
+            if self._closed:
+                await self._drop()  # the response's iterator is ours to close: aclose() waits for it
+            self._waiting.set()
 
     async def _fill(self) -> None:
         """Read until at least one event is pending, reconnecting on any retryable failure."""
         while not self._pending and not self._ended:
+            if self._interrupted:  # a cancelled read killed the response's iterator
+                await self._drop()
+                self._delay = 0.0
+                log.info("stream to %s: a read was cancelled; reconnecting at once", self.url)
             try:
                 if self._chunks is None:
                     await self._reconnect()
@@ -331,6 +350,9 @@ class EventSource:
                 raise _Retry("the server ended the stream", delivered=True) from None
             except httpx.RequestError as exc:
                 raise _Retry(f"the connection was lost ({exc!r})", delivered=True) from None
+            except trio.Cancelled:
+                self._interrupted = True
+                raise
         if silence.cancelled_caught:
             raise _Retry(f"nothing received for {self._silence:g} s", delivered=True)
         self._failures = 0  # the server is talking: back to the plain retry delay
@@ -412,6 +434,7 @@ class EventSource:
         """Close the current response (if any); the next read reconnects."""
         response, chunks = self.response, self._chunks
         self.response, self._chunks, self.connection_id = None, None, None
+        self._interrupted = False
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
             if chunks is not None:
                 await chunks.aclose()
@@ -423,8 +446,10 @@ class EventSource:
     async def aclose(self) -> None:
         """Close the stream. Idempotent; ends iteration in every task (see the class doc)."""
         self._closed = True
-        if self._wait_scope is not None:
+        if self._wait_scope is not None:  # another task is reading: it closes the response
             self._wait_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await self._waiting.wait()
         await self._drop()
 
 

@@ -372,7 +372,9 @@ class ASGIStreamTransport(httpx.AsyncBaseTransport):
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        await self._runner.__aexit__(*exc_info)
+        # The block's own exception is not handed to the nursery, which would wrap it in
+        # an ExceptionGroup: httpx re-raises it unchanged once this returns.
+        await self._runner.__aexit__(None, None, None)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         nursery = self._runner._nursery

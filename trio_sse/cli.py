@@ -1,4 +1,5 @@
-"""The ``trio-sse`` command: ``serve`` runs a hub and its HTTP app under hypercorn.
+"""The ``trio-sse`` command: ``serve`` runs a hub and its HTTP app under hypercorn;
+``tail`` prints a server's events; ``publish`` sends one.
 
 Every setting is a ``--flag`` (generated from :class:`trio_sse.settings.Settings`), so
 ``trio-sse serve --help`` documents them all; flags beat ``TRIO_SSE_*`` env vars,
@@ -8,7 +9,9 @@ which beat the ``--config`` TOML file, which beats the profile.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from functools import partial
 from typing import Any
 
 import attrs
@@ -98,6 +101,103 @@ async def _serve(settings: Settings) -> None:
     async with open_hub(settings) as hub:
         app = create_app(hub=hub)
         await serve_app(app, settings)
+
+
+def _run_client_command(main_fn: Any, *args: Any) -> Any:
+    """Run a client coroutine; a failure is one message on stderr and exit status 1."""
+    from .cli_client import CommandFailed
+
+    try:
+        return trio.run(main_fn, *args)
+    except CommandFailed as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:  # `trio-sse tail URL | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(0)
+
+
+@main.command()
+@click.argument("url")
+@click.option("--types", default=None, help="comma-separated event types (default: every type)")
+@click.option("--project", default=None, help="only this project's events (and broadcasts)")
+@click.option("--token", default=None, help="bearer token, when the server has auth on")
+@click.option("--last-event-id", default=None, help="resume after this event id")
+@click.option("--max-events", "--count", type=click.IntRange(min=0), default=None, help="exit after N events")
+@click.option(
+    "--silence-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=90.0,
+    show_default=True,
+    help="reconnect when nothing (not even a heartbeat) arrives for this many seconds",
+)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["auto", "pretty", "json"]),
+    default="auto",
+    show_default=True,
+    help="pretty on a terminal, JSON lines otherwise",
+)
+@click.option("--quiet", "-q", is_flag=True, help="do not report reconnections on stderr")
+def tail(
+    url: str,
+    types: str | None,
+    project: str | None,
+    token: str | None,
+    last_event_id: str | None,
+    max_events: int | None,
+    silence_timeout: float,
+    output: str,
+    quiet: bool,
+) -> None:
+    """Print the events of the server at URL as they arrive, reconnecting and resuming after a drop.
+
+    URL is the server's base URL (http://127.0.0.1:8000) or its /sse/events URL. Events go
+    to stdout, one JSON object per line ({"event", "id", "data"}) unless stdout is a
+    terminal; reconnections and errors go to stderr. System events (connected,
+    stream_reset, ...) are printed too but not counted by --max-events.
+    """
+    from .cli_client import EventPrinter, run_tail, setup_logging
+
+    pretty = sys.stdout.isatty() if output == "auto" else output == "pretty"
+    setup_logging(pretty, quiet)
+    options = {
+        "types": types,
+        "project": project,
+        "token": token,
+        "last_event_id": last_event_id,
+        "silence_timeout": silence_timeout,
+    }
+    run = partial(run_tail, url, EventPrinter(pretty), max_events=max_events, **options)
+    _run_client_command(run)
+
+
+@main.command("publish")
+@click.argument("url")
+@click.argument("event_type", metavar="TYPE")
+@click.argument("data", metavar="JSON")
+@click.option("--project", default=None, help="the event's project (default: a broadcast)")
+@click.option("--token", default=None, help="bearer token with the publish right, when auth is on")
+def publish_command(url: str, event_type: str, data: str, project: str | None, token: str | None) -> None:
+    """Publish one event of type TYPE with JSON data (- reads it from stdin) and print its id.
+
+    URL is the server's base URL or any of its /sse/... URLs. A refusal prints the
+    server's JSON error on stderr and exits with status 1.
+    """
+    import orjson
+
+    from .cli_client import run_publish
+
+    raw = sys.stdin.read() if data == "-" else data
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})", param_hint="JSON") from None
+    run = partial(run_publish, url, event_type, value, project=project, token=token)
+    click.echo(_run_client_command(run))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,168 @@
+"""``trio-sse tail`` and ``trio-sse publish`` as a user runs them: real subprocesses
+(``python -m trio_sse``) against a real hypercorn started in the test, on the real clock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+import orjson
+import trio
+
+import trio_sse
+
+ROOT = Path(trio_sse.__file__).resolve().parent.parent
+TIMEOUT = 20.0
+
+
+def env() -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_SSE_")}
+    return {**clean, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+async def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(TIMEOUT):
+        return await trio.run_process(
+            [sys.executable, "-m", "trio_sse", *args],
+            stdin=stdin,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env(),
+        )
+
+
+async def cli_publish(url: str, event_type: str, data: Any, *flags: str) -> str:
+    result = await cli("publish", url, event_type, orjson.dumps(data).decode(), *flags)
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode().strip()
+
+
+async def cli_all(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[bytes]]:
+    """Run independent commands concurrently (each start costs the interpreter's import time)."""
+    results: list[Any] = [None] * len(commands)
+
+    async def run(index: int, args: tuple[str, ...]) -> None:
+        results[index] = await cli(*args)
+
+    async with trio.open_nursery() as nursery:
+        for index, args in enumerate(commands):
+            nursery.start_soon(run, index, args)
+    return results
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    with trio.fail_after(TIMEOUT):
+        while not condition():  # noqa: ASYNC110 - polling another process's effect on the server
+            await trio.sleep(0.02)
+
+
+class Tail:
+    """``trio-sse tail`` running in the background; ``result`` once it has exited."""
+
+    def __init__(self) -> None:
+        self.result: subprocess.CompletedProcess[bytes] | None = None
+
+    async def run(self, *args: str) -> None:
+        self.result = await cli("tail", *args)
+
+    def lines(self) -> list[dict[str, Any]]:
+        assert self.result is not None
+        assert self.result.returncode == 0, self.result.stderr.decode()
+        return [orjson.loads(line) for line in self.result.stdout.splitlines()]
+
+
+async def test_tail_prints_json_lines_of_published_events_and_exits_after_max_events(live_server_factory) -> None:
+    tail = Tail()
+    async with live_server_factory() as server, trio.open_nursery() as nursery:
+        nursery.start_soon(tail.run, server.base_url, "--types", "commit,risk_alert", "--max-events", "2")
+        await wait_until(lambda: server.hub.snapshot()["active_connections"] == 1)
+        first = await cli_publish(server.base_url, "commit", {"sha": "abc"})
+        await cli_publish(server.base_url, "task_update", {"n": 1})  # filtered out by --types
+        piped = await cli(
+            "publish", server.base_url + "/sse/publish", "risk_alert", "-", "--project", "p1", stdin=b'{"level":"high"}'
+        )
+        assert piped.returncode == 0, piped.stderr
+        second = piped.stdout.decode().strip()
+    lines = tail.lines()
+    assert [line["event"] for line in lines] == ["connected", "commit", "risk_alert"]
+    assert lines[0]["data"]["event_types"] == ["commit", "risk_alert"] and lines[0]["id"] is None
+    assert lines[1:] == [
+        {"event": "commit", "id": first, "data": {"sha": "abc"}},
+        {"event": "risk_alert", "id": second, "data": {"level": "high"}},
+    ]
+
+
+async def test_tail_resumes_after_the_server_drops_it_without_loss_or_duplicate(live_server_factory) -> None:
+    tail = Tail()
+    async with live_server_factory(retry=50) as server, trio.open_nursery() as nursery:
+        nursery.start_soon(tail.run, server.base_url + "/sse/events", "--max-events", "3", "--types", "commit")
+        await wait_until(lambda: server.hub.snapshot()["active_connections"] == 1)
+        ids = [await cli_publish(server.base_url, "commit", 1)]
+        await wait_until(lambda: server.hub.snapshot()["events_delivered"] == 1)
+        (connection,) = server.hub.connections()
+        connection.close("slow_consumer")  # dropped without a clean end
+        ids += [await cli_publish(server.base_url, "commit", n) for n in (2, 3)]  # maybe while away
+    lines = tail.lines()
+    assert [line["id"] for line in lines if line["event"] == "commit"] == ids
+    assert [line["event"] for line in lines].count("connected") == 2
+    assert "stream_reset" not in [line["event"] for line in lines]
+    assert b"reconnecting" in tail.result.stderr  # type: ignore[union-attr]
+
+
+async def test_tail_and_publish_pass_the_token(live_server_factory) -> None:
+    secret = "s" * 32
+    claims = {"sub": "ci", "exp": int(time.time()) + 600, "sse": {"projects": ["*"], "publish": True}}
+    token = jwt.encode(claims, secret, algorithm="HS256")
+    tail = Tail()
+    async with live_server_factory(jwt_secret=secret) as server, trio.open_nursery() as nursery:
+        refused = await cli("publish", server.base_url, "commit", "1")
+        assert refused.returncode == 1 and b'"error":"invalid_token"' in refused.stderr
+        nursery.start_soon(tail.run, server.base_url, "--token", token, "--max-events", "1", "--format", "json")
+        await wait_until(lambda: server.hub.snapshot()["active_connections"] == 1)
+        event_id = await cli_publish(server.base_url, "commit", 1, "--token", token)
+    assert [line["id"] for line in tail.lines()] == [None, event_id]
+
+
+async def test_refusals_print_the_server_json_error_and_exit_1(live_server_factory) -> None:
+    async with live_server_factory() as server:
+        published, tailed, too_big = await cli_all(
+            ("publish", server.base_url, "nope", "{}"),
+            ("tail", server.base_url, "--types", "commit,nope"),
+            ("publish", server.base_url, "commit", orjson.dumps("x" * 70_000).decode()),
+        )
+    for result in (published, tailed):
+        assert result.returncode == 1 and result.stdout == b""
+        stderr = result.stderr.decode()
+        assert "HTTP 422" in stderr and "Traceback" not in stderr
+        assert orjson.loads(stderr.splitlines()[-1])["invalid_types"] == ["nope"]
+    assert too_big.returncode == 1 and b"HTTP 413" in too_big.stderr
+
+
+async def test_publish_refuses_invalid_json_and_an_unreachable_server() -> None:
+    bad, unreachable, from_stdin = await cli_all(
+        ("publish", "http://127.0.0.1:9", "commit", "{nope"),
+        ("publish", "http://127.0.0.1:9", "commit", "1"),
+        ("publish", "http://127.0.0.1:9", "commit", "-"),  # stdin is empty: not JSON
+    )
+    assert bad.returncode == 2 and b"not valid JSON" in bad.stderr
+    assert from_stdin.returncode == 2 and b"not valid JSON" in from_stdin.stderr
+    assert unreachable.returncode == 1 and b"cannot reach http://127.0.0.1:9" in unreachable.stderr
+
+
+async def test_tail_pretty_format_shows_type_id_and_data(live_server_factory) -> None:
+    tail = Tail()
+    async with live_server_factory() as server, trio.open_nursery() as nursery:
+        nursery.start_soon(tail.run, server.base_url, "--max-events", "1", "--format", "pretty")
+        await wait_until(lambda: server.hub.snapshot()["active_connections"] == 1)
+        event_id = await cli_publish(server.base_url, "commit", {"sha": "abc"})
+    assert tail.result is not None and tail.result.returncode == 0
+    last = tail.result.stdout.decode().splitlines()[-1]
+    assert "commit" in last and event_id in last and '{"sha":"abc"}' in last
+    assert not last.startswith("{")

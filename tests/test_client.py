@@ -39,6 +39,7 @@ from trio_sse.settings import Settings
 from trio_sse.testing import ASGIStreamTransport
 
 BASE = "http://testserver"
+HANG = 3600  # trio seconds: a client that waits forever fails the test instead of hanging it
 SSE_HEAD = [(b"content-type", b"text/event-stream; charset=utf-8")]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -128,9 +129,10 @@ class FakeSSE:
 @asynccontextmanager
 async def fake_source(app: Any, **kwargs: Any) -> AsyncIterator[EventSource]:
     kwargs.setdefault("rng", NoJitter())
-    async with httpx.AsyncClient(transport=ASGIStreamTransport(app)) as http:
-        async with connect(BASE, http=http, **kwargs) as source:
-            yield source
+    with trio.fail_after(HANG):
+        async with httpx.AsyncClient(transport=ASGIStreamTransport(app)) as http:
+            async with connect(BASE, http=http, **kwargs) as source:
+                yield source
 
 
 async def take(source: EventSource, count: int) -> list[Event]:
@@ -232,13 +234,14 @@ async def test_failed_attempts_back_off_exponentially_up_to_the_cap(autojump_clo
         [
             sse(block("1", data=1, retry=1000)),
             *[answer(500, {"error": "boom"})] * 5,
-            sse(block("2", data=2), then="stall"),
+            sse(block("2", data=2)),
+            sse(block("3", data=3), then="stall"),
         ]
     )
     async with fake_source(app, max_backoff=10) as source:
-        assert [e.id for e in await take(source, 2)] == ["1", "2"]
-    assert app.gaps() == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
-    assert app.requests[-1].headers["last-event-id"] == "1"
+        assert [e.id for e in await take(source, 3)] == ["1", "2", "3"]
+    assert app.gaps() == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 1.0]  # a stream that worked resets the backoff
+    assert app.requests[-2].headers["last-event-id"] == "1"
 
 
 async def test_jitter_only_lengthens_the_delay(autojump_clock) -> None:
@@ -329,9 +332,10 @@ async def test_request_carries_filters_token_and_initial_last_event_id(autojump_
 @asynccontextmanager
 async def hub_source(hub: Hub, **kwargs: Any) -> AsyncIterator[tuple[EventSource, ASGIStreamTransport]]:
     transport = ASGIStreamTransport(trio_sse.create_app(hub=hub))
-    async with httpx.AsyncClient(transport=transport) as http:
-        async with connect(BASE, http=http, **kwargs) as source:
-            yield source, transport
+    with trio.fail_after(HANG):
+        async with httpx.AsyncClient(transport=transport) as http:
+            async with connect(BASE, http=http, **kwargs) as source:
+                yield source, transport
 
 
 async def test_stream_reset_is_surfaced_and_the_stream_continues_live(autojump_clock) -> None:
@@ -400,7 +404,9 @@ async def test_aclose_from_another_task_ends_iteration(autojump_clock) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(consume)
             await trio.sleep(100)
+            response = source.response
             await source.aclose()
+            assert response is not None and response.is_closed and source.response is None
     assert seen == ["1"]
     assert app.disconnected == 1
 

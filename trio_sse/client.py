@@ -298,8 +298,6 @@ class EventSource:
                 await self._fill()
         finally:
             self._wait_scope = None
-            if self._closed:
-                await self._drop()  # the response's iterator is ours to close: aclose() waits for it
             self._waiting.set()
 
     async def _fill(self) -> None:
@@ -446,7 +444,9 @@ class EventSource:
     async def aclose(self) -> None:
         """Close the stream. Idempotent; ends iteration in every task (see the class doc)."""
         self._closed = True
-        if self._wait_scope is not None:  # another task is reading: it closes the response
+        if self._wait_scope is not None:
+            # Another task is reading: the response's iterator cannot be closed under it,
+            # so stop the reader first.
             self._wait_scope.cancel()
             with trio.CancelScope(shield=True):
                 await self._waiting.wait()

@@ -166,3 +166,15 @@ async def test_tail_pretty_format_shows_type_id_and_data(live_server_factory) ->
     last = tail.result.stdout.decode().splitlines()[-1]
     assert "commit" in last and event_id in last and '{"sha":"abc"}' in last
     assert not last.startswith("{")
+
+
+async def test_tail_last_event_id_replays_what_followed_within_the_project(live_server_factory) -> None:
+    async with live_server_factory() as server:
+        start = await server.hub.publish("commit", {"n": 0}, project_id="p1")
+        await server.hub.publish("commit", {"n": 1}, project_id="p2")  # another project: not for us
+        wanted = await server.hub.publish("commit", {"n": 2}, project_id="p1")
+        tail = Tail()
+        await tail.run(server.base_url, "--last-event-id", start, "--project", "p1", "--max-events", "1")
+    lines = tail.lines()
+    assert lines[0]["event"] == "connected" and lines[0]["data"]["project_id"] == "p1"
+    assert lines[1:] == [{"event": "commit", "id": wanted, "data": {"n": 2}}]

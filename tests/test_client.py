@@ -467,3 +467,11 @@ async def test_a_cancelled_wait_loses_nothing_and_reconnects_at_once(autojump_cl
         assert (await anext(source)).id == "2"
     assert app.gaps() == [2.0]  # not the 5 s retry: nothing failed
     assert app.requests[1].headers["last-event-id"] == "1"
+
+
+async def test_204_means_stop_reconnecting(autojump_clock) -> None:
+    app = FakeSSE([sse(block("1", data=1)), answer(204)])
+    async with fake_source(app) as source:
+        assert [event.id async for event in source] == ["1"]
+        assert source.response is None
+    assert len(app.requests) == 2

@@ -407,6 +407,10 @@ class EventSource:
             with trio.CancelScope(shield=True):
                 await response.aclose()
             raise
+        if response.status_code == 204:  # "stop reconnecting" (WHATWG): iteration ends
+            self._ended = True
+            await response.aclose()
+            return
         self.response = response
         self.connection_id = response.headers.get("x-sse-connection-id")
         self.connections += 1
@@ -417,7 +421,6 @@ class EventSource:
     async def _check(self, response: httpx.Response) -> None:
         status = response.status_code
         if status == 204:
-            self._ended = True
             return
         if status in RETRYABLE_STATUSES:
             retry_after = parse_retry_after(response.headers.get("retry-after"))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
 import pytest
 import trio
+from redis_server import RedisServer
 
 import trio_sse
 from trio_sse.runtime.hub import Hub
@@ -21,6 +23,38 @@ class LiveServer:
     base_url: str
     hub: Hub
     settings: Settings
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that use the ``backend`` fixture (through ``hub``, ``client`` or the factories) run
+    against both backends — except under ``autojump_clock``, whose virtual time races
+    ahead while a test waits on a real Redis socket."""
+    if "backend" in metafunc.fixturenames:
+        memory_only = "autojump_clock" in metafunc.fixturenames or metafunc.definition.get_closest_marker(
+            "memory_backend_only"
+        )
+        kinds = ["memory"] if memory_only else ["memory", "redis"]
+        metafunc.parametrize("backend", kinds, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (each test uses its own stream key)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings selecting the backend under test: ``memory``, or Redis with a fresh stream key."""
+    if getattr(request, "param", "memory") == "memory":
+        return {"backend": "memory"}
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return {"backend": server.url, "redis_stream": f"test:{uuid.uuid4().hex}"}
 
 
 @asynccontextmanager
@@ -50,8 +84,8 @@ async def run_live_server(**settings: Any) -> AsyncIterator[LiveServer]:
 
 
 @pytest.fixture
-async def hub() -> AsyncIterator[Hub]:
-    async with trio_sse.open_hub(Settings()) as hub:
+async def hub(backend: dict[str, Any]) -> AsyncIterator[Hub]:
+    async with trio_sse.open_hub(Settings(**backend)) as hub:
         yield hub
 
 
@@ -62,12 +96,20 @@ async def client(hub: Hub) -> AsyncIterator[SSETestClient]:
 
 
 @pytest.fixture
-def client_factory() -> Callable[..., Any]:
-    """``async with client_factory(heartbeat_interval=5) as (hub, client): ...``"""
-    return open_client
+def client_factory(backend: dict[str, Any]) -> Callable[..., Any]:
+    """``async with client_factory(heartbeat_interval=5) as (hub, client): ...`` on the backend under test."""
+
+    def factory(**settings: Any) -> Any:
+        return open_client(**{**backend, **settings})
+
+    return factory
 
 
 @pytest.fixture
-def live_server_factory() -> Callable[..., Any]:
-    """``async with live_server_factory(queue_size=10) as server: server.base_url ...``"""
-    return run_live_server
+def live_server_factory(backend: dict[str, Any]) -> Callable[..., Any]:
+    """``async with live_server_factory(queue_size=10) as server: server.base_url ...`` on the backend under test."""
+
+    def factory(**settings: Any) -> Any:
+        return run_live_server(**{**backend, **settings})
+
+    return factory

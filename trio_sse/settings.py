@@ -53,6 +53,11 @@ def _backend(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None
         raise SettingsError(f"backend must be 'memory' or a redis:// URL, got {value!r}")
 
 
+def _non_empty(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        raise SettingsError(f"{attribute.name} must not be empty")
+
+
 def _event_types(instance: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
     for name in value:
         if not is_valid_event_type(name):
@@ -75,6 +80,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = attrs.field(default=8000, validator=_port)
     backend: str = attrs.field(default="memory", validator=_backend)
+    redis_stream: str = attrs.field(default="trio_sse:events", validator=_non_empty)
     log_level: str = attrs.field(default="debug", validator=_one_of("debug", "info", "warning", "error"))
     heartbeat_interval: float = attrs.field(default=30.0, validator=_positive)
     send_timeout: float = attrs.field(default=10.0, validator=_positive)

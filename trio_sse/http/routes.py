@@ -169,7 +169,9 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
 
     @bp.get("/sse/stats")
     async def stats() -> Response:
-        return json_response(get_hub().snapshot())
+        hub = get_hub()
+        await hub.backend.refresh_stats()
+        return json_response(hub.snapshot())
 
     @bp.get("/sse/connections")
     async def connections() -> Response:
@@ -193,7 +195,9 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
 
     @bp.get("/sse/health")
     async def health() -> Response:
-        status, body = get_hub().health()
+        hub = get_hub()
+        await hub.backend.refresh_stats()
+        status, body = hub.health()
         return json_response(body, status)
 
     @bp.get("/metrics")

@@ -477,7 +477,7 @@ async def open_hub(settings: Settings | None = None, *, backend: Backend | None 
     from .backends import make_backend
 
     settings = settings or Settings()
-    backend = backend or make_backend(settings.backend, settings.history_size)
+    backend = backend or make_backend(settings.backend, settings.history_size, stream_key=settings.redis_stream)
     hub = Hub(settings, backend)
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.run_flusher)

@@ -13,9 +13,10 @@ The async fixtures are trio fixtures: they need pytest-trio, with ``trio_mode = 
 or the test marked ``@pytest.mark.trio``. They run in the test's own trio run, so they
 share its clock — ``autojump_clock`` skips the hub's heartbeats and timeouts too.
 
-Because it is loaded into every pytest run on the machine, this module must stay
-cheap and inert until a fixture is used: it imports nothing of trio_sse at import
-time and defines no hooks beyond registering its marker.
+Because it is loaded into every pytest run wherever trio_sse is installed, it must
+stay inert until a fixture is used: no hooks beyond registering its marker, no hub
+or app made at import. (Importing it does import the ``trio_sse`` package, and with
+it quart and hypercorn: about 0.3 s at pytest startup.)
 """
 
 from __future__ import annotations

@@ -106,6 +106,12 @@ class ServerThread:
 
     # -- talking to it from the test's thread ------------------------------------------
 
+    def call_soon(self, fn: Callable[[Hub], Any]) -> Any:
+        """Run ``fn(hub)`` in the server's trio thread and return its result."""
+        assert self.hub is not None and self._token is not None
+        hub = self.hub
+        return trio.from_thread.run_sync(lambda: fn(hub), trio_token=self._token)
+
     def publish(self, event_type: str, data: Any) -> str:
         reply = httpx.post(f"{self.base_url}/sse/publish", json={"event_type": event_type, "data": data}, timeout=5)
         assert reply.status_code == 202, reply.text

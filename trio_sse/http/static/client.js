@@ -18,6 +18,8 @@
  *   the lock when the leader tab closes or crashes, and the next waiting tab takes
  *   over, resuming from the last event id it has seen (no gap, duplicates removed).
  *   Without navigator.locks or BroadcastChannel each tab keeps its own stream.
+ * - A native EventSource gives up for good on a non-200 answer (a 503 from an instance
+ *   that is shutting down, a 429): then a new one is opened after a growing delay.
  * Full API: docs/browser.md.
  */
 (function (root) {
@@ -59,6 +61,11 @@
       this.connectionId = null;
       this.lastEventId = options.lastEventId || null;
       this.isLeader = false;
+      /** Delays (ms) before a stream the browser gave up on is opened again: doubled per failure. */
+      this.reopenDelay = options.reopenDelay || 1000;
+      this.maxReopenDelay = options.maxReopenDelay || 30000;
+      this.reopens = 0;
+      this._failures = 0;
       this.closed = false;
       this.tabId = randomId();
       this._listeners = new Map();
@@ -144,9 +151,22 @@
       this._source = source;
       this._sourceTypes = new Set();
       this._sourceFilters = {types: this.filters.types, project: this.filters.project};
-      source.addEventListener("open", () => this._status("open"));
-      source.addEventListener("error", () => this._status("error"));
+      source.addEventListener("open", () => { this._failures = 0; this._status("open"); });
+      source.addEventListener("error", () => {
+        this._status("error");
+        // CONNECTING: the browser retries by itself. CLOSED: it gave up for good (a non-200
+        // answer, e.g. 503 from an instance that is shutting down): open a new one later.
+        if (source.readyState === EventSource.CLOSED && source === this._source) this._reopenLater();
+      });
       for (const type of SYSTEM_TYPES.concat(["message"])) this._listen(type);
+    }
+
+    _reopenLater() {
+      const delay = Math.min(this.maxReopenDelay, this.reopenDelay * Math.pow(2, this._failures));
+      this._failures += 1;
+      this.reopens += 1;
+      // Jitter, so that the tabs of many users do not come back in one burst.
+      setTimeout(() => { if (!this.closed && this.isLeader) this._open(); }, delay * (0.8 + 0.4 * Math.random()));
     }
 
     _listen(type) {

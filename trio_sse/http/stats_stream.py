@@ -26,7 +26,6 @@ from typing import Any
 import trio
 
 from ..core.events import system_event
-from ..core.wire import encode_retry
 from ..runtime.hub import Hub
 from .auth import authenticator_for, require_admin
 from .errors import ApiError, send_refusal
@@ -116,18 +115,18 @@ class _StatsFeed:
         settings = self.hub.settings
         previous: dict[str, Any] | None = None
         previous_at = next_tick = trio.current_time()
-        preamble = encode_retry(settings.retry)
+        retry: int | None = settings.retry  # sent once, in the first event
         while True:
             now = trio.current_time()
             current = self.hub.snapshot()
-            block = system_event("system_status", stats_payload(previous, current, now - previous_at))
+            block = system_event("system_status", stats_payload(previous, current, now - previous_at), retry=retry)
             self._write_deadline.deadline = now + settings.send_timeout
             try:
-                await self.transport.write(preamble + block)
+                await self.transport.write(block)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return  # the client is gone: reason stays client_closed
             self._write_deadline.deadline = math.inf
-            preamble = b""
+            retry = None
             previous, previous_at = current, now
             # A slow write skips ticks instead of bunching them up afterwards.
             while next_tick <= trio.current_time():

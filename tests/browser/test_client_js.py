@@ -115,6 +115,7 @@ def test_client_js_without_sharing_owns_its_stream(context, server_factory, stat
     pages = [open_tab(context, url) for _ in range(2)]
     for page in pages:
         wait_in_page(page, "sse.isLeader && sse.connectionId !== null")
+        assert page.evaluate("[sse.shared, statuses]") == [False, ["leader", "open"]]
     wait_for(lambda: server.get("/sse/stats")["active_connections"] == 2, what="two streams")
     event_id = server.publish("commit", {"n": 1})
     for page in pages:

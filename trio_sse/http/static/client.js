@@ -87,7 +87,8 @@
           .catch((error) => { if (!this.closed) this._emit("error", error, {type: "error"}); });
         this._post({kind: "hello"}); // the leader, if any, answers with its state
       } else {
-        this._lead();
+        // Later, like a granted lock: listeners added right after connect() see "leader".
+        Promise.resolve().then(() => this._lead());
       }
     }
 

@@ -1,9 +1,11 @@
-"""The quart-trio blueprint: publish, subscribe, stats, connections, health, metrics.
+"""The quart-trio blueprint: publish, subscribe, stats, connections, health, metrics,
+and the browser assets (dashboard page, ``client.js``; see :mod:`trio_sse.http.dashboard`).
 
 Routes are thin: read and validate input, call the hub, shape JSON. Every error is
 raised as (or mapped to) an :class:`ApiError` and rendered by one handler.
-``GET /sse/events`` is not a Quart route: registering the blueprint mounts the lean
-ASGI stream handler (:mod:`trio_sse.http.stream`) in front of the app.
+``GET /sse/events`` and ``GET /sse/stats/stream`` are not Quart routes: registering the
+blueprint mounts the lean ASGI stream handlers (:mod:`trio_sse.http.stream`,
+:mod:`trio_sse.http.stats_stream`) in front of the app.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from ..runtime.hub import UNSET, Hub, PublishRateExceeded, TooManyPendingChanges
 from .auth import Principal, authenticator_for, require_admin, require_project
 from .bodies import json_object, parse_json, too_large
 from .cors import CorsPolicy
+from .dashboard import register_browser_routes
 from .errors import ApiError, log_refusal, send_error, to_api_error
 from .metrics import make_registry, render_metrics
 from .params import header
 from .publish import serve_publish
+from .stats_stream import serve_stats_stream
 from .stream import serve_stream
 
 __all__ = ["json_response", "make_blueprint", "mount_lean_handlers"]
@@ -204,6 +208,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     async def metrics() -> Response:
         return Response(render_metrics(metrics_registry), content_type="text/plain; version=0.0.4; charset=utf-8")
 
+    register_browser_routes(bp, get_hub, caller)
     return bp
 
 
@@ -230,6 +235,7 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
     """
     inner = app.asgi_app
     stream_path, publish_path = prefix + "/sse/events", prefix + "/sse/publish"
+    stats_stream_path = prefix + "/sse/stats/stream"
 
     async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -258,6 +264,10 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
         if path == stream_path and method == "GET":
             # The stream keeps hypercorn's own send (the direct-write path needs it).
             await serve_stream(get_hub(), scope, receive, send, extra_headers=cors_headers)
+            return
+        if path == stats_stream_path and method == "GET":
+            # Same reason: the send deadline's abort needs hypercorn's own send.
+            await serve_stats_stream(get_hub(), scope, receive, send, extra_headers=cors_headers)
             return
         if cors_headers:
             send = _adding_headers(send, cors_headers)

@@ -86,6 +86,9 @@ class Hub:
         self._publish_rate = RateLimiter(settings.publish_rate, 1.0)
         self._index: SubscriptionIndex[Connection] = SubscriptionIndex()
         self._closing = False
+        #: Set when shutdown begins: long-lived requests that are not registered streams
+        #: (the dashboard's stats stream) wait on it to end with the hub.
+        self.shutting_down = trio.Event()
         self._all_gone = trio.Event()
         self._outbox: list[Event] = []
         self._outbox_ready = trio.Event()
@@ -446,6 +449,7 @@ class Hub:
     def begin_shutdown(self) -> None:
         """Refuse new streams and end every live one gracefully (each finishes its write)."""
         self._closing = True
+        self.shutting_down.set()
         if not self._connections:
             self._all_gone.set()
         for connection in list(self._connections.values()):

@@ -47,6 +47,9 @@ HELP = {
     "jwt_public_key": "path to a PEM public key for RS256/ES256 (turns auth on)",
     "jwt_audience": "required token audience",
     "jwt_issuer": "required token issuer",
+    "certfile": "PEM certificate (chain) to serve HTTPS with HTTP/2; needs --keyfile",
+    "keyfile": "PEM private key of --certfile",
+    "gzip": "gzip streams for clients that send Accept-Encoding: gzip (true/false)",
 }
 
 

@@ -10,12 +10,17 @@ kernel takes the bytes, which it does for any client that keeps up. The final
 state ends where it expects.
 
 Only used when it is safe: hypercorn's trio worker, HTTP/1.1 (chunked), plain TCP.
-TLS, HTTP/2 and other servers keep the ASGI path.
+TLS (bytes must go through the SSL object), HTTP/2 (frames, flow control and other
+streams share the socket) and other servers keep the ASGI path. A gzip stream keeps the
+fast path: the writer compresses each write with the stream's own encoder before framing
+it, the same encoder the ASGI writes of that stream use, so every byte is compressed in
+order (see docs/performance.md, "Compression").
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -48,14 +53,19 @@ def plain_socket_of(send: Any, *, through_tls: bool = False) -> trio.socket.Sock
 
 
 class ChunkedSocketWriter:
-    """Frames each write as one HTTP/1.1 chunk and hands it to the kernel without waiting."""
+    """Frames each write as one HTTP/1.1 chunk and hands it to the kernel without waiting.
 
-    __slots__ = ("_fd", "_pending", "_socket")
+    ``encode`` (a gzip stream's encoder) turns each write's parts into the bytes to send;
+    it is called once per write, in write order, even when the result joins the backlog.
+    """
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
+    __slots__ = ("_encode", "_fd", "_pending", "_socket")
+
+    def __init__(self, sock: trio.socket.SocketType, encode: Callable[[list[bytes]], bytes] | None = None) -> None:
         self._socket = sock
         self._fd = sock.fileno()
         self._pending = b""
+        self._encode = encode
 
     @property
     def backlog(self) -> int:
@@ -69,6 +79,9 @@ class ChunkedSocketWriter:
         size = sum(map(len, parts))
         if size == 0:
             return not self._pending
+        if self._encode is not None:
+            parts = [self._encode(parts)]
+            size = len(parts[0])
         if len(parts) > _MAX_IOV:
             parts = [b"".join(parts)]
         frame = [b"%x\r\n" % size, *parts, b"\r\n"]

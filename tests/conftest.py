@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 import trio
+import trustme
 
 import trio_sse
 from trio_sse.runtime.hub import Hub
@@ -47,6 +50,32 @@ async def run_live_server(**settings: Any) -> AsyncIterator[LiveServer]:
             finally:
                 hub.begin_shutdown()
                 stop.set()
+
+
+@attrs.frozen
+class TlsFiles:
+    certfile: str
+    keyfile: str
+    client_context: ssl.SSLContext
+
+
+def issue_tls_files(directory: Path) -> TlsFiles:
+    """A throwaway CA, a certificate for 127.0.0.1 in PEM files, and a client context trusting the CA."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
+    for index, pem in enumerate(cert.cert_chain_pems):
+        pem.write_to_path(str(certfile), append=index > 0)
+    cert.private_key_pem.write_to_path(str(keyfile))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return TlsFiles(str(certfile), str(keyfile), context)
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> TlsFiles:
+    """PEM files for ``certfile``/``keyfile`` (trustme, valid for 127.0.0.1) and a client context trusting them."""
+    return issue_tls_files(tmp_path)
 
 
 @pytest.fixture

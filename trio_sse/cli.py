@@ -17,6 +17,7 @@ import trio
 
 from .runtime.backends import BackendConfigError
 from .runtime.gctune import tune_gc
+from .server import check_tls, hypercorn_config
 from .settings import Settings, SettingsError, load_settings
 
 HELP = {
@@ -80,6 +81,7 @@ def serve(config_file: str | None, **flags: Any) -> None:
     """Run the SSE hub and its HTTP API (embedded in-memory backend by default)."""
     try:
         settings = load_settings(flags, config_file=config_file)
+        check_tls(hypercorn_config(settings))  # a bad certificate path is a usage error, not a traceback
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -115,6 +115,23 @@ async def test_http11_over_tls_keeps_the_asgi_path_and_delivers(live_server_fact
             assert [(await anext(events)).id for _ in ids] == ids
 
 
+async def test_gzip_stream_over_http2_is_compressed_and_decoded_by_the_client(live_server_factory, tls: Any) -> None:
+    async with (
+        live_server_factory(certfile=tls.certfile, keyfile=tls.keyfile, gzip=True) as server,
+        httpx.AsyncClient(base_url=server.base_url, http2=True, verify=tls.client_context, timeout=TIMEOUT) as http,
+        aconnect_sse(http, "GET", "/sse/events", headers={"Accept-Encoding": "gzip"}) as source,
+    ):
+        response = source.response
+        assert response.http_version == "HTTP/2" and response.headers["content-encoding"] == "gzip"
+        events = source.aiter_sse()
+        with trio.fail_after(TIMEOUT):
+            assert (await anext(events)).event == "connected"
+            for n in range(3):  # each one decodes before the next is published
+                event_id = await server.hub.publish("commit", {"n": n})
+                event = await anext(events)
+                assert (event.id, event.json()) == (event_id, {"n": n})
+
+
 # -- the transport's abort never closes a socket that other HTTP/2 streams share -----------------
 
 

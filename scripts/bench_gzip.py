@@ -26,11 +26,13 @@ import gc
 import os
 import platform
 import resource
+import selectors
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -217,11 +219,30 @@ class RawStream:
         body = self.dechunk.feed(data)
         self.text += self.inflate.decompress(body) if self.inflate else body
 
-    def read_until(self, events: int) -> None:
-        while self.text.count(b"event: progress_update\n") < events:
-            data = self.sock.recv(1 << 20)
+    def events(self) -> int:
+        return self.text.count(b"event: progress_update\n")
+
+
+def read_all(subscribers: list[RawStream], events: int) -> None:
+    """Read every stream as data arrives (one selector loop) until each has ``events`` events.
+
+    Reading while the server writes keeps the streams on the path a live client keeps them
+    on: the kernel takes each write at once, no backlog builds up.
+    """
+    selector = selectors.DefaultSelector()
+    for sub in subscribers:
+        selector.register(sub.sock, selectors.EVENT_READ, sub)
+    waiting = {id(sub) for sub in subscribers if sub.events() < events}
+    while waiting:
+        for key, _ in selector.select(timeout=30):
+            sub = key.data
+            data = sub.sock.recv(1 << 20)
             assert data, "server closed the stream"
-            self.feed(data)
+            sub.feed(data)
+            if sub.events() >= events:
+                waiting.discard(id(sub))
+                selector.unregister(sub.sock)
+    selector.close()
 
 
 def publish(port: int, bodies: list[bytes]) -> None:
@@ -259,8 +280,6 @@ def e2e_once(mode: str, streams: int, events: int, batch: int) -> dict[str, floa
                 assert time.monotonic() < deadline and server.poll() is None, "server did not start"
                 time.sleep(0.05)
         subscribers = [RawStream(port, gzip=mode != "plain") for _ in range(streams)]
-        for sub in subscribers:
-            sub.read_until(0)
         wire_before = sum(s.wire for s in subscribers)
         sample = progress_events(events)
         datas = [block.split(b"data: ", 1)[1].rstrip(b"\n") for block in sample]
@@ -273,9 +292,11 @@ def e2e_once(mode: str, streams: int, events: int, batch: int) -> dict[str, floa
         time.sleep(0.3)
         cpu_before = cpu_seconds(server.pid)
         started = time.perf_counter()
+        reader = threading.Thread(target=read_all, args=(subscribers, events))
+        reader.start()
         publish(port, bodies)
-        for sub in subscribers:
-            sub.read_until(events)
+        reader.join()
+        assert all(sub.events() == events for sub in subscribers), "a stream missed events"
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(server.pid) - cpu_before
         delivered = streams * events

@@ -13,7 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import attrs
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import pytest
 import trio
@@ -208,3 +213,85 @@ def test_unreadable_certificate_is_a_settings_error_before_listening(tmp_path: P
     config = hypercorn_config(Settings(certfile=tls.certfile, keyfile=tls.keyfile))
     check_tls(config)
     assert config.ssl_enabled and config.alpn_protocols == ["h2", "http/1.1"]
+
+
+# -- a stuck HTTP/2 stream ends alone ----------------------------------------------------------------
+
+
+@attrs.define
+class RawH2:
+    """A bare HTTP/2 client (h2) that reads the connection but never reads the ``stalled`` stream."""
+
+    stream: trio.SSLStream[trio.SocketStream]
+    conn: h2.connection.H2Connection
+    stalled: set[int] = attrs.Factory(set)
+    bodies: dict[int, bytes] = attrs.Factory(dict)
+    ended: dict[int, str] = attrs.Factory(dict)
+    closed: bool = False
+    sending: trio.Lock = attrs.Factory(trio.Lock)
+
+    async def flush(self) -> None:
+        async with self.sending:
+            await self.stream.send_all(self.conn.data_to_send())
+
+    async def get(self, path: str) -> int:
+        stream_id = self.conn.get_next_available_stream_id()
+        headers = [(":method", "GET"), (":scheme", "https"), (":authority", "127.0.0.1"), (":path", path)]
+        self.conn.send_headers(stream_id, headers, end_stream=True)
+        self.bodies[stream_id] = b""
+        await self.flush()
+        return stream_id
+
+    async def read_forever(self) -> None:
+        while True:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                self.closed = True
+                return
+            for event in self.conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    self.bodies[event.stream_id] += event.data
+                    if event.stream_id not in self.stalled:  # the stalled stream's window never reopens
+                        self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    self.ended[event.stream_id] = type(event).__name__
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    self.closed = True
+            await self.flush()
+
+
+async def test_send_timeout_on_one_http2_stream_ends_it_alone_and_spares_the_shared_connection(
+    live_server_factory, tls: Any
+) -> None:
+    async with live_server_factory(certfile=tls.certfile, keyfile=tls.keyfile, send_timeout=1) as server:
+        hub = server.hub
+        url = urlsplit(server.base_url)
+        tls.client_context.set_alpn_protocols(["h2"])
+        stream = await trio.open_ssl_over_tcp_stream(url.hostname, url.port, ssl_context=tls.client_context)
+        async with stream, trio.open_nursery() as nursery:
+            await stream.do_handshake()
+            assert stream.selected_alpn_protocol() == "h2"
+            client = RawH2(stream, h2.connection.H2Connection(h2.config.H2Configuration(client_side=True)))
+            client.conn.initiate_connection()
+            client.conn.increment_flow_control_window(2**30)  # only the stalled stream's own window closes
+            await client.flush()
+            nursery.start_soon(client.read_forever)
+            stalled = await client.get("/sse/events?types=commit")
+            client.stalled.add(stalled)
+            healthy = await client.get("/sse/events?types=risk_alert")
+            await wait_until(lambda: all(b"event: connected" in client.bodies[s] for s in (stalled, healthy)))
+
+            n = 0
+            with trio.fail_after(TIMEOUT):
+                while hub.snapshot()["disconnects"].get("send_timeout", 0) == 0:
+                    await hub.publish("commit", {"n": n, "pad": "x" * 20_000})
+                    n += 1
+                    await trio.sleep(0.01)
+            assert n * 20_000 > 65_535  # the stream's window (64 KiB) and hypercorn's buffer were full
+            await wait_until(lambda: len(hub.connections()) == 1)
+
+            alert = await hub.publish("risk_alert", {"after": "timeout"})
+            await wait_until(lambda: alert.encode() in client.bodies[healthy])
+            assert not client.closed and healthy not in client.ended
+            assert hub.snapshot()["active_connections"] == 1
+            nursery.cancel_scope.cancel()

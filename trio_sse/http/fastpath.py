@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-__all__ = ["ChunkedSocketWriter", "plain_socket_of"]
+__all__ = ["ChunkedSocketWriter", "h2_stream_buffer_of", "plain_socket_of"]
 
 #: writev takes at most this many buffers (Linux IOV_MAX is 1024; keep room for framing).
 _MAX_IOV = 1000
@@ -50,6 +50,24 @@ def plain_socket_of(send: Any, *, through_tls: bool = False) -> trio.socket.Sock
             return inner.socket if through_tls and isinstance(inner, trio.SocketStream) else None
         obj = getattr(getattr(obj, "send", None), "__self__", None)
     return None
+
+
+def h2_stream_buffer_of(send: Any) -> Any:
+    """hypercorn's outgoing buffer for the HTTP/2 stream under ASGI ``send``, or None.
+
+    Why: hypercorn's HTTP/2 ``send`` only appends to this buffer, and when the client
+    does not read the stream (its flow-control window stays closed) it keeps appending
+    without ever blocking, so without a look at the buffer a stalled HTTP/2 stream would
+    never hit ``send_timeout`` and would grow without bound. The buffer has ``buffer``
+    (the bytes) and ``drain()`` (wait until it is empty, or the stream closed).
+    """
+    stream = getattr(send, "__self__", None)
+    protocol = getattr(getattr(stream, "send", None), "__self__", None)
+    buffers = getattr(protocol, "stream_buffers", None)
+    stream_id = getattr(stream, "stream_id", None)
+    if not isinstance(buffers, dict) or stream_id is None:
+        return None
+    return buffers.get(stream_id)
 
 
 class ChunkedSocketWriter:

@@ -25,13 +25,16 @@ from ..runtime.connection import ClientInfo
 from ..runtime.hub import Hub
 from .auth import authenticator_for, require_project
 from .errors import send_refusal, to_api_error
-from .fastpath import ChunkedSocketWriter, plain_socket_of
+from .fastpath import ChunkedSocketWriter, h2_stream_buffer_of, plain_socket_of
 from .params import client_address, header, parse_stream_params
 
 __all__ = ["AsgiTransport", "serve_stream"]
 
 
 FINAL_WRITE_TIMEOUT = 1.0
+#: An HTTP/2 write waits (under ``send_timeout``) for hypercorn's buffer of the stream to
+#: empty once it holds this much: the client is not keeping up (two frames of 16 KiB).
+H2_BUFFER_LIMIT = 32 * 1024
 
 
 def _stream_headers(connection_id: str, *, gzip_setting: bool, gzip: bool) -> list[tuple[bytes, bytes]]:
@@ -66,6 +69,7 @@ class AsgiTransport:
         "_abort_socket",
         "_chunked",
         "_gzip",
+        "_h2_buffer",
         "_headers",
         "_receive",
         "_send",
@@ -92,6 +96,7 @@ class AsgiTransport:
         self._socket = plain_socket_of(send)
         # Under HTTP/2 the socket carries every stream of the connection: never close it for one.
         self._abort_socket = plain_socket_of(send, through_tls=True) if http_version in ("1.0", "1.1") else None
+        self._h2_buffer = h2_stream_buffer_of(send) if http_version == "2" else None
         self.direct: ChunkedSocketWriter | None = None
 
     async def write(self, data: bytes) -> None:
@@ -107,6 +112,9 @@ class AsgiTransport:
                 self.direct = ChunkedSocketWriter(self._socket, self._gzip.write if self._gzip else None)
             return
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        buffer = self._h2_buffer
+        if buffer is not None and len(buffer.buffer) >= H2_BUFFER_LIMIT:
+            await buffer.drain()  # a client that never reads this stream meets send_timeout here
 
     async def wait_closed(self) -> None:
         while True:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 import trio
+import trustme
 from redis_server import RedisServer
 
 import trio_sse
@@ -81,6 +84,32 @@ async def run_live_server(**settings: Any) -> AsyncIterator[LiveServer]:
             finally:
                 hub.begin_shutdown()
                 stop.set()
+
+
+@attrs.frozen
+class TlsFiles:
+    certfile: str
+    keyfile: str
+    client_context: ssl.SSLContext
+
+
+def issue_tls_files(directory: Path) -> TlsFiles:
+    """A throwaway CA, a certificate for 127.0.0.1 in PEM files, and a client context trusting the CA."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
+    for index, pem in enumerate(cert.cert_chain_pems):
+        pem.write_to_path(str(certfile), append=index > 0)
+    cert.private_key_pem.write_to_path(str(keyfile))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return TlsFiles(str(certfile), str(keyfile), context)
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> TlsFiles:
+    """PEM files for ``certfile``/``keyfile`` (trustme, valid for 127.0.0.1) and a client context trusting them."""
+    return issue_tls_files(tmp_path)
 
 
 @pytest.fixture

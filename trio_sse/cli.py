@@ -17,6 +17,7 @@ import trio
 
 from .runtime.backends import BackendConfigError
 from .runtime.gctune import tune_gc
+from .server import check_tls, hypercorn_config
 from .settings import Settings, SettingsError, load_settings
 
 HELP = {
@@ -47,6 +48,9 @@ HELP = {
     "jwt_public_key": "path to a PEM public key for RS256/ES256 (turns auth on)",
     "jwt_audience": "required token audience",
     "jwt_issuer": "required token issuer",
+    "certfile": "PEM certificate (chain) to serve HTTPS with HTTP/2; needs --keyfile",
+    "keyfile": "PEM private key of --certfile",
+    "gzip": "gzip streams for clients that send Accept-Encoding: gzip (true/false)",
 }
 
 
@@ -77,6 +81,7 @@ def serve(config_file: str | None, **flags: Any) -> None:
     """Run the SSE hub and its HTTP API (embedded in-memory backend by default)."""
     try:
         settings = load_settings(flags, config_file=config_file)
+        check_tls(hypercorn_config(settings))  # a bad certificate path is a usage error, not a traceback
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -66,6 +66,17 @@ def _event_types(instance: Any, attribute: attrs.Attribute[Any], value: tuple[st
             raise SettingsError(f"event_types: {name!r} is reserved for system events")
 
 
+def _tls_pair(certfile: str | None, keyfile: str | None) -> None:
+    """TLS needs the certificate and its private key: one without the other is a mistake, not plain HTTP.
+
+    The message starts with the setting that was given, so :func:`load_settings` can add its source.
+    """
+    if certfile and not keyfile:
+        raise SettingsError("certfile is set but keyfile is not: HTTPS needs both (or neither, for plain HTTP)")
+    if keyfile and not certfile:
+        raise SettingsError("keyfile is set but certfile is not: HTTPS needs both (or neither, for plain HTTP)")
+
+
 def _as_tuple(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
@@ -104,11 +115,22 @@ class Settings:
     jwt_public_key: str | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    gzip: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        _tls_pair(self.certfile, self.keyfile)
 
     @property
     def registered_event_types(self) -> frozenset[str]:
         """The six default types plus the configured extra ones."""
         return DEFAULT_EVENT_TYPES | frozenset(self.event_types)
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Serve HTTPS (and HTTP/2 through ALPN) instead of plain HTTP/1.1."""
+        return bool(self.certfile and self.keyfile)
 
     @property
     def auth_enabled(self) -> bool:

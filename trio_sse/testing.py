@@ -11,6 +11,10 @@ in milliseconds of real time::
                     await stream.next_event()            # connected
                     assert await stream.next_comment() == "heartbeat"
 
+Like a browser, the client decodes a ``Content-Encoding: gzip`` body as it arrives
+(``stream.raw`` keeps the bytes as sent), so a gzip stream is read the same way; an
+event the server has not flushed out of its compressor is not seen.
+
 The client runs the ASGI lifespan (startup on enter, shutdown on exit), so apps that
 open their own hub while serving work too. ``stream.pause()`` stops reading, which
 makes the app's writes block exactly like a client whose TCP window is full.
@@ -30,6 +34,7 @@ for is on trio's clock, which is what makes ``autojump_clock`` work.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -199,6 +204,8 @@ class TestStream:
         self.raw = b""
         self.ended = False
         self.parser = SSEParser()
+        #: Set when the response is ``Content-Encoding: gzip``: bodies are inflated as they come.
+        self.decompressor: Any = None
         self._client_gone = client_gone
         self._items: list[ParsedEvent | Comment] = []
         self._changed = trio.Event()
@@ -213,10 +220,14 @@ class TestStream:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in message.get("headers", [])}
+            if self.headers.get("content-encoding") == "gzip":
+                self.decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
             self._started.set()
         elif message["type"] == "http.response.body":
             body = message.get("body", b"")
             self.raw += body
+            if self.decompressor is not None:
+                body = self.decompressor.decompress(body)
             self._items.extend(self.parser.feed(body))
             if not message.get("more_body", False):
                 self.ended = True

@@ -158,8 +158,8 @@ async def serve_stats_stream(
     except ApiError as error:
         await send_refusal(send, scope, error, extra)
         return
-    # chunked=False: this stream never takes the direct-write path of /sse/events.
-    transport = AsgiTransport(receive, send, [*_HEADERS, *extra], chunked=False)
+    # This stream writes only through ASGI ``send``: it never uses ``transport.direct``.
+    transport = AsgiTransport(receive, send, [*_HEADERS, *extra], http_version=scope.get("http_version", "1.1"))
     reason = await _StatsFeed(hub, transport, principal.expires_at).run()
     if reason in ("server_shutdown", "token_expired") or not transport.started:
         with trio.CancelScope(shield=True):

@@ -31,13 +31,12 @@ class LiveServer:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests that use the ``backend`` fixture (through ``hub``, ``client`` or the factories) run
     against both backends — except under ``autojump_clock``, whose virtual time races
-    ahead while a test waits on a real Redis socket."""
-    if "backend" in metafunc.fixturenames:
-        memory_only = "autojump_clock" in metafunc.fixturenames or metafunc.definition.get_closest_marker(
-            "memory_backend_only"
-        )
-        kinds = ["memory"] if memory_only else ["memory", "redis"]
-        metafunc.parametrize("backend", kinds, indirect=True)
+    ahead while a test waits on a real Redis socket, and tests marked ``one_backend``.
+    Those run once, on the memory backend unless they choose otherwise."""
+    if "backend" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("one_backend"):
+        return
+    kinds = ["memory"] if "autojump_clock" in metafunc.fixturenames else ["memory", "redis"]
+    metafunc.parametrize("backend", kinds, indirect=True)
 
 
 @pytest.fixture(scope="session")

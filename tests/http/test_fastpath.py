@@ -34,7 +34,7 @@ PAD = "x" * 20_000
 
 # These tests count the fast path's own writes, which depend on how events reach the
 # hub (one batch in-process vs. reads from Redis), not on the backend's behaviour.
-pytestmark = pytest.mark.memory_backend_only
+pytestmark = pytest.mark.one_backend
 
 
 async def wait_until(condition: Callable[[], Any], timeout: float = 5.0) -> None:

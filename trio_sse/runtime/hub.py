@@ -12,6 +12,7 @@ and background task.
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import time
 import weakref
@@ -407,12 +408,18 @@ class Hub:
             },
             "latency_ms": stats.latency_ms(),
             "history": self.backend.history_stats(),
-            "backend": {"kind": self.backend.kind, "status": self.backend.status},
+            "backend": {"kind": self.backend.kind, "status": self.backend.status, **self._backend_details()},
             "connection_limit": self.settings.connection_limit,
             "uptime_seconds": round(trio.current_time() - self.started_at, 3),
             "memory_rss_bytes": memory_rss_bytes(),
             "errors_last_minute": stats.errors_last_minute(trio.current_time()),
+            "process_id": os.getpid(),
         }
+
+    def _backend_details(self) -> dict[str, Any]:
+        """A shared backend's own figures (stream key, read position, reconnects), if it has any."""
+        describe = getattr(self.backend, "describe", None)
+        return describe() if callable(describe) else {}
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """``(status code, body)`` of ``GET /sse/health``."""

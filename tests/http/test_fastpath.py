@@ -496,6 +496,9 @@ async def test_shutdown_ends_an_idle_direct_mode_stream_with_the_final_chunk(
             assert stream.decoder.leftover == b""
             assert stream.parser._buffer == b""
             assert [e.event for e in stream.events()] == ["connected", "commit"]
+            # ...and then closes the keep-alive connection (hypercorn would keep it open
+            # for 5 s), so the client's reconnect goes to a fresh connection.
+            await stream.read_to_eof(timeout=2)
         await wait_until(lambda: not hub.connections())
         assert connection.close_reason == "server_shutdown"
         assert hub.snapshot()["disconnects"] == {"server_shutdown": 1}

@@ -184,3 +184,8 @@ async def serve_stream(
             if connection.can_finish or not transport.started:
                 with trio.CancelScope(shield=True):
                     await transport.finish()
+            if connection.close_reason == "server_shutdown":
+                # The client's reconnect must not reuse this keep-alive connection: it
+                # would reach this closing server and get a 503, which makes a browser's
+                # EventSource give up for good. A new connection reaches a live instance.
+                transport.abort()

@@ -107,6 +107,21 @@ async def test_stats_has_every_contract_key_with_sane_values_after_traffic(backe
         assert after["disconnects"]["client_closed"] == 3
 
 
+async def test_stats_count_tasks_and_descriptors_and_both_return_to_idle(client: SSETestClient) -> None:
+    idle = (await client.get("/sse/stats")).json()
+    assert idle["open_fds"] > 0 and idle["trio_tasks"] > 0
+    async with AsyncExitStack() as stack:
+        for _ in range(10):
+            stream = await stack.enter_async_context(client.stream())
+            await stream.next_event()
+        busy = (await client.get("/sse/stats")).json()
+        assert busy["active_connections"] == 10
+        assert busy["trio_tasks"] >= idle["trio_tasks"] + 10  # at least one task per stream
+    after = (await client.get("/sse/stats")).json()
+    assert after["active_connections"] == 0
+    assert after["trio_tasks"] == idle["trio_tasks"]  # every stream's tasks ended with it
+
+
 async def test_stats_on_a_fresh_hub(client: SSETestClient) -> None:
     stats = (await client.get("/sse/stats")).json()
     assert STATS_KEYS <= set(stats)

@@ -32,7 +32,7 @@ from ..core.validation import NewEvent, check_event_types, check_project_id, pre
 from ..settings import Settings
 from .backends import Backend
 from .connection import ClientInfo, Connection, Resubscribe
-from .stats import HubStats, machine_memory_bytes, memory_rss_bytes
+from .stats import HubStats, machine_memory_bytes, memory_rss_bytes, open_file_descriptors, trio_tasks
 
 __all__ = ["UNSET", "ConnectionRefused", "Hub", "TooManyPendingChanges", "UnknownConnection", "open_hub"]
 
@@ -414,6 +414,8 @@ class Hub:
             "memory_rss_bytes": memory_rss_bytes(),
             "errors_last_minute": stats.errors_last_minute(trio.current_time()),
             "process_id": os.getpid(),
+            "open_fds": open_file_descriptors(),
+            "trio_tasks": trio_tasks(),
         }
 
     def _backend_details(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from collections import Counter, deque
 
 import attrs
 import psutil
+import trio
 
 __all__ = ["HubStats", "machine_memory_bytes", "memory_rss_bytes", "percentile"]
 
@@ -64,6 +65,29 @@ class HubStats:
 
 def memory_rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
+
+
+def open_file_descriptors() -> int:
+    """Sockets and files this process holds: with ``trio_tasks``, the leak check of a soak test."""
+    return int(psutil.Process().num_fds())
+
+
+def trio_tasks() -> int:
+    """Every live task of this trio run (walks the task tree; cheap for thousands of tasks).
+
+    A connection's tasks end with it, so after load this returns to its idle value;
+    a number that only grows is a leak.
+    """
+    count = 0
+    pending = [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        if task is None:
+            continue
+        count += 1
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return count
 
 
 def machine_memory_bytes() -> int:

@@ -361,6 +361,14 @@ def test_random_json_bodies_on_the_post_endpoints_publish_only_what_was_accepted
     check_stats_add_up(server)
 
 
+@pytest.mark.parametrize("path", [b"/sse/publish", b"/sse/subscribe", b"/sse/test-event"])
+def test_json_nested_deeper_than_the_parser_allows_is_a_400_not_a_crash(server: Server, path: bytes) -> None:
+    deep = b"[" * 2000 + b"]" * 2000  # within max_body_bytes, beyond orjson's 1024 levels
+    answer = exchange(server.port, build(b"POST", path, [AUTH, (b"content-type", b"application/json")], deep))
+    assert (answer.status, answer.json()["error"]) == (400, "invalid_json")
+    check_stats_add_up(server)
+
+
 def test_after_the_fuzzing_the_server_is_alive_healthy_and_logged_no_error(server: Server) -> None:
     assert server.thread.is_alive()
     health = exchange(server.port, build(b"GET", b"/sse/health", []))

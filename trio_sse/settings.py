@@ -16,7 +16,7 @@ import attrs
 
 from .core.events import DEFAULT_EVENT_TYPES, SYSTEM_EVENT_TYPES, is_valid_event_type
 
-__all__ = ["ENV_PREFIX", "PROFILES", "Settings", "SettingsError", "load_settings"]
+__all__ = ["ENV_PREFIX", "PROFILES", "Settings", "SettingsError", "default_memory_limit", "load_settings"]
 
 ENV_PREFIX = "TRIO_SSE_"
 
@@ -106,6 +106,7 @@ class Settings:
     max_body_bytes: int = attrs.field(default=1024 * 1024, validator=_positive)
     max_event_bytes: int = attrs.field(default=64 * 1024, validator=_positive)
     shutdown_grace: float = attrs.field(default=5.0, validator=_non_negative)
+    memory_limit: int = attrs.field(default=0, validator=_non_negative)
     test_event: str = attrs.field(default="open", validator=_one_of("open", "admin"))
     direct_writes: bool = True
     flush_interval: float = attrs.field(default=0.005, validator=_non_negative)
@@ -141,10 +142,23 @@ class Settings:
         """The profile's defaults with ``overrides`` applied (already typed values)."""
         if profile not in PROFILES:
             raise SettingsError(f"profile must be one of {', '.join(PROFILES)}; got {profile!r}")
-        return cls(**{**PROFILES[profile], **overrides, "profile": profile})
+        defaults = {name: value() if callable(value) else value for name, value in PROFILES[profile].items()}
+        return cls(**{**defaults, **overrides, "profile": profile})
+
+
+def default_memory_limit() -> int:
+    """70 % of the memory this process may use: the machine's, or its cgroup's limit when lower.
+
+    Computed when the prod settings are built, not at import: the same image runs in
+    containers of different sizes.
+    """
+    from .runtime.stats import machine_memory_bytes  # runtime imports settings, not the reverse
+
+    return int(0.7 * machine_memory_bytes())
 
 
 #: What each profile sets; anything not listed keeps the attrs default (the dev value).
+#: A callable value is called when the profile is applied (a default that depends on the machine).
 PROFILES: dict[str, dict[str, Any]] = {
     "dev": {},
     "prod": {
@@ -158,6 +172,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "connection_rate": 120,
         "publish_rate": 1000,
         "shutdown_grace": 30.0,
+        "memory_limit": default_memory_limit,
     },
 }
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import orjson
-from quart import Blueprint, Quart, Response, request
+from quart import Blueprint, Quart, Response, g, request
 from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
@@ -23,11 +23,12 @@ from ..core.errors import ValidationError
 from ..core.validation import MAX_EVENT_ID_LENGTH
 from ..runtime.backends import BackendUnavailable
 from ..runtime.hub import UNSET, Hub, PublishRateExceeded, TooManyPendingChanges, UnknownConnection
+from .audit import audit_admin
 from .auth import Principal, authenticator_for, require_admin, require_project
 from .bodies import json_object, parse_json, too_large
 from .cors import CorsPolicy
 from .dashboard import register_browser_routes
-from .errors import ApiError, log_refusal, send_error, to_api_error
+from .errors import ApiError, log_refusal, send_refusal, to_api_error
 from .metrics import make_registry, render_metrics
 from .params import header
 from .publish import serve_publish
@@ -47,7 +48,8 @@ def error_response(error: ApiError) -> Response:
     headers = dict(error.headers)
     if error.status == 401:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-    log_refusal(error, request.method, request.path, request.remote_addr)
+    principal: Principal | None = g.get("trio_sse_principal")
+    log_refusal(error, request.method, request.path, request.remote_addr, principal.sub if principal else None)
     return Response(error.body(), status=error.status, headers=headers, content_type="application/json")
 
 
@@ -77,7 +79,22 @@ async def read_json(max_bytes: int, *, required: bool = True) -> Any:
 def caller(hub: Hub) -> Principal:
     """The principal of the current Quart request (401 when a token is required and bad)."""
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
-    return authenticator_for(hub.settings).authenticate(headers, request.args.get("access_token"))
+    principal = authenticator_for(hub.settings).authenticate(headers, request.args.get("access_token"))
+    g.trio_sse_principal = principal  # for the audit line if the request is refused later
+    return principal
+
+
+def audit_admin_action(action: str, principal: Principal, status: int, **detail: Any) -> None:
+    """One audit line for an admin action of the current Quart request, once it succeeded."""
+    audit_admin(
+        action,
+        method=request.method,
+        path=request.path,
+        sub=principal.sub,
+        client=request.remote_addr,
+        status=status,
+        **detail,
+    )
 
 
 def _int_param(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
@@ -134,6 +151,8 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
         new = hub.prepare(event_type, data, body.get("project_id"))
         hub.admit_publish(principal.sub or request.remote_addr or "", 1)
         (event_id,) = await hub.publish_prepared([new])
+        if hub.settings.test_event == "admin":
+            audit_admin_action("test_event", principal, 202, event_id=event_id, event_type=new.type)
         return json_response({"id": event_id, "event_type": new.type}, 202)
 
     @bp.post("/sse/subscribe")
@@ -158,7 +177,8 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
                 400, "invalid_request", f"last_event_id must be a string of 1-{MAX_EVENT_ID_LENGTH} characters"
             )
         connection = hub.get_connection(connection_id)
-        if hub.settings.auth_enabled and not principal.admin and connection.client.owner != principal.sub:
+        foreign = hub.settings.auth_enabled and connection.client.owner != principal.sub
+        if foreign and not principal.admin:
             raise ApiError(403, "forbidden", "this connection belongs to someone else")
         if "project_id" in body:
             require_project(principal, body["project_id"])
@@ -169,7 +189,11 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
             project_id=body["project_id"] if "project_id" in body else UNSET,
             last_event_id=last_event_id,
         )
-        return json_response(hub.describe(connection))
+        described = hub.describe(connection)
+        if foreign:
+            owner = connection.client.owner
+            audit_admin_action("change_foreign_subscription", principal, 200, connection_id=connection_id, owner=owner)
+        return json_response(described)
 
     @bp.get("/sse/stats")
     async def stats() -> Response:
@@ -180,7 +204,8 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     @bp.get("/sse/connections")
     async def connections() -> Response:
         hub = get_hub()
-        require_admin(caller(hub), hub.settings)
+        principal = caller(hub)
+        require_admin(principal, hub.settings)
         limit = _int_param("limit", 100, 1, MAX_CONNECTIONS_PAGE)
         offset = _int_param("offset", 0, 0)
         project = request.args.get("project", request.args.get("project_id"))
@@ -188,6 +213,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
         if project is not None:
             live = [c for c in live if c.subscription.project_id == project]
         page = live[offset : offset + limit]
+        audit_admin_action("list_connections", principal, 200, listed=len(page), project=project)
         return json_response(
             {
                 "total": len(live),
@@ -254,7 +280,7 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
                         origin, header(scope.get("headers", []), b"access-control-request-headers", "latin-1")
                     )
                 except ApiError as error:
-                    await send_error(send, error)
+                    await send_refusal(send, scope, error)
                     return
                 await send({"type": "http.response.start", "status": 204, "headers": headers})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -277,7 +303,7 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
             is_stream = path == stream_path
             message = "use GET to open a stream" if is_stream else "use POST to publish"
             allow = "GET" if is_stream else "POST"
-            await send_error(send, ApiError(405, "method_not_allowed", message, headers={"Allow": allow}))
+            await send_refusal(send, scope, ApiError(405, "method_not_allowed", message, headers={"Allow": allow}))
         else:
             await inner(scope, receive, send)
 

@@ -147,10 +147,12 @@ async def serve_stream(
     extra = extra_headers or []
     address = client_address(scope)
     headers = scope.get("headers", [])
+    sub: str | None = None  # known once the token is verified, for the audit line of a refusal
     async with AsyncExitStack() as stack:
         try:
             params = parse_stream_params(scope.get("query_string", b""), headers)
             principal = authenticator_for(hub.settings).authenticate(headers, params.access_token)
+            sub = principal.sub
             require_project(principal, params.project_id)
             subscription = hub.subscription(params.event_types, params.project_id)
             info = ClientInfo(address, header(headers, b"user-agent"), principal.sub)
@@ -166,7 +168,7 @@ async def serve_stream(
             error = to_api_error(exc)
             if error is None:
                 raise
-            await send_refusal(send, scope, error, extra)
+            await send_refusal(send, scope, error, extra, sub=sub)
             return
         gzip_setting = hub.settings.gzip
         gzip = GzipStream() if gzip_setting and accepts_gzip(_accept_encoding(headers)) else None

@@ -64,6 +64,7 @@ class HubStats:
 
 
 def memory_rss_bytes() -> int:
+    """Resident memory of this process (the hub's default RSS reader)."""
     return int(psutil.Process().memory_info().rss)
 
 
@@ -90,15 +91,23 @@ def trio_tasks() -> int:
     return count
 
 
-def machine_memory_bytes() -> int:
-    """Memory available to this process: the machine's, or the cgroup's limit when lower."""
+#: Where a memory limit may be set for this process: cgroup v2, then cgroup v1.
+CGROUP_MEMORY_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def machine_memory_bytes(cgroup_files: tuple[str, ...] = CGROUP_MEMORY_FILES) -> int:
+    """Memory available to this process: the machine's, or the cgroup's limit when lower.
+
+    A file that is missing, unreadable or says ``max`` (no limit) is skipped; cgroup v1's
+    "unlimited" is a huge number, which ``min`` ignores.
+    """
     total = int(psutil.virtual_memory().total)
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    for path in cgroup_files:
         try:
             with open(path) as fh:
                 raw = fh.read().strip()
         except OSError:
             continue
-        if raw.isdigit():
+        if raw.isdigit() and int(raw) > 0:
             total = min(total, int(raw))
     return total

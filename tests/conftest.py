@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 import trio
+import trustme
+from redis_server import RedisServer
 
 import trio_sse
 from trio_sse.runtime.hub import Hub
@@ -21,6 +26,37 @@ class LiveServer:
     base_url: str
     hub: Hub
     settings: Settings
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that use the ``backend`` fixture (through ``hub``, ``client`` or the factories) run
+    against both backends — except under ``autojump_clock``, whose virtual time races
+    ahead while a test waits on a real Redis socket, and tests marked ``one_backend``.
+    Those run once, on the memory backend unless they choose otherwise."""
+    if "backend" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("one_backend"):
+        return
+    kinds = ["memory"] if "autojump_clock" in metafunc.fixturenames else ["memory", "redis"]
+    metafunc.parametrize("backend", kinds, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (each test uses its own stream key)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings selecting the backend under test: ``memory``, or Redis with a fresh stream key."""
+    if getattr(request, "param", "memory") == "memory":
+        return {"backend": "memory"}
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return {"backend": server.url, "redis_stream": f"test:{uuid.uuid4().hex}"}
 
 
 @asynccontextmanager
@@ -49,9 +85,35 @@ async def run_live_server(**settings: Any) -> AsyncIterator[LiveServer]:
                 stop.set()
 
 
+@attrs.frozen
+class TlsFiles:
+    certfile: str
+    keyfile: str
+    client_context: ssl.SSLContext
+
+
+def issue_tls_files(directory: Path) -> TlsFiles:
+    """A throwaway CA, a certificate for 127.0.0.1 in PEM files, and a client context trusting the CA."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
+    for index, pem in enumerate(cert.cert_chain_pems):
+        pem.write_to_path(str(certfile), append=index > 0)
+    cert.private_key_pem.write_to_path(str(keyfile))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return TlsFiles(str(certfile), str(keyfile), context)
+
+
 @pytest.fixture
-async def hub() -> AsyncIterator[Hub]:
-    async with trio_sse.open_hub(Settings()) as hub:
+def tls(tmp_path: Path) -> TlsFiles:
+    """PEM files for ``certfile``/``keyfile`` (trustme, valid for 127.0.0.1) and a client context trusting them."""
+    return issue_tls_files(tmp_path)
+
+
+@pytest.fixture
+async def hub(backend: dict[str, Any]) -> AsyncIterator[Hub]:
+    async with trio_sse.open_hub(Settings(**backend)) as hub:
         yield hub
 
 
@@ -62,12 +124,20 @@ async def client(hub: Hub) -> AsyncIterator[SSETestClient]:
 
 
 @pytest.fixture
-def client_factory() -> Callable[..., Any]:
-    """``async with client_factory(heartbeat_interval=5) as (hub, client): ...``"""
-    return open_client
+def client_factory(backend: dict[str, Any]) -> Callable[..., Any]:
+    """``async with client_factory(heartbeat_interval=5) as (hub, client): ...`` on the backend under test."""
+
+    def factory(**settings: Any) -> Any:
+        return open_client(**{**backend, **settings})
+
+    return factory
 
 
 @pytest.fixture
-def live_server_factory() -> Callable[..., Any]:
-    """``async with live_server_factory(queue_size=10) as server: server.base_url ...``"""
-    return run_live_server
+def live_server_factory(backend: dict[str, Any]) -> Callable[..., Any]:
+    """``async with live_server_factory(queue_size=10) as server: server.base_url ...`` on the backend under test."""
+
+    def factory(**settings: Any) -> Any:
+        return run_live_server(**{**backend, **settings})
+
+    return factory

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import attrs
 import httpx
@@ -64,17 +66,26 @@ class Server:
 
 
 @contextmanager
-def running(command: list[str], port: int, tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+def running(
+    command: list[str],
+    port: int,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    *,
+    verify: ssl.SSLContext | None = None,
+) -> Iterator[Server]:
+    """Start ``command`` and wait for its health check (over HTTPS when ``verify`` is given)."""
     log = tmp_path / f"server-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env or clean_env())
-    server = Server(process, f"http://127.0.0.1:{port}", log)
+    server = Server(process, f"{'https' if verify else 'http'}://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             assert process.poll() is None, f"server exited with {process.returncode}:\n{server.output()}"
             try:
-                if httpx.get(server.base_url + "/sse/health", timeout=1.0).status_code == 200:
+                health = httpx.get(server.base_url + "/sse/health", timeout=1.0, verify=verify or True)
+                if health.status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -172,3 +183,45 @@ def test_hypercorn_refuses_to_start_with_a_bad_setting() -> None:
     assert "heartbeat_interval" in result.stdout + result.stderr
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/sse/health", timeout=1)
+
+
+def test_serve_with_certfile_and_keyfile_answers_over_https_and_http2(tmp_path: Path, tls: Any) -> None:
+    port = free_port()
+    command = trio_sse_command(port, "--certfile", tls.certfile, "--keyfile", tls.keyfile)
+    with running(command, port, tmp_path, verify=tls.client_context) as server:
+        assert server.base_url.startswith("https://")
+        with httpx.Client(base_url=server.base_url, verify=tls.client_context, http2=True, timeout=5) as http:
+            health = http.get("/sse/health")
+            assert health.status_code == 200 and health.http_version == "HTTP/2"
+            with http.stream("GET", "/sse/events") as response:
+                assert response.http_version == "HTTP/2"
+                lines = response.iter_lines()
+                assert next(line for line in lines if line.startswith("event:")) == "event: connected"
+        with pytest.raises(httpx.TransportError):  # plain HTTP is not served on that port
+            httpx.get(f"http://127.0.0.1:{port}/sse/health", timeout=2)
+
+
+def test_serve_with_certfile_but_no_keyfile_exits_with_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_sse", "serve", "--certfile", "cert.pem"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "certfile is set but keyfile is not" in result.stderr and "(from command line)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_with_an_unreadable_certificate_exits_with_a_usage_error(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.pem")
+    result = subprocess.run(
+        trio_sse_command(free_port(), "--certfile", missing, "--keyfile", missing),
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "certfile/keyfile: cannot load" in result.stderr and "Traceback" not in result.stderr

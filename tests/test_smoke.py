@@ -4,11 +4,10 @@ from httpx_sse import aconnect_sse
 from trio_sse.testing import SSETestClient
 
 
-async def test_stream_starts_with_retry_then_connected(client: SSETestClient) -> None:
-    async with client.stream() as stream:
+async def test_stream_starts_with_retry_then_connected(sse_client: SSETestClient) -> None:
+    async with sse_client.stream() as stream:
         assert stream.status == 200
-        connected = await stream.next_event()
-        assert connected.event == "connected"
+        await stream.expect_event("connected", id=None)
         assert stream.raw.startswith(b"retry: 3000\n")
 
 

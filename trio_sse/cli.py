@@ -20,6 +20,7 @@ import trio
 
 from .runtime.backends import BackendConfigError
 from .runtime.gctune import tune_gc
+from .server import check_tls, hypercorn_config
 from .settings import Settings, SettingsError, load_settings
 
 HELP = {
@@ -41,6 +42,7 @@ HELP = {
     "max_body_bytes": "largest request body accepted",
     "max_event_bytes": "largest event data accepted",
     "shutdown_grace": "seconds streams get to end on SIGTERM/SIGINT",
+    "memory_limit": "RSS bytes above which new streams are refused and the fullest shed (0 = off; prod: 70% of RAM)",
     "test_event": "open or admin: who may POST /sse/test-event",
     "direct_writes": "write events straight to idle HTTP/1.1 sockets (true/false)",
     "flush_interval": "minimum seconds between fan-out rounds: under load, events of one interval share a write",
@@ -50,6 +52,9 @@ HELP = {
     "jwt_public_key": "path to a PEM public key for RS256/ES256 (turns auth on)",
     "jwt_audience": "required token audience",
     "jwt_issuer": "required token issuer",
+    "certfile": "PEM certificate (chain) to serve HTTPS with HTTP/2; needs --keyfile",
+    "keyfile": "PEM private key of --certfile",
+    "gzip": "gzip streams for clients that send Accept-Encoding: gzip (true/false)",
 }
 
 
@@ -80,6 +85,7 @@ def serve(config_file: str | None, **flags: Any) -> None:
     """Run the SSE hub and its HTTP API (embedded in-memory backend by default)."""
     try:
         settings = load_settings(flags, config_file=config_file)
+        check_tls(hypercorn_config(settings))  # a bad certificate path is a usage error, not a traceback
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 from typing import Any
 
 import trio
@@ -15,9 +16,13 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 from .runtime.hub import OPEN_HUBS
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 __all__ = ["hypercorn_config", "serve", "wait_for_signal"]
+
+#: Offered through ALPN under TLS, preferred first: HTTP/2 multiplexes every stream of a
+#: browser tab over one connection, past the 6 connections per host of HTTP/1.1.
+ALPN_PROTOCOLS = ["h2", "http/1.1"]
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -31,7 +36,22 @@ def hypercorn_config(settings: Settings) -> Config:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.loglevel = settings.log_level.upper()
+    if settings.tls_enabled:
+        config.certfile = settings.certfile
+        config.keyfile = settings.keyfile
+        config.alpn_protocols = list(ALPN_PROTOCOLS)
     return config
+
+
+def check_tls(config: Config) -> None:
+    """Load the certificate and key now, so a bad path is a settings error rather than a traceback.
+
+    hypercorn would load them only once serving starts, deep inside its worker.
+    """
+    try:
+        config.create_ssl_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"certfile/keyfile: cannot load {config.certfile} with {config.keyfile}: {exc}") from None
 
 
 async def wait_for_signal() -> None:
@@ -52,7 +72,11 @@ async def serve(
 ) -> None:
     """Serve ``app`` until SIGTERM/SIGINT (or ``shutdown_trigger`` returns).
 
-    Reports the bound addresses through ``task_status`` (use ``nursery.start``).
+    Reports the bound addresses through ``task_status`` (use ``nursery.start``); with
+    ``certfile``/``keyfile`` they are ``https://`` and HTTP/2 is offered. A certificate or
+    key that cannot be loaded raises :class:`SettingsError` before anything listens.
     """
     trigger = shutdown_trigger or wait_for_signal
-    await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=trigger, task_status=task_status)
+    config = hypercorn_config(settings)
+    check_tls(config)
+    await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)

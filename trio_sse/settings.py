@@ -16,7 +16,7 @@ import attrs
 
 from .core.events import DEFAULT_EVENT_TYPES, SYSTEM_EVENT_TYPES, is_valid_event_type
 
-__all__ = ["ENV_PREFIX", "PROFILES", "Settings", "SettingsError", "load_settings"]
+__all__ = ["ENV_PREFIX", "PROFILES", "Settings", "SettingsError", "default_memory_limit", "load_settings"]
 
 ENV_PREFIX = "TRIO_SSE_"
 
@@ -53,12 +53,28 @@ def _backend(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None
         raise SettingsError(f"backend must be 'memory' or a redis:// URL, got {value!r}")
 
 
+def _non_empty(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        raise SettingsError(f"{attribute.name} must not be empty")
+
+
 def _event_types(instance: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
     for name in value:
         if not is_valid_event_type(name):
             raise SettingsError(f"event_types: {name!r} is not a valid event type name (^[a-z][a-z0-9_.:-]{{0,63}}$)")
         if name in SYSTEM_EVENT_TYPES:
             raise SettingsError(f"event_types: {name!r} is reserved for system events")
+
+
+def _tls_pair(certfile: str | None, keyfile: str | None) -> None:
+    """TLS needs the certificate and its private key: one without the other is a mistake, not plain HTTP.
+
+    The message starts with the setting that was given, so :func:`load_settings` can add its source.
+    """
+    if certfile and not keyfile:
+        raise SettingsError("certfile is set but keyfile is not: HTTPS needs both (or neither, for plain HTTP)")
+    if keyfile and not certfile:
+        raise SettingsError("keyfile is set but certfile is not: HTTPS needs both (or neither, for plain HTTP)")
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:
@@ -75,6 +91,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = attrs.field(default=8000, validator=_port)
     backend: str = attrs.field(default="memory", validator=_backend)
+    redis_stream: str = attrs.field(default="trio_sse:events", validator=_non_empty)
     log_level: str = attrs.field(default="debug", validator=_one_of("debug", "info", "warning", "error"))
     heartbeat_interval: float = attrs.field(default=30.0, validator=_positive)
     send_timeout: float = attrs.field(default=10.0, validator=_positive)
@@ -89,6 +106,7 @@ class Settings:
     max_body_bytes: int = attrs.field(default=1024 * 1024, validator=_positive)
     max_event_bytes: int = attrs.field(default=64 * 1024, validator=_positive)
     shutdown_grace: float = attrs.field(default=5.0, validator=_non_negative)
+    memory_limit: int = attrs.field(default=0, validator=_non_negative)
     test_event: str = attrs.field(default="open", validator=_one_of("open", "admin"))
     direct_writes: bool = True
     flush_interval: float = attrs.field(default=0.005, validator=_non_negative)
@@ -98,11 +116,22 @@ class Settings:
     jwt_public_key: str | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    gzip: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        _tls_pair(self.certfile, self.keyfile)
 
     @property
     def registered_event_types(self) -> frozenset[str]:
         """The six default types plus the configured extra ones."""
         return DEFAULT_EVENT_TYPES | frozenset(self.event_types)
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Serve HTTPS (and HTTP/2 through ALPN) instead of plain HTTP/1.1."""
+        return bool(self.certfile and self.keyfile)
 
     @property
     def auth_enabled(self) -> bool:
@@ -113,10 +142,23 @@ class Settings:
         """The profile's defaults with ``overrides`` applied (already typed values)."""
         if profile not in PROFILES:
             raise SettingsError(f"profile must be one of {', '.join(PROFILES)}; got {profile!r}")
-        return cls(**{**PROFILES[profile], **overrides, "profile": profile})
+        defaults = {name: value() if callable(value) else value for name, value in PROFILES[profile].items()}
+        return cls(**{**defaults, **overrides, "profile": profile})
+
+
+def default_memory_limit() -> int:
+    """70 % of the memory this process may use: the machine's, or its cgroup's limit when lower.
+
+    Computed when the prod settings are built, not at import: the same image runs in
+    containers of different sizes.
+    """
+    from .runtime.stats import machine_memory_bytes  # runtime imports settings, not the reverse
+
+    return int(0.7 * machine_memory_bytes())
 
 
 #: What each profile sets; anything not listed keeps the attrs default (the dev value).
+#: A callable value is called when the profile is applied (a default that depends on the machine).
 PROFILES: dict[str, dict[str, Any]] = {
     "dev": {},
     "prod": {
@@ -130,6 +172,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "connection_rate": 120,
         "publish_rate": 1000,
         "shutdown_grace": 30.0,
+        "memory_limit": default_memory_limit,
     },
 }
 

@@ -11,20 +11,36 @@ in milliseconds of real time::
                     await stream.next_event()            # connected
                     assert await stream.next_comment() == "heartbeat"
 
+Like a browser, the client decodes a ``Content-Encoding: gzip`` body as it arrives
+(``stream.raw`` keeps the bytes as sent), so a gzip stream is read the same way; an
+event the server has not flushed out of its compressor is not seen.
+
 To test code that uses :mod:`trio_sse.client` (or any httpx client) in-process, give
 httpx an :class:`ASGIStreamTransport`: unlike ``httpx.ASGITransport`` it streams.
 
 The client runs the ASGI lifespan (startup on enter, shutdown on exit), so apps that
 open their own hub while serving work too. ``stream.pause()`` stops reading, which
 makes the app's writes block exactly like a client whose TCP window is full.
+
+On top of the raw reads (``next_event``, ``next_comment``) sit assertion helpers —
+``expect_event``, ``wait_for_event``, ``assert_no_event_within`` — that fail with an
+``AssertionError`` saying what arrived instead, rather than hanging, and
+``client.publish`` / ``client.subscribe`` that go through the app's HTTP API as a
+real publisher would. The fixtures ``sse_settings``, ``sse_hub``, ``sse_app`` and
+``sse_client`` come from :mod:`trio_sse.pytest_plugin`, which pytest loads by itself
+once trio_sse is installed.
+
+This module must never open a socket or read the wall clock: everything it waits
+for is on trio's clock, which is what makes ``autojump_clock`` work.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping
+import zlib
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlencode
 
 import httpx
@@ -32,8 +48,97 @@ import orjson
 import trio
 
 from .core.parser import Comment, ParsedEvent, SSEParser
+from .settings import Settings
 
-__all__ = ["ASGIStreamTransport", "ParsedEvent", "SSETestClient", "TestResponse", "TestStream"]
+__all__ = [
+    "ANY",
+    "DEFAULT_TIMEOUT",
+    "TEST_OVERRIDES",
+    "ASGIStreamTransport",
+    "Comment",
+    "ParsedEvent",
+    "SSETestClient",
+    "TestResponse",
+    "TestStream",
+    "settings_for_tests",
+]
+
+#: How long (trio seconds) the assertion helpers wait before failing. An assertion that
+#: hangs tells you nothing; one that fails says what arrived instead. Under
+#: ``autojump_clock`` this costs no real time at all.
+DEFAULT_TIMEOUT: Final = 10.0
+
+
+#: What :func:`settings_for_tests` (and so the ``sse_hub`` fixture) changes from
+#: ``Settings()``, the dev profile ``trio-sse serve`` runs. A short shutdown grace, so a
+#: test that leaves a stuck stream behind finishes its teardown in 1 s of real time
+#: rather than 5 when it does not use ``autojump_clock``. Everything else stays as in
+#: dev, so tests see the server's real behaviour.
+TEST_OVERRIDES: Final[Mapping[str, Any]] = {"shutdown_grace": 1.0}
+
+
+def settings_for_tests(**overrides: Any) -> Settings:
+    """``Settings()`` with :data:`TEST_OVERRIDES`, then ``overrides``, applied."""
+    return Settings(**{**TEST_OVERRIDES, **overrides})
+
+
+class _Any:
+    """Equal to every value, also nested: ``data={"connection_id": ANY, "project_id": "p1"}``."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+#: "Do not check this": the default of the helpers' ``data`` and ``id``, and usable inside
+#: an expected ``data`` value (like ``unittest.mock.ANY``).
+ANY: Final[Any] = _Any()
+_UNSET: Final[Any] = object()
+
+
+def _merged(*layers: Mapping[str, str] | None) -> dict[str, str]:
+    """Header mappings merged, later ones winning, by lower-cased name (as HTTP compares them)."""
+    merged: dict[str, str] = {}
+    for layer in layers:
+        merged.update((name.lower(), value) for name, value in (layer or {}).items())
+    return merged
+
+
+def _decoded(data: str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data  # not JSON (another server's stream): compare the text itself
+
+
+def _mismatch(event: ParsedEvent, event_type: str | None, data: Any, event_id: Any) -> str | None:
+    """Why ``event`` does not match (``None`` when it does)."""
+    if event_type is not None and event.event != event_type:
+        return f"type {event.event!r} != {event_type!r}"
+    if event_id is not ANY and event.id != event_id:
+        return f"id {event.id!r} != {event_id!r}"
+    if data is not ANY:
+        value = _decoded(event.data)
+        if callable(data):
+            if not data(value):
+                return f"data {value!r} does not satisfy {data!r}"
+        elif value != data:
+            return f"data {value!r} != {data!r}"
+    return None
+
+
+def _describe(event_type: str | None, data: Any, event_id: Any) -> str:
+    parts = [f"type={event_type!r}"] if event_type is not None else []
+    if data is not ANY:
+        parts.append(f"data={data!r}")
+    if event_id is not ANY:
+        parts.append(f"id={event_id!r}")
+    return "an event with " + ", ".join(parts) if parts else "an event"
 
 
 class TestResponse:
@@ -96,12 +201,16 @@ class TestStream:
 
     __test__ = False
 
-    def __init__(self, client_gone: trio.Event) -> None:
+    def __init__(self, client_gone: trio.Event, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.status: int | None = None
+        #: Default ``timeout`` of the assertion helpers (not of the raw ``next_*`` reads).
+        self.timeout = timeout
         self.headers: dict[str, str] = {}
         self.raw = b""
         self.ended = False
         self.parser = SSEParser()
+        #: Set when the response is ``Content-Encoding: gzip``: bodies are inflated as they come.
+        self.decompressor: Any = None
         self._client_gone = client_gone
         self._items: list[ParsedEvent | Comment] = []
         self._changed = trio.Event()
@@ -116,10 +225,14 @@ class TestStream:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in message.get("headers", [])}
+            if self.headers.get("content-encoding") == "gzip":
+                self.decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
             self._started.set()
         elif message["type"] == "http.response.body":
             body = message.get("body", b"")
             self.raw += body
+            if self.decompressor is not None:
+                body = self.decompressor.decompress(body)
             self._items.extend(self.parser.feed(body))
             if not message.get("more_body", False):
                 self.ended = True
@@ -184,15 +297,124 @@ class TestStream:
             while not self.ended:
                 await self._changed.wait()
 
+    # -- assertions -----------------------------------------------------------------
+    #
+    # They wait at most ``timeout`` (default ``self.timeout``) seconds of trio time and
+    # fail with an AssertionError naming what arrived, so a wrong stream fails the test
+    # at the line that expected something else instead of hanging it.
+
+    @property
+    def connection_id(self) -> str:
+        """The stream's ``X-SSE-Connection-Id`` (what ``/sse/subscribe`` wants)."""
+        return self.headers["x-sse-connection-id"]
+
+    async def expect_event(
+        self,
+        type: str | None = None,
+        data: Any = ANY,
+        *,
+        id: Any = ANY,
+        timeout: float | None = None,
+    ) -> ParsedEvent:
+        """The next event, which must match; returns it.
+
+        ``type`` is the ``event:`` field; ``data`` is compared with the decoded JSON
+        payload (or is a predicate called with it); ``id`` is the ``id:`` field
+        (``None`` for system events, which have none). Comments are skipped. Fails
+        with ``AssertionError`` when the next event differs, when none arrives within
+        ``timeout`` or when the stream ends first; the event that did not match is
+        consumed.
+        """
+        wanted = _describe(type, data, id)
+        limit = self.timeout if timeout is None else timeout
+        try:
+            event = await self.next_event(limit)
+        except trio.TooSlowError:
+            raise AssertionError(f"expected {wanted}; nothing arrived within {limit} s") from None
+        except EOFError:
+            raise AssertionError(f"expected {wanted}; the stream ended first") from None
+        why = _mismatch(event, type, data, id)
+        if why is not None:
+            raise AssertionError(f"expected {wanted}; got {event!r} ({why})")
+        return event
+
+    async def wait_for_event(
+        self,
+        type: str | None = None,
+        data: Any = ANY,
+        *,
+        id: Any = ANY,
+        timeout: float | None = None,
+    ) -> ParsedEvent:
+        """Like :meth:`expect_event`, but events that do not match are skipped (and consumed).
+
+        For streams that carry other traffic the test does not care about.
+        """
+        wanted = _describe(type, data, id)
+        limit = self.timeout if timeout is None else timeout
+        skipped: list[ParsedEvent] = []
+        try:
+            with trio.fail_after(limit):
+                while True:
+                    event = await self.next_event()
+                    if _mismatch(event, type, data, id) is None:
+                        return event
+                    skipped.append(event)
+        except trio.TooSlowError:
+            raise AssertionError(f"expected {wanted} within {limit} s; skipped {skipped!r}") from None
+        except EOFError:
+            raise AssertionError(f"expected {wanted}; the stream ended first; skipped {skipped!r}") from None
+
+    async def expect_events(self, *expected: str, timeout: float | None = None) -> list[ParsedEvent]:
+        """The next events, whose types must be ``expected`` in that order."""
+        return [await self.expect_event(event_type, timeout=timeout) for event_type in expected]
+
+    async def assert_no_event_within(self, seconds: float) -> None:
+        """Fail if an event is unread now or arrives within ``seconds`` of trio time.
+
+        Comments (heartbeats) do not count and stay unread. The stream ending also
+        fails: a closed stream receives nothing, which would make the check vacuous.
+        Under ``autojump_clock`` the wait costs no real time; without it, it is a real
+        wait of ``seconds``.
+        """
+        start = trio.current_time()
+        with trio.move_on_after(seconds):
+            try:
+                event = await self.next_event()
+            except EOFError:
+                raise AssertionError(
+                    f"expected no event for {seconds} s, but the stream ended after {trio.current_time() - start:g} s"
+                ) from None
+            raise AssertionError(
+                f"expected no event for {seconds} s; got {event!r} after {trio.current_time() - start:g} s"
+            )
+
 
 class SSETestClient:
     """Drives an ASGI app in-process. Use as ``async with SSETestClient(app) as client``."""
 
     __test__ = False
 
-    def __init__(self, app: Any, *, client: tuple[str, int] = ("127.0.0.1", 50000)) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        client: tuple[str, int] = ("127.0.0.1", 50000),
+        prefix: str = "",
+        headers: Mapping[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """``prefix`` is where the API is mounted (a blueprint's ``url_prefix``): it is
+        put before ``/sse/...`` by :meth:`stream`'s default path, :meth:`publish` and
+        :meth:`subscribe`. ``headers`` go with every request (say, an
+        ``Authorization`` header); a request's own headers win. ``timeout`` is the
+        streams' default for the assertion helpers.
+        """
         self.app = app
         self.client = client
+        self.prefix = prefix.rstrip("/")
+        self.headers = _merged(headers)
+        self.timeout = timeout
         self._nursery: trio.Nursery | None = None
         self._lifespan_send: trio.MemorySendChannel[dict[str, Any]] | None = None
         self._lifespan_events: trio.MemoryReceiveChannel[dict[str, Any]] | None = None
@@ -238,7 +460,7 @@ class SSETestClient:
         query: Mapping[str, Any] | str | None = None,
     ) -> TestResponse:
         """Send one request and return the whole response."""
-        headers = dict(headers or {})
+        headers = _merged(self.headers, headers)
         if json is not None:
             body = orjson.dumps(json)
             headers.setdefault("content-type", "application/json")
@@ -280,19 +502,116 @@ class SSETestClient:
     async def post(self, path: str, **kwargs: Any) -> TestResponse:
         return await self.request("POST", path, **kwargs)
 
+    # -- the API, as a client of it would call it ---------------------------------------
+
+    @property
+    def hub(self) -> Any:
+        """The running hub behind a trio_sse app (also one that opened its own hub).
+
+        Raises ``LookupError`` for an app that is not (directly) a trio_sse app.
+        """
+        extensions = getattr(self.app, "extensions", None)
+        slot = extensions.get("trio_sse") if isinstance(extensions, dict) else None
+        if slot is None:
+            raise LookupError("this app is not a trio_sse app made by create_app()")
+        return slot.get()
+
+    async def publish(
+        self,
+        event_type: str,
+        data: Any = None,
+        project_id: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """``POST /sse/publish`` one event and return its id.
+
+        Going through HTTP checks what a real publisher gets (validation, auth, rate
+        limits), unlike ``hub.publish``. A refusal fails with ``AssertionError``
+        carrying the status and error body; to test refusals, use :meth:`post`.
+        """
+        body: dict[str, Any] = {"event_type": event_type, "data": data}
+        if project_id is not None:
+            body["project_id"] = project_id
+        reply = await self.post(f"{self.prefix}/sse/publish", json=body, headers=headers)
+        if reply.status != 202:
+            raise AssertionError(f"publish {event_type!r} answered {reply.status}: {reply.body!r}")
+        event_id: str = reply.json()["id"]
+        return event_id
+
+    async def publish_many(
+        self, events: Iterable[Mapping[str, Any]], *, headers: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """Publish a batch (``{"events": [...]}``, each ``{"event_type", "data", "project_id"?}``); the ids in order."""
+        reply = await self.post(f"{self.prefix}/sse/publish", json={"events": list(events)}, headers=headers)
+        if reply.status != 202:
+            raise AssertionError(f"batch publish answered {reply.status}: {reply.body!r}")
+        ids: list[str] = reply.json()["ids"]
+        return ids
+
+    async def subscribe(
+        self,
+        stream: TestStream | str,
+        event_types: Iterable[str],
+        *,
+        mode: str = "replace",
+        project_id: Any = _UNSET,
+        last_event_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """``POST /sse/subscribe`` for ``stream`` (or a connection id); returns the 200 body.
+
+        Leave ``project_id`` out to keep the project filter; ``None`` clears it. The
+        stream then receives ``subscription_updated``. Anything but 200 fails with
+        ``AssertionError``.
+        """
+        connection_id = stream.connection_id if isinstance(stream, TestStream) else stream
+        body: dict[str, Any] = {"connection_id": connection_id, "event_types": list(event_types), "mode": mode}
+        if project_id is not _UNSET:
+            body["project_id"] = project_id
+        if last_event_id is not None:
+            body["last_event_id"] = last_event_id
+        reply = await self.post(f"{self.prefix}/sse/subscribe", json=body, headers=headers)
+        if reply.status != 200:
+            raise AssertionError(f"subscribe answered {reply.status}: {reply.body!r}")
+        return reply.json()
+
     @asynccontextmanager
     async def stream(
         self,
-        path: str = "/sse/events",
+        path: str | None = None,
         *,
         headers: Mapping[str, str] | None = None,
         query: Mapping[str, Any] | str | None = None,
+        types: str | Iterable[str] | None = None,
+        project: str | None = None,
+        last_event_id: str | None = None,
     ) -> AsyncIterator[TestStream]:
-        """Open a stream; waits for the response to start. Leaving the block disconnects."""
+        """Open a stream; waits for the response to start. Leaving the block disconnects.
+
+        ``path`` defaults to ``<prefix>/sse/events``. ``types``, ``project`` and
+        ``last_event_id`` are shortcuts for the query parameters and the
+        ``Last-Event-ID`` header.
+        """
         assert self._nursery is not None, "use 'async with SSETestClient(app) as client'"
+        path = path or f"{self.prefix}/sse/events"
+        headers = _merged(self.headers, headers)
+        if last_event_id is not None:
+            headers["last-event-id"] = last_event_id
+        extra: dict[str, str] = {}
+        if types is not None:
+            extra["types"] = types if isinstance(types, str) else ",".join(types)
+        if project is not None:
+            extra["project"] = project
+        if extra:
+            joined = urlencode(extra)
+            if isinstance(query, str):
+                query = f"{query}&{joined}" if query else joined
+            else:
+                query = {**(query or {}), **extra}
         scope = _scope("GET", path, query, headers, self.client)
         gone = trio.Event()
-        stream = TestStream(gone)
+        stream = TestStream(gone, timeout=self.timeout)
         finished = trio.Event()
         sent_request = False
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import logging
 import time
 from typing import Any
 
+import attrs
 import jwt
+import orjson
 import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
@@ -215,3 +219,149 @@ async def test_a_stream_ends_when_its_token_expires(autojump_clock) -> None:
             assert 55 <= trio.current_time() - start <= 61
             assert stream.ended  # the response was finished, not cut off
         assert hub.snapshot()["disconnects"] == {"token_expired": 1}
+
+
+# -- the token matrix: every way of passing a token by every kind of token ----------------------
+
+AUDIENCE, ISSUER = "sse-hub", "https://id.example"
+WAYS = ["header", "cookie", "query"]
+CASES = [
+    "valid",
+    "missing",
+    "malformed",
+    "expired",
+    "not_yet_valid",
+    "bad_signature",
+    "alg_none",
+    "alg_confusion",
+    "wrong_audience",
+    "wrong_issuer",
+]
+OTHER_SECRET = "another-secret-of-reasonable-length-000"
+
+
+@attrs.frozen
+class KeySetup:
+    """One way of configuring auth: the settings, and how to sign a token the server accepts."""
+
+    settings: dict[str, Any]
+    key: Any
+    algorithm: str
+    wrong_key: Any  # same algorithm, another key: a bad signature
+    secrets: tuple[str, ...]  # what must never appear in a log line
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def hs256_signed_with(secret: bytes, claims: dict[str, Any]) -> str:
+    """An HS256 token signed with ``secret`` built by hand (PyJWT refuses a PEM as an HMAC key)."""
+    header, body = _b64(b'{"alg":"HS256","typ":"JWT"}'), _b64(json.dumps(claims).encode())
+    signature = _b64(hmac.new(secret, header + b"." + body, hashlib.sha256).digest())
+    return (header + b"." + body + b"." + signature).decode()
+
+
+@pytest.fixture(scope="module")
+def rsa_keys() -> tuple[Any, Any]:
+    return (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    )
+
+
+@pytest.fixture(params=["hs256", "rs256"])
+def key_setup(request: pytest.FixtureRequest, rsa_keys: tuple[Any, Any], tmp_path: Any) -> KeySetup:
+    private, other = rsa_keys
+    audience = {"jwt_audience": AUDIENCE, "jwt_issuer": ISSUER}
+    if request.param == "hs256":
+        return KeySetup({"jwt_secret": SECRET, **audience}, SECRET, "HS256", OTHER_SECRET, (SECRET,))
+    path = _write_key(tmp_path, private)
+    pem = (tmp_path / "key.pem").read_text()
+    return KeySetup({"jwt_public_key": path, **audience}, private, "RS256", other, (pem, pem.splitlines()[1]))
+
+
+def matrix_token(case: str, setup: KeySetup, rsa_keys: tuple[Any, Any], tmp_path: Any) -> str | None:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": "matrix-user",
+        "exp": now + 3600,
+        "aud": AUDIENCE,
+        "iss": ISSUER,
+        "sse": {"projects": ["*"], "publish": True, "admin": True},
+    }
+    if case == "missing":
+        return None
+    if case == "malformed":
+        return "this.is-not.a-jwt"
+    if case == "expired":
+        claims["exp"] = now - 10
+    elif case == "not_yet_valid":
+        claims["nbf"] = now + 3600
+    elif case == "wrong_audience":
+        claims["aud"] = "another-service"
+    elif case == "wrong_issuer":
+        claims["iss"] = "https://evil.example"
+    elif case == "bad_signature":
+        return jwt.encode(claims, setup.wrong_key, algorithm=setup.algorithm)
+    elif case == "alg_none":
+        return jwt.encode(claims, None, algorithm="none")
+    elif case == "alg_confusion":
+        if setup.algorithm == "RS256":  # HS256 keyed with the public key the server trusts
+            return hs256_signed_with((tmp_path / "key.pem").read_bytes(), claims)
+        return jwt.encode(claims, rsa_keys[0], algorithm="RS256")  # an asymmetric token for an HMAC server
+    return jwt.encode(claims, setup.key, algorithm=setup.algorithm)
+
+
+def passed(way: str, value: str | None) -> dict[str, Any]:
+    """Request keyword arguments carrying ``value`` (None: that way, but without a token)."""
+    if way == "header":
+        return {"headers": {} if value is None else bearer(value)}
+    if way == "cookie":
+        return {"headers": {"cookie": "theme=dark" if value is None else f"theme=dark; sse_token={value}"}}
+    return {"query": {"access_token": value or ""}}
+
+
+def assert_invalid_token(status: int | None, headers: dict[str, str], body: Any) -> None:
+    assert status == 401
+    assert headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert headers["content-type"].startswith("application/json")
+    assert body["error"] == "invalid_token" and isinstance(body["message"], str)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("way", WAYS)
+async def test_token_matrix_on_the_stream_publish_and_admin_endpoints(
+    client_factory, key_setup: KeySetup, rsa_keys: Any, tmp_path: Any, caplog: Any, way: str, case: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    value = matrix_token(case, key_setup, rsa_keys, tmp_path)
+    kwargs = passed(way, value)
+    async with client_factory(**key_setup.settings) as (hub, client):
+        async with client.stream(**kwargs) as stream:
+            stream_status, stream_headers = stream.status, stream.headers
+            stream_body = (await stream.next_event()).event if stream.status == 200 else stream.json
+        publish = await client.post("/sse/publish", json={"event_type": "commit", "data": 1}, **kwargs)
+        listing = await client.get("/sse/connections", **kwargs)
+        if case == "valid":
+            assert (stream_status, stream_body, publish.status, listing.status) == (200, "connected", 202, 200)
+        else:
+            assert_invalid_token(stream_status, stream_headers, stream_body)
+            for reply in (publish, listing):
+                assert_invalid_token(reply.status, reply.headers, reply.json())
+            assert hub.snapshot()["events_published"] == 0
+    audit = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "trio_sse.audit"]
+    if case == "valid":
+        assert [line["event"] for line in audit] == ["admin_action"]
+        assert audit[0]["who"] == "matrix-user"
+    else:
+        assert [(line["event"], line["status"], line["who"]) for line in audit] == [
+            ("request_refused", 401, "127.0.0.1")
+        ] * 3
+    # Nothing a caller could reuse ever reaches a log line: not the token, no 18 characters of it, not the key.
+    logged = caplog.text + "".join(str(r.args) for r in caplog.records)
+    for secret in key_setup.secrets:
+        assert secret not in logged
+    token_pieces = [value[i : i + 12] for i in range(0, max(0, len(value or "") - 11), 6)] if value else []
+    for piece in token_pieces:
+        assert piece not in logged, piece

@@ -7,9 +7,12 @@ chunked body is de-chunked here, so the framing of direct writes is checked byte
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import socket
 import struct
+import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +31,10 @@ from trio_sse.runtime.connection import Connection
 
 TIMEOUT = 10.0
 PAD = "x" * 20_000
+
+# These tests count the fast path's own writes, which depend on how events reach the
+# hub (one batch in-process vs. reads from Redis), not on the backend's behaviour.
+pytestmark = pytest.mark.one_backend
 
 
 async def wait_until(condition: Callable[[], Any], timeout: float = 5.0) -> None:
@@ -106,9 +113,14 @@ class RawStream:
     parser: SSEParser = attrs.Factory(SSEParser)
     items: list[ParsedEvent | Comment] = attrs.Factory(list)
     eof: bool = False
+    #: For a ``Content-Encoding: gzip`` body: inflates what each chunk brings, as it comes.
+    inflate: Any = None
 
     def feed(self, data: bytes) -> None:
-        self.items.extend(self.parser.feed(self.decoder.feed(data)))
+        body = self.decoder.feed(data)
+        if self.inflate is not None:
+            body = self.inflate.decompress(body)
+        self.items.extend(self.parser.feed(body))
 
     async def read_some(self) -> None:
         data = await self.sock.recv(1 << 16)
@@ -135,7 +147,9 @@ class RawStream:
 
 
 @asynccontextmanager
-async def raw_stream(base_url: str, query: str = "", *, rcvbuf: int | None = None) -> AsyncIterator[RawStream]:
+async def raw_stream(
+    base_url: str, query: str = "", *, rcvbuf: int | None = None, accept_encoding: str | None = None
+) -> AsyncIterator[RawStream]:
     """Open a stream with a raw socket and read its response head (and what follows it)."""
     url = urlsplit(base_url)
     sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
@@ -144,7 +158,8 @@ async def raw_stream(base_url: str, query: str = "", *, rcvbuf: int | None = Non
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         await sock.connect((url.hostname, url.port))
         target = "/sse/events" + (f"?{query}" if query else "")
-        await sock.send(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        accept = f"Accept-Encoding: {accept_encoding}\r\n" if accept_encoding else ""
+        await sock.send(f"GET {target} HTTP/1.1\r\nHost: x\r\n{accept}\r\n".encode())
         received = b""
         with trio.fail_after(TIMEOUT):
             while b"\r\n\r\n" not in received:
@@ -161,6 +176,8 @@ async def raw_stream(base_url: str, query: str = "", *, rcvbuf: int | None = Non
         assert headers["transfer-encoding"] == "chunked"
         assert headers["content-type"] == "text/event-stream; charset=utf-8"
         stream = RawStream(sock, headers)
+        if headers.get("content-encoding") == "gzip":
+            stream.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         stream.feed(rest)
         await stream.read_until(lambda: any(e.event == "connected" for e in stream.events()))
         yield stream
@@ -197,8 +214,10 @@ def the_connection(server: Any, connection_id: str) -> Connection:
     return connection
 
 
-async def publish_big(hub: Any, n: int, event_type: str = "commit") -> str:
-    event_id: str = await hub.publish(event_type, {"n": n, "pad": PAD})
+async def publish_big(hub: Any, n: int, event_type: str = "commit", *, incompressible: bool = False) -> str:
+    """An event of ~20 KB; ``incompressible`` pads with random text so gzip cannot shrink it."""
+    pad = base64.b64encode(os.urandom(15_000)).decode() if incompressible else PAD
+    event_id: str = await hub.publish(event_type, {"n": n, "pad": pad})
     return event_id
 
 
@@ -477,27 +496,32 @@ async def test_shutdown_ends_an_idle_direct_mode_stream_with_the_final_chunk(
             assert stream.decoder.leftover == b""
             assert stream.parser._buffer == b""
             assert [e.event for e in stream.events()] == ["connected", "commit"]
+            # ...and then closes the keep-alive connection (hypercorn would keep it open
+            # for 5 s), so the client's reconnect goes to a fresh connection.
+            await stream.read_to_eof(timeout=2)
         await wait_until(lambda: not hub.connections())
         assert connection.close_reason == "server_shutdown"
         assert hub.snapshot()["disconnects"] == {"server_shutdown": 1}
     assert errors_logged(caplog) == []
 
 
+@pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
 async def test_shutdown_during_a_backlog_drains_it_then_sends_the_final_chunk(
-    live_server_factory, direct_writes: list[DirectWrite], caplog: pytest.LogCaptureFixture
+    live_server_factory, direct_writes: list[DirectWrite], caplog: pytest.LogCaptureFixture, gzip: bool
 ) -> None:
-    async with live_server_factory(send_timeout=30) as server:
+    async with live_server_factory(send_timeout=30, gzip=gzip) as server:
         hub = server.hub
-        async with raw_stream(server.base_url, "types=commit", rcvbuf=4096) as stream:
+        async with raw_stream(server.base_url, "types=commit", rcvbuf=4096, accept_encoding="gzip") as stream:
+            assert (stream.inflate is not None) is gzip
             connection = the_connection(server, stream.headers["x-sse-connection-id"])
             await wait_until(lambda: connection.direct_ready)
             published = []
             with trio.fail_after(TIMEOUT):
                 while not any(call.complete is False for call in direct_writes):
-                    published.append(await publish_big(hub, len(published)))
+                    published.append(await publish_big(hub, len(published), incompressible=gzip))
                     await trio.sleep(0.005)
             for _ in range(3):  # queued behind the backlog
-                published.append(await publish_big(hub, len(published)))
+                published.append(await publish_big(hub, len(published), incompressible=gzip))
                 await trio.sleep(0.01)
             assert connection.pending and connection._direct.backlog
 
@@ -507,6 +531,8 @@ async def test_shutdown_during_a_backlog_drains_it_then_sends_the_final_chunk(
             await stream.read_until(lambda: stream.decoder.finished)
             assert [e.id for e in stream.events()[1:]] == published
             assert stream.decoder.leftover == b"" and stream.parser._buffer == b""
+            if gzip:  # the gzip trailer came before the final chunk, and its CRC matched
+                assert stream.inflate.eof and stream.inflate.unused_data == b""
         await wait_until(lambda: not hub.connections())
         assert hub.snapshot()["disconnects"] == {"server_shutdown": 1}
     assert errors_logged(caplog) == []
@@ -585,3 +611,34 @@ async def test_under_tls_direct_writes_are_off_but_a_stuck_write_can_still_be_ab
     assert plain_socket_of(lambda message: None) is None
     left.close()
     right.close()
+
+
+# -- 6. gzip streams keep the direct path, and every byte is compressed ----------------------------------
+
+
+async def test_gzip_stream_takes_direct_writes_and_each_event_is_decodable_as_soon_as_it_is_written(
+    live_server_factory, direct_writes: list[DirectWrite], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with live_server_factory(gzip=True, heartbeat_interval=0.2) as server:
+        hub = server.hub
+        async with raw_stream(server.base_url, "types=commit", accept_encoding="gzip") as stream:
+            assert stream.headers["content-encoding"] == "gzip"
+            assert stream.headers["vary"] == "Accept-Encoding"
+            connection = the_connection(server, stream.headers["x-sse-connection-id"])
+            await wait_until(lambda: connection.direct_ready)
+            published = []
+            for n in range(5):
+                published.append(await hub.publish("commit", {"n": n}))
+                # Decodable from what the client has: nothing held back in the compressor.
+                await stream.read_until(lambda: len(stream.events()) == 1 + len(published))
+                assert stream.decoder.at_boundary and stream.parser._buffer == b""
+            assert [e.id for e in stream.events()[1:]] == published
+            assert len(direct_writes) == 5 and all(call.complete for call in direct_writes)
+            # Heartbeats go through the same compressor.
+            await stream.read_until(lambda: any(isinstance(i, Comment) for i in stream.items))
+            hub.begin_shutdown()
+            await stream.read_until(lambda: stream.decoder.finished)
+            assert stream.inflate.eof and stream.inflate.unused_data == b""
+        await wait_until(lambda: not hub.connections())
+        assert hub.snapshot()["disconnects"] == {"server_shutdown": 1}
+    assert errors_logged(caplog) == []

@@ -61,7 +61,7 @@ async def open_streams(stack: AsyncExitStack, client: SSETestClient, count: int,
 # -- /sse/stats ---------------------------------------------------------------------------------
 
 
-async def test_stats_has_every_contract_key_with_sane_values_after_traffic(client_factory) -> None:
+async def test_stats_has_every_contract_key_with_sane_values_after_traffic(backend, client_factory) -> None:
     async with client_factory(connection_limit=3, history_size=50, queue_size=20) as (_, client):
         async with client.stream(query={"types": "commit"}) as stream:
             await stream.next_event(timeout=5)
@@ -92,7 +92,12 @@ async def test_stats_has_every_contract_key_with_sane_values_after_traffic(clien
         assert (history["size"], history["capacity"]) == (5, 50)
         assert history["oldest_id"] == ids[0]
         assert history["newest_id"] not in ids and isinstance(history["newest_id"], str)
-        assert stats["backend"] == {"kind": "memory", "status": "ok"}
+        if backend["backend"] == "memory":
+            assert stats["backend"] == {"kind": "memory", "status": "ok"}
+        else:
+            assert stats["backend"]["kind"] == "redis" and stats["backend"]["status"] == "ok"
+            assert stats["backend"]["stream"] == backend["redis_stream"]
+            assert stats["backend"]["last_read_id"] == history["newest_id"]
         assert stats["connection_limit"] == 3
         assert stats["uptime_seconds"] >= 0
         assert stats["memory_rss_bytes"] > 1_000_000
@@ -100,6 +105,21 @@ async def test_stats_has_every_contract_key_with_sane_values_after_traffic(clien
         after = (await client.get("/sse/stats")).json()
         assert after["active_connections"] == 0
         assert after["disconnects"]["client_closed"] == 3
+
+
+async def test_stats_count_tasks_and_descriptors_and_both_return_to_idle(client: SSETestClient) -> None:
+    idle = (await client.get("/sse/stats")).json()
+    assert idle["open_fds"] > 0 and idle["trio_tasks"] > 0
+    async with AsyncExitStack() as stack:
+        for _ in range(10):
+            stream = await stack.enter_async_context(client.stream())
+            await stream.next_event()
+        busy = (await client.get("/sse/stats")).json()
+        assert busy["active_connections"] == 10
+        assert busy["trio_tasks"] >= idle["trio_tasks"] + 10  # at least one task per stream
+    after = (await client.get("/sse/stats")).json()
+    assert after["active_connections"] == 0
+    assert after["trio_tasks"] == idle["trio_tasks"]  # every stream's tasks ended with it
 
 
 async def test_stats_on_a_fresh_hub(client: SSETestClient) -> None:

@@ -15,16 +15,6 @@ STREAM_HEADERS = {
 }
 
 
-async def publish(client: SSETestClient, event_type: str, data: object, project_id: str | None = None) -> str:
-    body: dict[str, object] = {"event_type": event_type, "data": data}
-    if project_id is not None:
-        body["project_id"] = project_id
-    reply = await client.post("/sse/publish", json=body)
-    assert reply.status == 202, reply
-    event_id: str = reply.json()["id"]
-    return event_id
-
-
 def assert_json_error(stream: TestStream, status: int) -> dict[str, object]:
     assert stream.status == status, stream.raw
     assert stream.headers["content-type"].startswith("application/json")
@@ -83,7 +73,7 @@ async def test_without_types_the_stream_receives_every_registered_type(client: S
         }
         assert data["project_id"] is None
         for event_type in ("commit", "risk_alert"):
-            await publish(client, event_type, {"t": event_type})
+            await client.publish(event_type, {"t": event_type})
         assert [e.event for e in await stream.events(2, timeout=5)] == ["commit", "risk_alert"]
 
 
@@ -95,9 +85,9 @@ async def test_types_filter_accepts_comma_separated_and_repeated_values(client: 
     async with client.stream(query=query) as stream:
         data = json.loads((await stream.next_event(timeout=5)).data)
         assert data["event_types"] == ["commit", "file_change"]
-        await publish(client, "risk_alert", {"n": 0})
-        commit_id = await publish(client, "commit", {"n": 1})
-        file_id = await publish(client, "file_change", {"n": 2})
+        await client.publish("risk_alert", {"n": 0})
+        commit_id = await client.publish("commit", {"n": 1})
+        file_id = await client.publish("file_change", {"n": 2})
         events = await stream.events(2, timeout=5)
         assert [(e.event, e.id) for e in events] == [("commit", commit_id), ("file_change", file_id)]
         assert stream.pending() == []
@@ -108,9 +98,9 @@ async def test_project_filter_gets_its_project_and_broadcasts_only(client: SSETe
     async with client.stream(query={param: "p1"}) as stream:
         data = json.loads((await stream.next_event(timeout=5)).data)
         assert data["project_id"] == "p1"
-        await publish(client, "commit", {"n": 1}, project_id="p2")
-        mine = await publish(client, "commit", {"n": 2}, project_id="p1")
-        broadcast = await publish(client, "commit", {"n": 3})
+        await client.publish("commit", {"n": 1}, project_id="p2")
+        mine = await client.publish("commit", {"n": 2}, project_id="p1")
+        broadcast = await client.publish("commit", {"n": 3})
         events = await stream.events(2, timeout=5)
         assert [e.id for e in events] == [mine, broadcast]
         assert [json.loads(e.data) for e in events] == [{"n": 2}, {"n": 3}]
@@ -125,7 +115,7 @@ async def test_same_project_under_both_names_is_accepted(client: SSETestClient) 
 async def test_published_event_arrives_with_id_type_and_data(client: SSETestClient) -> None:
     async with client.stream(query={"types": "commit"}) as stream:
         await stream.next_event(timeout=5)
-        event_id = await publish(client, "commit", {"sha": "abc", "files": [1, 2]})
+        event_id = await client.publish("commit", {"sha": "abc", "files": [1, 2]})
         event = await stream.next_event(timeout=5)
         assert (event.event, event.id, json.loads(event.data)) == ("commit", event_id, {"sha": "abc", "files": [1, 2]})
         assert f"id: {event_id}\nevent: commit\ndata: ".encode() in stream.raw
@@ -217,30 +207,30 @@ async def test_connection_rate_is_429_with_retry_after(client_factory) -> None:
 
 
 async def test_last_event_id_query_replays_later_events(client: SSETestClient) -> None:
-    first = await publish(client, "commit", {"n": 1})
-    second = await publish(client, "commit", {"n": 2})
-    third = await publish(client, "file_change", {"n": 3})
+    first = await client.publish("commit", {"n": 1})
+    second = await client.publish("commit", {"n": 2})
+    third = await client.publish("file_change", {"n": 3})
     async with client.stream(query={"last_event_id": first}) as stream:
         assert (await stream.next_event(timeout=5)).event == "connected"
         assert [e.id for e in await stream.events(2, timeout=5)] == [second, third]
 
 
 async def test_replay_respects_the_stream_filters(client: SSETestClient) -> None:
-    first = await publish(client, "commit", {"n": 1})
-    await publish(client, "file_change", {"n": 2})
-    await publish(client, "commit", {"n": 3}, project_id="other")
-    wanted = await publish(client, "commit", {"n": 4}, project_id="p1")
+    first = await client.publish("commit", {"n": 1})
+    await client.publish("file_change", {"n": 2})
+    await client.publish("commit", {"n": 3}, project_id="other")
+    wanted = await client.publish("commit", {"n": 4}, project_id="p1")
     async with client.stream(query={"last_event_id": first, "types": "commit", "project": "p1"}) as stream:
         await stream.next_event(timeout=5)
         assert (await stream.next_event(timeout=5)).id == wanted
-        live = await publish(client, "commit", {"n": 5})
+        live = await client.publish("commit", {"n": 5})
         assert (await stream.next_event(timeout=5)).id == live
 
 
 async def test_last_event_id_header_wins_over_query_param(client: SSETestClient) -> None:
-    first = await publish(client, "commit", {"n": 1})
-    second = await publish(client, "commit", {"n": 2})
-    third = await publish(client, "commit", {"n": 3})
+    first = await client.publish("commit", {"n": 1})
+    second = await client.publish("commit", {"n": 2})
+    third = await client.publish("commit", {"n": 3})
     async with client.stream(headers={"Last-Event-ID": second}, query={"last_event_id": first}) as stream:
         await stream.next_event(timeout=5)
         assert (await stream.next_event(timeout=5)).id == third
@@ -248,13 +238,13 @@ async def test_last_event_id_header_wins_over_query_param(client: SSETestClient)
 
 
 async def test_unknown_last_event_id_gives_one_stream_reset_without_id(client: SSETestClient) -> None:
-    await publish(client, "commit", {"n": 1})
+    await client.publish("commit", {"n": 1})
     async with client.stream(headers={"Last-Event-ID": "no-such-id"}) as stream:
         await stream.next_event(timeout=5)
         reset = await stream.next_event(timeout=5)
         assert reset.event == "stream_reset" and reset.id is None
         assert json.loads(reset.data) == {"reason": "unknown_id", "last_event_id": "no-such-id"}
-        live = await publish(client, "commit", {"n": 2})
+        live = await client.publish("commit", {"n": 2})
         assert (await stream.next_event(timeout=5)).id == live
 
 

@@ -28,9 +28,9 @@ def payload(event: ParsedEvent) -> Any:
 
 
 async def connected_id(stream: TestStream) -> str:
-    event = await stream.next_event(timeout=TIMEOUT)
-    assert event.event == "connected"
+    event = await stream.expect_event("connected", timeout=TIMEOUT)
     value: str = payload(event)["connection_id"]
+    assert value == stream.connection_id
     return value
 
 
@@ -40,8 +40,7 @@ async def read_ids(stream: TestStream, count: int) -> list[str | None]:
 
 async def assert_quiet(stream: TestStream) -> None:
     """Nothing more arrives (heartbeats aside) within a second of virtual time."""
-    await trio.sleep(1)
-    assert [item for item in stream.pending() if isinstance(item, ParsedEvent)] == []
+    await stream.assert_no_event_within(1)
 
 
 class FakeTransport:

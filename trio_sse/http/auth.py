@@ -124,11 +124,31 @@ class Authenticator:
                 issuer=self._issuer,
                 options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
             )
-        except jwt.ExpiredSignatureError:
-            raise _invalid("the token has expired") from None
         except jwt.PyJWTError as exc:
-            raise _invalid(f"the token is not valid: {exc}") from None
+            raise _invalid(_why(exc)) from None
         return _rights(claims)
+
+
+#: Why a token was refused, in our own words: PyJWT's messages may quote parts of the
+#: token, and these reasons end up in the audit log. Subclasses come before their bases.
+_REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "the token has expired"),
+    (jwt.ImmatureSignatureError, "the token is not valid yet"),
+    (jwt.InvalidAudienceError, "the token is for another audience"),
+    (jwt.InvalidIssuerError, "the token is from another issuer"),
+    (jwt.InvalidAlgorithmError, "the token's algorithm is not allowed"),
+    (jwt.InvalidSignatureError, "the token's signature does not verify"),
+    (jwt.DecodeError, "the token is malformed"),
+)
+
+
+def _why(exc: jwt.PyJWTError) -> str:
+    if isinstance(exc, jwt.MissingRequiredClaimError) and exc.claim in ("exp", "sub", "aud", "iss"):
+        return f"the token has no {exc.claim!r} claim"
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
+    return "the token is not valid"
 
 
 def _load_public_key(path: str) -> Any:

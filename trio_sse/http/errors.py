@@ -7,7 +7,6 @@ headers in exactly one place.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
@@ -15,12 +14,11 @@ import orjson
 from ..core.errors import EventTooLarge, InvalidValue, UnknownEventTypes
 from ..runtime.backends import BackendUnavailable
 from ..runtime.hub import ConnectionRefused, PublishRateExceeded, TooManyPendingChanges, UnknownConnection
+from .audit import audit_refusal
 
 __all__ = ["JSON_HEADERS", "ApiError", "to_api_error"]
 
 JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-
-log = logging.getLogger("trio_sse.http")
 
 
 class ApiError(Exception):
@@ -67,29 +65,34 @@ def to_api_error(exc: BaseException) -> ApiError | None:
     return None
 
 
-def log_refusal(error: ApiError, method: str, path: str, client: str | None) -> None:
-    """One structured line per refused request (who, what, why)."""
-    log.info(
-        orjson.dumps(
-            {
-                "event": "request_refused",
-                "status": error.status,
-                "error": error.code,
-                "method": method,
-                "path": path,
-                "client": client,
-                "reason": error.message,
-            }
-        ).decode()
+def log_refusal(error: ApiError, method: str, path: str, client: str | None, sub: str | None = None) -> None:
+    """One audit line for a refused request (who, what, why): see :mod:`trio_sse.http.audit`."""
+    audit_refusal(
+        status=error.status,
+        code=error.code,
+        message=error.message,
+        method=method,
+        path=path,
+        sub=sub,
+        client=client,
     )
 
 
 async def send_refusal(
-    send: Any, scope: dict[str, Any], error: ApiError, extra_headers: list[tuple[bytes, bytes]] | None = None
+    send: Any,
+    scope: dict[str, Any],
+    error: ApiError,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    sub: str | None = None,
 ) -> None:
-    """Log a refused ASGI request (one structured line) and answer it with ``error``."""
+    """Log a refused ASGI request (one audit line) and answer it with ``error``.
+
+    Every refusal of the lean ASGI handlers goes through here, so none is answered unlogged.
+    ``sub`` is the caller's token subject once the token has been verified.
+    """
     client = scope.get("client")
-    log_refusal(error, scope.get("method", ""), scope.get("path", ""), client[0] if client else None)
+    log_refusal(error, scope.get("method", ""), scope.get("path", ""), client[0] if client else None, sub)
     await send_error(send, error, extra_headers)
 
 

@@ -10,17 +10,22 @@ kernel takes the bytes, which it does for any client that keeps up. The final
 state ends where it expects.
 
 Only used when it is safe: hypercorn's trio worker, HTTP/1.1 (chunked), plain TCP.
-TLS, HTTP/2 and other servers keep the ASGI path.
+TLS (bytes must go through the SSL object), HTTP/2 (frames, flow control and other
+streams share the socket) and other servers keep the ASGI path. A gzip stream keeps the
+fast path: the writer compresses each write with the stream's own encoder before framing
+it, the same encoder the ASGI writes of that stream use, so every byte is compressed in
+order (see docs/performance.md, "Compression").
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
-__all__ = ["ChunkedSocketWriter", "plain_socket_of"]
+__all__ = ["ChunkedSocketWriter", "h2_stream_buffer_of", "plain_socket_of"]
 
 #: writev takes at most this many buffers (Linux IOV_MAX is 1024; keep room for framing).
 _MAX_IOV = 1000
@@ -47,15 +52,38 @@ def plain_socket_of(send: Any, *, through_tls: bool = False) -> trio.socket.Sock
     return None
 
 
+def h2_stream_buffer_of(send: Any) -> Any:
+    """hypercorn's outgoing buffer for the HTTP/2 stream under ASGI ``send``, or None.
+
+    Why: hypercorn's HTTP/2 ``send`` only appends to this buffer, and when the client
+    does not read the stream (its flow-control window stays closed) it keeps appending
+    without ever blocking, so without a look at the buffer a stalled HTTP/2 stream would
+    never hit ``send_timeout`` and would grow without bound. The buffer has ``buffer``
+    (the bytes) and ``drain()`` (wait until it is empty, or the stream closed).
+    """
+    stream = getattr(send, "__self__", None)
+    protocol = getattr(getattr(stream, "send", None), "__self__", None)
+    buffers = getattr(protocol, "stream_buffers", None)
+    stream_id = getattr(stream, "stream_id", None)
+    if not isinstance(buffers, dict) or stream_id is None:
+        return None
+    return buffers.get(stream_id)
+
+
 class ChunkedSocketWriter:
-    """Frames each write as one HTTP/1.1 chunk and hands it to the kernel without waiting."""
+    """Frames each write as one HTTP/1.1 chunk and hands it to the kernel without waiting.
 
-    __slots__ = ("_fd", "_pending", "_socket")
+    ``encode`` (a gzip stream's encoder) turns each write's parts into the bytes to send;
+    it is called once per write, in write order, even when the result joins the backlog.
+    """
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
+    __slots__ = ("_encode", "_fd", "_pending", "_socket")
+
+    def __init__(self, sock: trio.socket.SocketType, encode: Callable[[list[bytes]], bytes] | None = None) -> None:
         self._socket = sock
         self._fd = sock.fileno()
         self._pending = b""
+        self._encode = encode
 
     @property
     def backlog(self) -> int:
@@ -69,6 +97,9 @@ class ChunkedSocketWriter:
         size = sum(map(len, parts))
         if size == 0:
             return not self._pending
+        if self._encode is not None:
+            parts = [self._encode(parts)]
+            size = len(parts[0])
         if len(parts) > _MAX_IOV:
             parts = [b"".join(parts)]
         frame = [b"%x\r\n" % size, *parts, b"\r\n"]

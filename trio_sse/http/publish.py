@@ -76,10 +76,12 @@ async def _read_body(scope: dict[str, Any], receive: Any, max_bytes: int) -> byt
 
 async def serve_publish(hub: Hub, scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Handle one ``POST /sse/publish`` from start to end."""
+    sub: str | None = None  # known once the token is verified, for the audit line of a refusal
     try:
         headers = scope.get("headers", [])
         query_token = dict(parse_query(scope.get("query_string", b""))).get("access_token")
         principal = authenticator_for(hub.settings).authenticate(headers, query_token)
+        sub = principal.sub
         require_publish(principal)
         body = parse_json(await _read_body(scope, receive, hub.settings.max_body_bytes))
         batch, is_batch = parse_publish(hub, body)
@@ -90,7 +92,7 @@ async def serve_publish(hub: Hub, scope: dict[str, Any], receive: Any, send: Any
         error = to_api_error(exc)
         if error is None:
             raise
-        await send_refusal(send, scope, error)
+        await send_refusal(send, scope, error, sub=sub)
         return
     reply = orjson.dumps({"ids": ids} if is_batch else {"id": ids[0]})
     headers = [*JSON_HEADERS, (b"content-length", str(len(reply)).encode())]

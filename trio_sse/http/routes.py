@@ -1,9 +1,11 @@
-"""The quart-trio blueprint: publish, subscribe, stats, connections, health, metrics.
+"""The quart-trio blueprint: publish, subscribe, stats, connections, health, metrics,
+and the browser assets (dashboard page, ``client.js``; see :mod:`trio_sse.http.dashboard`).
 
 Routes are thin: read and validate input, call the hub, shape JSON. Every error is
 raised as (or mapped to) an :class:`ApiError` and rendered by one handler.
-``GET /sse/events`` is not a Quart route: registering the blueprint mounts the lean
-ASGI stream handler (:mod:`trio_sse.http.stream`) in front of the app.
+``GET /sse/events`` and ``GET /sse/stats/stream`` are not Quart routes: registering the
+blueprint mounts the lean ASGI stream handlers (:mod:`trio_sse.http.stream`,
+:mod:`trio_sse.http.stats_stream`) in front of the app.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import orjson
-from quart import Blueprint, Quart, Response, request
+from quart import Blueprint, Quart, Response, g, request
 from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
@@ -21,13 +23,16 @@ from ..core.errors import ValidationError
 from ..core.validation import MAX_EVENT_ID_LENGTH
 from ..runtime.backends import BackendUnavailable
 from ..runtime.hub import UNSET, Hub, PublishRateExceeded, TooManyPendingChanges, UnknownConnection
+from .audit import audit_admin
 from .auth import Principal, authenticator_for, require_admin, require_project
 from .bodies import json_object, parse_json, too_large
 from .cors import CorsPolicy
-from .errors import ApiError, log_refusal, send_error, to_api_error
+from .dashboard import register_browser_routes
+from .errors import ApiError, log_refusal, send_refusal, to_api_error
 from .metrics import make_registry, render_metrics
 from .params import header
 from .publish import serve_publish
+from .stats_stream import serve_stats_stream
 from .stream import serve_stream
 
 __all__ = ["json_response", "make_blueprint", "mount_lean_handlers"]
@@ -43,7 +48,8 @@ def error_response(error: ApiError) -> Response:
     headers = dict(error.headers)
     if error.status == 401:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-    log_refusal(error, request.method, request.path, request.remote_addr)
+    principal: Principal | None = g.get("trio_sse_principal")
+    log_refusal(error, request.method, request.path, request.remote_addr, principal.sub if principal else None)
     return Response(error.body(), status=error.status, headers=headers, content_type="application/json")
 
 
@@ -73,7 +79,22 @@ async def read_json(max_bytes: int, *, required: bool = True) -> Any:
 def caller(hub: Hub) -> Principal:
     """The principal of the current Quart request (401 when a token is required and bad)."""
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
-    return authenticator_for(hub.settings).authenticate(headers, request.args.get("access_token"))
+    principal = authenticator_for(hub.settings).authenticate(headers, request.args.get("access_token"))
+    g.trio_sse_principal = principal  # for the audit line if the request is refused later
+    return principal
+
+
+def audit_admin_action(action: str, principal: Principal, status: int, **detail: Any) -> None:
+    """One audit line for an admin action of the current Quart request, once it succeeded."""
+    audit_admin(
+        action,
+        method=request.method,
+        path=request.path,
+        sub=principal.sub,
+        client=request.remote_addr,
+        status=status,
+        **detail,
+    )
 
 
 def _int_param(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
@@ -130,6 +151,8 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
         new = hub.prepare(event_type, data, body.get("project_id"))
         hub.admit_publish(principal.sub or request.remote_addr or "", 1)
         (event_id,) = await hub.publish_prepared([new])
+        if hub.settings.test_event == "admin":
+            audit_admin_action("test_event", principal, 202, event_id=event_id, event_type=new.type)
         return json_response({"id": event_id, "event_type": new.type}, 202)
 
     @bp.post("/sse/subscribe")
@@ -154,7 +177,8 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
                 400, "invalid_request", f"last_event_id must be a string of 1-{MAX_EVENT_ID_LENGTH} characters"
             )
         connection = hub.get_connection(connection_id)
-        if hub.settings.auth_enabled and not principal.admin and connection.client.owner != principal.sub:
+        foreign = hub.settings.auth_enabled and connection.client.owner != principal.sub
+        if foreign and not principal.admin:
             raise ApiError(403, "forbidden", "this connection belongs to someone else")
         if "project_id" in body:
             require_project(principal, body["project_id"])
@@ -165,16 +189,23 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
             project_id=body["project_id"] if "project_id" in body else UNSET,
             last_event_id=last_event_id,
         )
-        return json_response(hub.describe(connection))
+        described = hub.describe(connection)
+        if foreign:
+            owner = connection.client.owner
+            audit_admin_action("change_foreign_subscription", principal, 200, connection_id=connection_id, owner=owner)
+        return json_response(described)
 
     @bp.get("/sse/stats")
     async def stats() -> Response:
-        return json_response(get_hub().snapshot())
+        hub = get_hub()
+        await hub.backend.refresh_stats()
+        return json_response(hub.snapshot())
 
     @bp.get("/sse/connections")
     async def connections() -> Response:
         hub = get_hub()
-        require_admin(caller(hub), hub.settings)
+        principal = caller(hub)
+        require_admin(principal, hub.settings)
         limit = _int_param("limit", 100, 1, MAX_CONNECTIONS_PAGE)
         offset = _int_param("offset", 0, 0)
         project = request.args.get("project", request.args.get("project_id"))
@@ -182,6 +213,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
         if project is not None:
             live = [c for c in live if c.subscription.project_id == project]
         page = live[offset : offset + limit]
+        audit_admin_action("list_connections", principal, 200, listed=len(page), project=project)
         return json_response(
             {
                 "total": len(live),
@@ -193,13 +225,16 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
 
     @bp.get("/sse/health")
     async def health() -> Response:
-        status, body = get_hub().health()
+        hub = get_hub()
+        await hub.backend.refresh_stats()
+        status, body = hub.health()
         return json_response(body, status)
 
     @bp.get("/metrics")
     async def metrics() -> Response:
         return Response(render_metrics(metrics_registry), content_type="text/plain; version=0.0.4; charset=utf-8")
 
+    register_browser_routes(bp, get_hub, caller)
     return bp
 
 
@@ -226,6 +261,7 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
     """
     inner = app.asgi_app
     stream_path, publish_path = prefix + "/sse/events", prefix + "/sse/publish"
+    stats_stream_path = prefix + "/sse/stats/stream"
 
     async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -244,7 +280,7 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
                         origin, header(scope.get("headers", []), b"access-control-request-headers", "latin-1")
                     )
                 except ApiError as error:
-                    await send_error(send, error)
+                    await send_refusal(send, scope, error)
                     return
                 await send({"type": "http.response.start", "status": 204, "headers": headers})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -255,6 +291,10 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
             # The stream keeps hypercorn's own send (the direct-write path needs it).
             await serve_stream(get_hub(), scope, receive, send, extra_headers=cors_headers)
             return
+        if path == stats_stream_path and method == "GET":
+            # Same reason: the send deadline's abort needs hypercorn's own send.
+            await serve_stats_stream(get_hub(), scope, receive, send, extra_headers=cors_headers)
+            return
         if cors_headers:
             send = _adding_headers(send, cors_headers)
         if path == publish_path and method == "POST":
@@ -263,7 +303,7 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
             is_stream = path == stream_path
             message = "use GET to open a stream" if is_stream else "use POST to publish"
             allow = "GET" if is_stream else "POST"
-            await send_error(send, ApiError(405, "method_not_allowed", message, headers={"Allow": allow}))
+            await send_refusal(send, scope, ApiError(405, "method_not_allowed", message, headers={"Allow": allow}))
         else:
             await inner(scope, receive, send)
 

@@ -5,6 +5,12 @@ the handler needs the raw ``send`` to put deadlines on writes and to notice a cl
 leaving, and skipping Quart's per-request machinery keeps a stream to a couple of
 small objects. Everything before the first byte (parameters, limits) is refused with
 a JSON error and no stream.
+
+HTTP/1.1, HTTP/2 and TLS all arrive here. Only plain-TCP HTTP/1.1 streams get the direct
+socket writer; HTTP/2 streams share their connection with other streams, so nothing
+here may touch that connection's socket (a stuck HTTP/2 write is cancelled, not aborted).
+With ``gzip`` on and a client that accepts it, every byte of the body — first write,
+events, heartbeats, the end — goes through the stream's one :class:`GzipStream`.
 """
 
 from __future__ import annotations
@@ -14,44 +20,88 @@ from typing import Any
 
 import trio
 
+from ..core.compression import GzipStream, accepts_gzip
 from ..runtime.connection import ClientInfo
 from ..runtime.hub import Hub
 from .auth import authenticator_for, require_project
 from .errors import send_refusal, to_api_error
-from .fastpath import ChunkedSocketWriter, plain_socket_of
+from .fastpath import ChunkedSocketWriter, h2_stream_buffer_of, plain_socket_of
 from .params import client_address, header, parse_stream_params
 
 __all__ = ["AsgiTransport", "serve_stream"]
 
 
 FINAL_WRITE_TIMEOUT = 1.0
+#: An HTTP/2 write waits (under ``send_timeout``) for hypercorn's buffer of the stream to
+#: empty once it holds this much: the client is not keeping up (two frames of 16 KiB).
+H2_BUFFER_LIMIT = 32 * 1024
 
 
-def _stream_headers(connection_id: str) -> list[tuple[bytes, bytes]]:
-    return [
+def _stream_headers(connection_id: str, *, gzip_setting: bool, gzip: bool) -> list[tuple[bytes, bytes]]:
+    headers = [
         (b"content-type", b"text/event-stream; charset=utf-8"),
         (b"cache-control", b"no-cache"),
         (b"x-accel-buffering", b"no"),
         (b"x-sse-connection-id", connection_id.encode()),
     ]
+    if gzip:
+        headers.append((b"content-encoding", b"gzip"))
+    if gzip_setting:
+        # Plain answers vary by Accept-Encoding too once gzip is possible (RFC 9110 12.5.5).
+        headers.append((b"vary", b"Accept-Encoding"))
+    return headers
+
+
+def _accept_encoding(headers: list[tuple[bytes, bytes]]) -> str:
+    """Every ``Accept-Encoding`` header joined, as one list (a header may repeat)."""
+    return ",".join(value.decode("latin-1") for key, value in headers if key.lower() == b"accept-encoding")
 
 
 class AsgiTransport:
-    """Adapts ASGI ``receive``/``send`` to the runtime's :class:`Transport`."""
+    """Adapts ASGI ``receive``/``send`` to the runtime's :class:`Transport`.
 
-    __slots__ = ("_abort_socket", "_chunked", "_headers", "_receive", "_send", "_socket", "direct", "started")
+    ``http_version`` is the scope's: only ``"1.1"`` is chunked on its own connection.
+    ``gzip`` is the stream's encoder when the body is gzip-encoded (the caller has put
+    ``Content-Encoding: gzip`` in ``headers``).
+    """
 
-    def __init__(self, receive: Any, send: Any, headers: list[tuple[bytes, bytes]], *, chunked: bool) -> None:
+    __slots__ = (
+        "_abort_socket",
+        "_chunked",
+        "_gzip",
+        "_h2_buffer",
+        "_headers",
+        "_receive",
+        "_send",
+        "_socket",
+        "direct",
+        "started",
+    )
+
+    def __init__(
+        self,
+        receive: Any,
+        send: Any,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        http_version: str,
+        gzip: GzipStream | None = None,
+    ) -> None:
         self._receive = receive
         self._send = send
         self._headers = headers
-        self._chunked = chunked
+        self._chunked = http_version == "1.1"
+        self._gzip = gzip
         self.started = False
         self._socket = plain_socket_of(send)
-        self._abort_socket = plain_socket_of(send, through_tls=True)
+        # Under HTTP/2 the socket carries every stream of the connection: never close it for one.
+        self._abort_socket = plain_socket_of(send, through_tls=True) if http_version in ("1.0", "1.1") else None
+        self._h2_buffer = h2_stream_buffer_of(send) if http_version == "2" else None
         self.direct: ChunkedSocketWriter | None = None
 
     async def write(self, data: bytes) -> None:
+        if self._gzip is not None:
+            data = self._gzip.write([data])
         if not self.started:
             await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
             # Only now: a head interrupted before it was sent must be sent again by finish().
@@ -59,9 +109,12 @@ class AsgiTransport:
             await self._send({"type": "http.response.body", "body": data, "more_body": True})
             if self._chunked and self._socket is not None:
                 # hypercorn has written the head and the first chunk: the rest may go direct.
-                self.direct = ChunkedSocketWriter(self._socket)
+                self.direct = ChunkedSocketWriter(self._socket, self._gzip.write if self._gzip else None)
             return
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        buffer = self._h2_buffer
+        if buffer is not None and len(buffer.buffer) >= H2_BUFFER_LIMIT:
+            await buffer.drain()  # a client that never reads this stream meets send_timeout here
 
     async def wait_closed(self) -> None:
         while True:
@@ -74,11 +127,12 @@ class AsgiTransport:
             self._abort_socket.close()
 
     async def finish(self) -> None:
-        """End the response cleanly (the final chunk of a chunked body)."""
+        """End the response cleanly (the final chunk of a chunked body; a gzip body's trailer first)."""
         with trio.move_on_after(FINAL_WRITE_TIMEOUT):
             if not self.started:
                 await self.write(b"")
-            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+            end = self._gzip.finish() if self._gzip is not None else b""
+            await self._send({"type": "http.response.body", "body": end, "more_body": False})
 
 
 async def serve_stream(
@@ -93,10 +147,12 @@ async def serve_stream(
     extra = extra_headers or []
     address = client_address(scope)
     headers = scope.get("headers", [])
+    sub: str | None = None  # known once the token is verified, for the audit line of a refusal
     async with AsyncExitStack() as stack:
         try:
             params = parse_stream_params(scope.get("query_string", b""), headers)
             principal = authenticator_for(hub.settings).authenticate(headers, params.access_token)
+            sub = principal.sub
             require_project(principal, params.project_id)
             subscription = hub.subscription(params.event_types, params.project_id)
             info = ClientInfo(address, header(headers, b"user-agent"), principal.sub)
@@ -112,10 +168,16 @@ async def serve_stream(
             error = to_api_error(exc)
             if error is None:
                 raise
-            await send_refusal(send, scope, error, extra)
+            await send_refusal(send, scope, error, extra, sub=sub)
             return
+        gzip_setting = hub.settings.gzip
+        gzip = GzipStream() if gzip_setting and accepts_gzip(_accept_encoding(headers)) else None
         transport = AsgiTransport(
-            receive, send, _stream_headers(connection.id) + extra, chunked=scope.get("http_version") == "1.1"
+            receive,
+            send,
+            _stream_headers(connection.id, gzip_setting=gzip_setting, gzip=gzip is not None) + extra,
+            http_version=scope.get("http_version", "1.1"),
+            gzip=gzip,
         )
         try:
             await connection.run(transport)
@@ -124,3 +186,8 @@ async def serve_stream(
             if connection.can_finish or not transport.started:
                 with trio.CancelScope(shield=True):
                     await transport.finish()
+            if connection.close_reason == "server_shutdown":
+                # The client's reconnect must not reuse this keep-alive connection: it
+                # would reach this closing server and get a 503, which makes a browser's
+                # EventSource give up for good. A new connection reaches a live instance.
+                transport.abort()

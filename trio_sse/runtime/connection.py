@@ -42,6 +42,7 @@ from ..core.events import Event, EventOrder, parse_event_id, system_event
 from ..core.history import Replay
 from ..core.matching import Subscription
 from ..core.wire import encode_comment
+from .backends import BackendUnavailable
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -376,7 +377,7 @@ class Connection:
         if settings.direct_writes:
             self._direct = getattr(transport, "direct", None)
         if self._initial_last_event_id is not None:
-            replay = await hub.backend.replay_after(self._initial_last_event_id, self.subscription.accepts)
+            replay = await self._replay(self._initial_last_event_id, self.subscription.accepts)
             await self._write_replay(transport, replay, self._initial_last_event_id)
         heartbeat_interval = settings.heartbeat_interval
         recv = self._recv
@@ -446,7 +447,7 @@ class Connection:
         await self._write(transport, message.announcement)
         if message.last_event_id is None:
             return
-        replay = await self.hub.backend.replay_after(message.last_event_id, message.subscription.accepts)
+        replay = await self._replay(message.last_event_id, message.subscription.accepts)
         # Skip what this stream already wrote: events in the range it has delivered that
         # the previous filters matched. Events only the new filters match are sent even if
         # they are older than the last event delivered (the client asked to go back).
@@ -456,6 +457,20 @@ class Connection:
             return first is not None and first <= event.order <= upto and previous.accepts(event)
 
         await self._write_replay(transport, replay, message.last_event_id, already_sent)
+
+    async def _replay(self, last_event_id: str, matches: Callable[[Event], bool]) -> Replay:
+        """The backend's replay; when the backend cannot answer, the stream ends instead.
+
+        Ending (reason ``backend_unavailable``) is the lossless choice: the client
+        reconnects after ``retry`` with the same ``Last-Event-ID`` and gets its replay
+        then, where sending live events now would skip the ones it missed.
+        """
+        try:
+            return await self.hub.backend.replay_after(last_event_id, matches)
+        except BackendUnavailable:
+            self.close("backend_unavailable")
+            await trio.lowlevel.checkpoint()  # raises Cancelled: the run scope is cancelled
+            raise
 
     async def _write_replay(
         self,

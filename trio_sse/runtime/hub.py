@@ -11,12 +11,14 @@ and background task.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import secrets
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +33,8 @@ from ..core.validation import NewEvent, check_event_types, check_project_id, pre
 from ..settings import Settings
 from .backends import Backend
 from .connection import ClientInfo, Connection, Resubscribe
-from .stats import HubStats, machine_memory_bytes, memory_rss_bytes
+from .memory import SAMPLE_INTERVAL, MemoryGuard
+from .stats import HubStats, machine_memory_bytes, memory_rss_bytes, open_file_descriptors, trio_tasks
 
 __all__ = ["UNSET", "ConnectionRefused", "Hub", "TooManyPendingChanges", "UnknownConnection", "open_hub"]
 
@@ -43,6 +46,10 @@ ROUND_SPACING = 0.5
 #: Hubs open in this process, so a signal handler can end their streams whatever app serves them.
 OPEN_HUBS: weakref.WeakSet[Hub] = weakref.WeakSet()
 _NO_CLIENT = ClientInfo()
+#: Retry-After (seconds) of a stream refused for memory pressure: a few samples' time.
+MEMORY_RETRY_AFTER = 5
+
+log = logging.getLogger("trio_sse.hub")
 
 
 class ConnectionRefused(Exception):
@@ -74,10 +81,12 @@ class TooManyPendingChanges(Exception):
 class Hub:
     """Use :func:`trio_sse.open_hub` to get one; see the module docstring."""
 
-    def __init__(self, settings: Settings, backend: Backend) -> None:
+    def __init__(self, settings: Settings, backend: Backend, *, read_rss: Callable[[], int] | None = None) -> None:
         self.settings = settings
         self.backend = backend
         self.stats = HubStats()
+        #: ``read_rss`` (bytes) is injectable so memory pressure can be tested without using memory.
+        self.memory = MemoryGuard(settings.memory_limit, read_rss or memory_rss_bytes)
         self.event_types = settings.registered_event_types
         self._sorted_types = sorted(self.event_types)
         self._connections: dict[str, Connection] = {}
@@ -86,6 +95,9 @@ class Hub:
         self._publish_rate = RateLimiter(settings.publish_rate, 1.0)
         self._index: SubscriptionIndex[Connection] = SubscriptionIndex()
         self._closing = False
+        #: Set when shutdown begins: long-lived requests that are not registered streams
+        #: (the dashboard's stats stream) wait on it to end with the hub.
+        self.shutting_down = trio.Event()
         self._all_gone = trio.Event()
         self._outbox: list[Event] = []
         self._outbox_ready = trio.Event()
@@ -131,7 +143,7 @@ class Hub:
         # (its replay, if any, covers them).
         connection.start_after(self._newest)
         connection.expires_at = expires_at
-        key = client.address or ""
+        key = _client_key(client)
         self._connections[connection.id] = connection
         self._per_client[key] += 1
         self._index.add(connection, subscription)
@@ -152,9 +164,12 @@ class Hub:
         settings = self.settings
         if self._closing:
             self._refuse(503, "server_shutdown", "the server is shutting down", 1)
+        if self.memory.over:
+            message = f"memory use is above memory_limit ({settings.memory_limit} bytes)"
+            self._refuse(503, "memory_pressure", message, MEMORY_RETRY_AFTER)
         if len(self._connections) >= settings.connection_limit:
             self._refuse(503, "connection_limit", f"connection limit ({settings.connection_limit}) reached", 5)
-        key = client.address or ""
+        key = _client_key(client)
         if self._per_client[key] >= settings.client_connection_limit:
             self._refuse(
                 429,
@@ -171,6 +186,43 @@ class Hub:
     def _refuse(self, status: int, reason: str, message: str, retry_after: float) -> None:
         self.stats.rejected[reason] += 1
         raise ConnectionRefused(status, reason, message, max(1, int(retry_after + 0.999)))
+
+    # -- memory pressure --------------------------------------------------------------
+
+    async def run_memory_guard(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Sample RSS every :data:`SAMPLE_INTERVAL` seconds for as long as the hub lives.
+
+        The first sample is taken before reporting ready, so the very first stream is
+        already judged against it. Sample times do not drift: each is an absolute deadline.
+        """
+        self.check_memory()
+        task_status.started()
+        next_sample = trio.current_time()
+        while True:
+            next_sample += SAMPLE_INTERVAL
+            await trio.sleep_until(next_sample)
+            self.check_memory()
+
+    def check_memory(self) -> None:
+        """Take one RSS sample; while over ``memory_limit``, shed the fullest streams (see runtime/memory.py).
+
+        Shed streams are closed with reason ``memory_pressure``: out of the index at once,
+        so they cost the publisher nothing more, and they reconnect and catch up from
+        history once the pressure is gone.
+        """
+        guard = self.memory
+        if guard.sample():
+            state = "above" if guard.over else "back under"
+            log.warning("memory %s memory_limit: rss %d bytes, limit %d", state, guard.rss, guard.limit)
+        if not guard.over:
+            return
+        live = [c for c in self._connections.values() if c.close_reason is None]
+        shed = guard.to_shed(live)
+        for connection in shed:
+            self._index.remove(connection)
+            connection.close("memory_pressure")
+        if shed:
+            log.warning("memory pressure: shed %d of %d streams, fullest queues first", len(shed), len(live))
 
     def get_connection(self, connection_id: str) -> Connection:
         try:
@@ -404,12 +456,22 @@ class Hub:
             },
             "latency_ms": stats.latency_ms(),
             "history": self.backend.history_stats(),
-            "backend": {"kind": self.backend.kind, "status": self.backend.status},
+            "backend": {"kind": self.backend.kind, "status": self.backend.status, **self._backend_details()},
             "connection_limit": self.settings.connection_limit,
             "uptime_seconds": round(trio.current_time() - self.started_at, 3),
-            "memory_rss_bytes": memory_rss_bytes(),
+            "memory_rss_bytes": self.memory.read_rss(),
+            "memory_limit": self.memory.limit or None,
+            "memory_pressure": self.memory.over,
             "errors_last_minute": stats.errors_last_minute(trio.current_time()),
+            "process_id": os.getpid(),
+            "open_fds": open_file_descriptors(),
+            "trio_tasks": trio_tasks(),
         }
+
+    def _backend_details(self) -> dict[str, Any]:
+        """A shared backend's own figures (stream key, read position, reconnects), if it has any."""
+        describe = getattr(self.backend, "describe", None)
+        return describe() if callable(describe) else {}
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """``(status code, body)`` of ``GET /sse/health``."""
@@ -427,15 +489,27 @@ class Hub:
             "error_rate_per_minute": indicator(snap["errors_last_minute"], 5),
             "memory_bytes": indicator(snap["memory_rss_bytes"], int(0.7 * machine)),
             "latency_p95_ms": indicator(snap["latency_ms"]["p95"], 200.0),
+            "memory_pressure": self._memory_check(),
         }
         if self._closing:
             status = "unavailable"
-        elif snap["backend"]["status"] != "ok" or snap["active_connections"] >= limit:
+        elif snap["backend"]["status"] != "ok" or snap["active_connections"] >= limit or self.memory.over:
             status = "degraded"
         else:
             status = "ok"
         checks["limits"] = {"state": "exhausted" if snap["active_connections"] >= limit else "ok"}
         return (200 if status == "ok" else 503), {"status": status, "checks": checks}
+
+    def _memory_check(self) -> dict[str, Any]:
+        """The ``memory_pressure`` health check: the last RSS sample against ``memory_limit``.
+
+        A hard check like ``limits`` (``over`` makes the answer 503), not a ``warn``
+        indicator, so it has no ``value``/``limit`` pair.
+        """
+        guard = self.memory
+        if not guard.enabled:
+            return {"state": "off", "rss_bytes": None, "memory_limit": None}
+        return {"state": "over" if guard.over else "ok", "rss_bytes": guard.rss, "memory_limit": guard.limit}
 
     # -- shutdown -----------------------------------------------------------------------
 
@@ -446,6 +520,7 @@ class Hub:
     def begin_shutdown(self) -> None:
         """Refuse new streams and end every live one gracefully (each finishes its write)."""
         self._closing = True
+        self.shutting_down.set()
         if not self._connections:
             self._all_gone.set()
         for connection in list(self._connections.values()):
@@ -465,22 +540,41 @@ class Hub:
             await self._all_gone.wait()
 
 
+def _client_key(client: ClientInfo) -> str:
+    """Whom the per-client limits count against: the token subject, else the network address.
+
+    Behind a proxy every client has the proxy's address; the subject still tells users apart.
+    """
+    if client.owner is not None:
+        return "sub:" + client.owner
+    return "addr:" + (client.address or "")
+
+
 @asynccontextmanager
-async def open_hub(settings: Settings | None = None, *, backend: Backend | None = None) -> AsyncIterator[Hub]:
+async def open_hub(
+    settings: Settings | None = None,
+    *,
+    backend: Backend | None = None,
+    read_rss: Callable[[], int] | None = None,
+) -> AsyncIterator[Hub]:
     """Run a hub for the duration of the block.
 
-    The hub's background tasks (the backend's reader, if any) live in a nursery owned
-    by this block. Leaving the block — normally, by an exception or by cancellation —
-    ends every stream (gracefully within ``shutdown_grace``, then by force) and waits
-    until none is left, so no connection or task outlives it.
+    The hub's background tasks (the flusher, the backend's reader if any, the memory
+    guard when ``memory_limit`` is set) live in a nursery owned by this block.
+    ``read_rss`` replaces the process RSS reader (tests use a fake). Leaving the block —
+    normally, by an exception or by cancellation — ends every stream (gracefully within
+    ``shutdown_grace``, then by force) and waits until none is left, so no connection or
+    task outlives it.
     """
     from .backends import make_backend
 
     settings = settings or Settings()
-    backend = backend or make_backend(settings.backend, settings.history_size)
-    hub = Hub(settings, backend)
+    backend = backend or make_backend(settings.backend, settings.history_size, stream_key=settings.redis_stream)
+    hub = Hub(settings, backend, read_rss=read_rss)
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.run_flusher)
+        if hub.memory.enabled:
+            await nursery.start(hub.run_memory_guard)
         await nursery.start(backend.run, hub.deliver)
         OPEN_HUBS.add(hub)
         try:

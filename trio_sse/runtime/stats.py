@@ -11,6 +11,7 @@ from collections import Counter, deque
 
 import attrs
 import psutil
+import trio
 
 __all__ = ["HubStats", "machine_memory_bytes", "memory_rss_bytes", "percentile"]
 
@@ -63,18 +64,50 @@ class HubStats:
 
 
 def memory_rss_bytes() -> int:
+    """Resident memory of this process (the hub's default RSS reader)."""
     return int(psutil.Process().memory_info().rss)
 
 
-def machine_memory_bytes() -> int:
-    """Memory available to this process: the machine's, or the cgroup's limit when lower."""
+def open_file_descriptors() -> int:
+    """Sockets and files this process holds: with ``trio_tasks``, the leak check of a soak test."""
+    return int(psutil.Process().num_fds())
+
+
+def trio_tasks() -> int:
+    """Every live task of this trio run (walks the task tree; cheap for thousands of tasks).
+
+    A connection's tasks end with it, so after load this returns to its idle value;
+    a number that only grows is a leak.
+    """
+    count = 0
+    pending = [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        if task is None:
+            continue
+        count += 1
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return count
+
+
+#: Where a memory limit may be set for this process: cgroup v2, then cgroup v1.
+CGROUP_MEMORY_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def machine_memory_bytes(cgroup_files: tuple[str, ...] = CGROUP_MEMORY_FILES) -> int:
+    """Memory available to this process: the machine's, or the cgroup's limit when lower.
+
+    A file that is missing, unreadable or says ``max`` (no limit) is skipped; cgroup v1's
+    "unlimited" is a huge number, which ``min`` ignores.
+    """
     total = int(psutil.virtual_memory().total)
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    for path in cgroup_files:
         try:
             with open(path) as fh:
                 raw = fh.read().strip()
         except OSError:
             continue
-        if raw.isdigit():
+        if raw.isdigit() and int(raw) > 0:
             total = min(total, int(raw))
     return total

@@ -53,14 +53,23 @@ class Backend(Protocol):
         """``size``, ``capacity``, ``oldest_id`` and ``newest_id``."""
         ...
 
+    async def refresh_stats(self) -> None:
+        """Bring ``history_stats`` up to date before a report (a no-op when it always is)."""
+        ...
+
 
 class BackendConfigError(ValueError):
     """The configured backend cannot be used by this build."""
 
 
-def make_backend(url: str, history_size: int) -> Backend:
+def make_backend(url: str, history_size: int, *, stream_key: str = "trio_sse:events") -> Backend:
+    """The backend a ``backend`` setting names: ``memory`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL."""
     if url == "memory":
         from .memory import MemoryBackend
 
         return MemoryBackend(history_size)
-    raise BackendConfigError(f"backend {url!r} is not available in this version (only 'memory' is)")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisBackend
+
+        return RedisBackend(url, history_size, stream_key=stream_key)
+    raise BackendConfigError(f"backend must be 'memory' or a redis:// URL, got {url!r}")

@@ -47,6 +47,9 @@ class MemoryBackend:
     async def replay_after(self, last_event_id: str, matches: Callable[[Event], bool]) -> Replay:
         return self.history.replay_after(last_event_id, matches)
 
+    async def refresh_stats(self) -> None:
+        """Always up to date: the ring is in this process."""
+
     def history_stats(self) -> dict[str, Any]:
         oldest, newest = self.history.oldest, self.history.newest
         return {

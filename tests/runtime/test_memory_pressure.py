@@ -1,0 +1,257 @@
+"""Memory pressure (issue 5): ``memory_limit`` refuses new streams and sheds the fullest.
+
+RSS comes from a fake reader the test sets, and samples are taken on the virtual clock
+(``autojump_clock``), so every threshold is checked exactly, without using memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+import trio_sse
+from trio_sse.runtime.connection import ClientInfo, Connection
+from trio_sse.runtime.hub import Hub
+from trio_sse.runtime.memory import SAMPLE_INTERVAL, fullest_first, shed_count
+from trio_sse.runtime.stats import machine_memory_bytes
+from trio_sse.settings import Settings, default_memory_limit
+from trio_sse.testing import SSETestClient
+
+from .support import DEADLINE
+
+LIMIT = 1_000_000
+
+
+class FakeRss:
+    """What the hub reads as its resident memory: whatever the test last set."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __call__(self) -> int:
+        return self.value
+
+
+@asynccontextmanager
+async def pressured_hub(rss: FakeRss, **settings: object) -> AsyncIterator[tuple[Hub, SSETestClient]]:
+    config = Settings(**{"memory_limit": LIMIT, "connection_rate": 10_000, **settings})  # type: ignore[arg-type]
+    with trio.fail_after(DEADLINE):
+        async with trio_sse.open_hub(config, read_rss=rss) as hub:
+            async with SSETestClient(trio_sse.create_app(hub=hub)) as client:
+                yield hub, client
+
+
+async def after_samples(hub: Hub, count: int) -> None:
+    """Sleep until ``count`` more samples have been taken (midway between two samples)."""
+    elapsed = trio.current_time() - hub.started_at
+    done = int(elapsed // SAMPLE_INTERVAL)
+    await trio.sleep_until(hub.started_at + (done + count + 0.5) * SAMPLE_INTERVAL)
+
+
+async def stream_status(client: SSETestClient) -> tuple[int | None, dict[str, str], object]:
+    async with client.stream() as stream:
+        if stream.status == 200:
+            return 200, stream.headers, (await stream.next_event()).event
+        return stream.status, stream.headers, stream.json
+
+
+# -- the rule, without a hub --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("live", "rss", "expected"),
+    [
+        (10, LIMIT - 1, 0),
+        (10, LIMIT, 0),  # the limit itself is allowed
+        (10, LIMIT + 1, 1),  # just above: one stream, not none
+        (10, int(LIMIT * 1.1), 1),  # 9 % over: ceil(0.9)
+        (10, int(LIMIT * 1.5), 4),  # a third over: ceil(3.3)
+        (10, LIMIT * 4, 8),  # three quarters over
+        (3, LIMIT * 1000, 3),  # never more than there are
+        (0, LIMIT * 2, 0),
+    ],
+)
+def test_shed_count_is_the_share_of_streams_equal_to_the_share_of_memory_over_the_limit(
+    live: int, rss: int, expected: int
+) -> None:
+    assert shed_count(live, rss, LIMIT) == expected
+
+
+def test_shed_count_is_zero_when_the_guard_is_off() -> None:
+    assert shed_count(10, LIMIT * 10, 0) == 0
+
+
+def test_fullest_first_orders_by_queued_events_and_keeps_order_among_equals() -> None:
+    class Q:
+        def __init__(self, name: str, pending: int) -> None:
+            self.name, self.pending = name, pending
+
+    queues = [Q("a", 1), Q("b", 5), Q("c", 0), Q("d", 5), Q("e", 3)]
+    assert [q.name for q in fullest_first(queues, 3)] == ["b", "d", "e"]
+    assert fullest_first(queues, 0) == []
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+def test_memory_limit_is_off_in_dev_and_70_percent_of_available_memory_in_prod() -> None:
+    assert Settings().memory_limit == 0
+    prod = Settings.from_profile("prod")
+    assert prod.memory_limit == default_memory_limit() == int(0.7 * machine_memory_bytes())
+    assert Settings.from_profile("prod", memory_limit=123).memory_limit == 123
+
+
+def test_available_memory_is_the_cgroup_limit_when_lower_than_the_machine(tmp_path: Path) -> None:
+    unlimited_v2, limited_v1, missing = tmp_path / "memory.max", tmp_path / "limit_in_bytes", tmp_path / "nope"
+    unlimited_v2.write_text("max\n")
+    limited_v1.write_text("536870912\n")
+    machine = machine_memory_bytes(())
+    assert machine_memory_bytes((str(unlimited_v2), str(missing))) == machine
+    assert machine_memory_bytes((str(unlimited_v2), str(limited_v1))) == min(machine, 536870912)
+    huge = tmp_path / "huge"
+    huge.write_text(str(machine * 1000))  # cgroup v1 "unlimited"
+    assert machine_memory_bytes((str(huge),)) == machine
+
+
+# -- refusing new streams -------------------------------------------------------------------
+
+
+async def test_new_streams_are_refused_exactly_above_the_limit_and_admitted_again_below(autojump_clock) -> None:
+    rss = FakeRss(LIMIT)
+    async with pressured_hub(rss) as (hub, client):
+        assert (await stream_status(client))[0] == 200  # at the limit: admitted
+
+        rss.value = LIMIT + 1
+        await after_samples(hub, 1)
+        status, headers, body = await stream_status(client)
+        assert status == 503
+        assert headers["retry-after"] == "5"
+        assert headers["content-type"].startswith("application/json")
+        assert isinstance(body, dict) and body["error"] == "memory_pressure"
+
+        rss.value = LIMIT
+        await after_samples(hub, 1)
+        assert (await stream_status(client))[0] == 200
+        snapshot = hub.snapshot()
+        assert snapshot["rejected_by_reason"] == {"memory_pressure": 1}
+        assert snapshot["rejected_connections"] == 1
+
+
+async def test_memory_is_judged_by_the_last_sample_not_between_samples(autojump_clock) -> None:
+    rss = FakeRss(LIMIT)
+    async with pressured_hub(rss) as (hub, client):
+        await after_samples(hub, 0)
+        rss.value = LIMIT * 2  # not sampled yet: still admitted
+        assert (await stream_status(client))[0] == 200
+        await after_samples(hub, 1)
+        assert (await stream_status(client))[0] == 503
+
+
+async def test_health_reports_memory_pressure_as_degraded_while_over(autojump_clock) -> None:
+    rss = FakeRss(LIMIT // 2)
+    async with pressured_hub(rss) as (hub, client):
+        reply = await client.get("/sse/health")
+        assert reply.status == 200
+        check = reply.json()["checks"]["memory_pressure"]
+        assert check == {"state": "ok", "rss_bytes": LIMIT // 2, "memory_limit": LIMIT}
+
+        rss.value = LIMIT + 10
+        await after_samples(hub, 1)
+        reply = await client.get("/sse/health")
+        assert reply.status == 503
+        assert reply.json()["status"] == "degraded"
+        assert reply.json()["checks"]["memory_pressure"] == {
+            "state": "over",
+            "rss_bytes": LIMIT + 10,
+            "memory_limit": LIMIT,
+        }
+        stats = (await client.get("/sse/stats")).json()
+        assert (stats["memory_limit"], stats["memory_pressure"], stats["memory_rss_bytes"]) == (LIMIT, True, LIMIT + 10)
+
+        rss.value = LIMIT
+        await after_samples(hub, 1)
+        assert (await client.get("/sse/health")).status == 200
+
+
+async def test_without_a_memory_limit_nothing_is_sampled_or_refused(autojump_clock) -> None:
+    calls: list[int] = []
+
+    def huge() -> int:
+        calls.append(1)
+        return 1 << 60
+
+    async with trio_sse.open_hub(Settings(), read_rss=huge) as hub:
+        await trio.sleep(10 * SAMPLE_INTERVAL)
+        assert calls == []  # no sampling task
+        async with hub.connect(hub.subscription(None, None)):
+            pass
+        assert hub.health()[1]["checks"]["memory_pressure"] == {"state": "off", "rss_bytes": None, "memory_limit": None}
+        assert hub.snapshot()["memory_limit"] is None
+
+
+# -- shedding ---------------------------------------------------------------------------------
+
+
+async def test_fullest_queues_are_shed_first_and_only_as_many_as_the_rule_asks(autojump_clock) -> None:
+    rss = FakeRss(LIMIT)
+    async with pressured_hub(rss) as (hub, _), AsyncExitStack() as stack:
+        # Ten registered streams whose tasks never run: connection i queues the i events of project p<i>.
+        connections: list[Connection] = []
+        for i in range(10):
+            sub = hub.subscription(None, f"p{i}")
+            connections.append(await stack.enter_async_context(hub.connect(sub, client=ClientInfo(f"10.0.0.{i}"))))
+        for i in range(10):
+            for _ in range(i):
+                await hub.publish("commit", {}, project_id=f"p{i}")
+        await trio.sleep(0.1)  # one fan-out round
+        assert [c.pending for c in connections] == list(range(10))
+
+        def shed() -> list[int]:
+            return [i for i, c in enumerate(connections) if c.close_reason == "memory_pressure"]
+
+        await after_samples(hub, 1)
+        assert shed() == []  # at the limit nothing is shed
+
+        rss.value = int(LIMIT * 1.1)  # 9 % over: one stream per sample
+        await after_samples(hub, 1)
+        assert shed() == [9]
+        await after_samples(hub, 1)
+        assert shed() == [8, 9]
+
+        rss.value = int(LIMIT * 1.5)  # a third over: ceil(8 * 1/3) = 3 of the 8 left
+        await after_samples(hub, 1)
+        assert shed() == [5, 6, 7, 8, 9]
+
+        rss.value = LIMIT  # recovered: the rest stay
+        await after_samples(hub, 3)
+        assert shed() == [5, 6, 7, 8, 9]
+        # Shed streams are out of the fan-out at once: they get nothing more.
+        await hub.publish("commit", {}, project_id="p9")
+        await trio.sleep(0.1)
+        assert connections[9].pending == 9
+    assert hub.snapshot()["disconnects"]["memory_pressure"] == 5
+
+
+async def test_a_shed_stream_reconnects_after_the_pressure_and_catches_up_from_history(autojump_clock) -> None:
+    rss = FakeRss(LIMIT)
+    async with pressured_hub(rss) as (hub, client):
+        async with client.stream(query={"types": "commit"}) as stream:
+            await stream.next_event()
+            first = await hub.publish("commit", {"n": 1})
+            assert (await stream.next_event()).id == first
+            rss.value = LIMIT * 2
+            await after_samples(hub, 1)
+            await stream.wait_ended(timeout=5)
+        assert hub.snapshot()["disconnects"] == {"memory_pressure": 1}
+        missed = [await hub.publish("commit", {"n": n}) for n in range(2, 5)]
+        async with client.stream(query={"types": "commit"}, headers={"Last-Event-ID": first}) as refused:
+            assert refused.status == 503
+        rss.value = LIMIT // 2
+        await after_samples(hub, 1)
+        async with client.stream(query={"types": "commit"}, headers={"Last-Event-ID": first}) as again:
+            assert (await again.next_event()).event == "connected"
+            assert [e.id for e in await again.events(3, timeout=5)] == missed

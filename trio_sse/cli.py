@@ -89,6 +89,9 @@ def serve(config_file: str | None, **flags: Any) -> None:
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # coredis reports every connection attempt at INFO; our backend reports the state
+    # that matters (status degraded/ok in /sse/health and /sse/stats).
+    logging.getLogger("coredis").setLevel(logging.WARNING)
     tune_gc()
     try:
         trio.run(_serve, settings)

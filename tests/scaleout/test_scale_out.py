@@ -370,3 +370,33 @@ async def _two_workers_check(base: str) -> None:
         for events in streams:
             assert (await next_event(events)).id == event_id
         done.set()
+
+
+async def test_an_instance_started_while_redis_is_down_serves_streams_and_catches_up(
+    live_server_factory, tmp_path: Path
+) -> None:
+    redis = RedisServer(tmp_path)  # not started yet
+    try:
+        async with (
+            live_server_factory(backend=redis.url, redis_stream="late") as server,
+            httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http,
+            aconnect_sse(http, "GET", "/sse/events") as source,
+        ):
+            events = source.aiter_sse()
+            assert (await next_sse(events)).event == "connected"  # streams open while degraded
+            health = await http.get("/sse/health")
+            assert health.status_code == 503 and health.json()["status"] == "degraded"
+            refused = await http.post("/sse/publish", json={"event_type": "commit", "data": 0})
+            assert refused.status_code == 503 and refused.json()["error"] == "backend_unavailable"
+            await trio.to_thread.run_sync(redis.start)
+
+            async def published() -> bool:
+                reply = await http.post("/sse/publish", json={"event_type": "commit", "data": 1})
+                return reply.status_code == 202
+
+            await wait_until(published)
+            event = await next_event(events)
+            assert event.json() == 1
+            assert (await http.get("/sse/health")).json()["status"] == "ok"
+    finally:
+        redis.stop()

@@ -36,6 +36,7 @@ import coredis
 import coredis.exceptions
 import trio
 from coredis import PureToken
+from coredis.retry import NoRetryPolicy
 
 from ...core.events import Event, EventOrder, make_event, parse_event_id
 from ...core.history import History, Replay
@@ -113,8 +114,15 @@ class RedisBackend:
         Redis answers, or right away (status ``degraded``) when it does not, so the hub
         starts and keeps its local streams while the reader keeps trying.
         """
+        # No automatic retries: coredis retries a command whose reply was lost, which for
+        # XADD could store a batch twice. The reader retries by itself (from its last id,
+        # which is idempotent); a publish that fails is answered 503 and the client retries.
         client: coredis.Redis[bytes] = coredis.Redis.from_url(
-            self.url, stream_timeout=READ_BLOCK_MS / 1000 + 5, connect_timeout=2, verify_version=False
+            self.url,
+            stream_timeout=READ_BLOCK_MS / 1000 + 5,
+            connect_timeout=2,
+            verify_version=False,
+            retry_policy=NoRetryPolicy(),
         )
         async with client:
             self._client = client

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 from urllib.parse import urlencode
@@ -157,6 +157,21 @@ class TestResponse:
 
     def __repr__(self) -> str:
         return f"<TestResponse {self.status} {self.body[:200]!r}>"
+
+
+def _request_then_disconnect(body: bytes, gone: trio.Event) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """An ASGI ``receive``: the whole request body once, then ``http.disconnect`` when ``gone`` is set."""
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 def _scope(
@@ -468,19 +483,12 @@ class SSETestClient:
         if payload:
             headers.setdefault("content-length", str(len(payload)))
         scope = _scope(method, path, query, headers, self.client)
-        sent = False
         status = 0
         response_headers: list[tuple[bytes, bytes]] = []
         chunks: list[bytes] = []
         done = trio.Event()
 
-        async def receive() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": payload, "more_body": False}
-            await done.wait()
-            return {"type": "http.disconnect"}
+        receive = _request_then_disconnect(payload, done)
 
         async def send(message: dict[str, Any]) -> None:
             nonlocal status, response_headers
@@ -613,15 +621,7 @@ class SSETestClient:
         gone = trio.Event()
         stream = TestStream(gone, timeout=self.timeout)
         finished = trio.Event()
-        sent_request = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal sent_request
-            if not sent_request:
-                sent_request = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await gone.wait()
-            return {"type": "http.disconnect"}
+        receive = _request_then_disconnect(b"", gone)
 
         async def run_app() -> None:
             try:
@@ -720,15 +720,7 @@ class ASGIStreamTransport(httpx.AsyncBaseTransport):
         head: dict[str, Any],
         failure: list[BaseException],
     ) -> None:
-        requested = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal requested
-            if not requested:
-                requested = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await gone.wait()
-            return {"type": "http.disconnect"}
+        receive = _request_then_disconnect(body, gone)
 
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":

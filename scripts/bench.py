@@ -167,7 +167,7 @@ class Params:
             fanout_budget_s=25.0 if quick else None,
             publish_s=3.0 if quick else 5.0,
             # workers: finer steps around one worker's limit (1,600-3,200 events/s in `fanout`).
-            workers_rates=(400, 1600) if quick else (400, 800, 1200, 1600, 2400, 3200, 4800),
+            workers_rates=(400, 1600) if quick else (400, 800, 1200, 1600, 2400, 3200, 4800, 6400),
             server_core=server_core,
             load_core=load_core,
         )
@@ -647,6 +647,7 @@ WORKER_LABELS = {
     "redis2": "Redis backend, 2 workers",
 }
 HYPERCORN_BIN = ROOT / ".venv" / "bin" / "hypercorn"
+SUSTAINED_P99_MS = 1000.0
 
 
 def trio_sse_env(extra: dict[str, str]) -> dict[str, str]:
@@ -799,7 +800,9 @@ def workers_step(ctx: Ctx, srv: HypercornServer, redis: RedisProc | None, rate: 
         subs.kill()
     f = delivery_figures(rate, p.fanout_step_s, pub, load)
     why = fanout_verdict(f)
-    f.update(passed=not why, why=why, split=split, **cpu)
+    # "sustained": everything published and delivered, with p99 under 1 s (no 100 ms bound).
+    sustained = not [w for w in why if not w.startswith("p99")] and f["p99_ms"] < SUSTAINED_P99_MS
+    f.update(passed=not why, why=why, sustained=sustained, split=split, **cpu)
     return f
 
 
@@ -819,32 +822,37 @@ def scenario_workers(ctx: Ctx, spec: Spec) -> Figures:
                 p, ctx.workdir, workers, cores, trio_sse_env(extra), redis.port if backend == "redis" else None
             )
             steps: list[Figures] = []
-            best: Figures | None = None
             try:
                 for rate in p.workers_rates:
                     f = workers_step(ctx, srv, redis, rate)
                     steps.append(f)
                     log(
-                        f"  workers {key} {rate}/s: {'pass' if f['passed'] else 'FAIL: ' + '; '.join(f['why'])} "
+                        f"  workers {key} {rate}/s: {'pass' if f['passed'] else 'FAIL: ' + '; '.join(f['why'])}"
+                        f"{'' if f['sustained'] else ' (not sustained)'} "
                         f"(split {f['split']}, CPU % workers {f.get('cpu_workers_pct')}, "
                         f"sseload {f.get('cpu_sseload_pct')}, redis {f.get('cpu_redis_pct')})"
                     )
-                    if not f["passed"]:
+                    if not f["sustained"]:
                         break
-                    best = f
                 srv.check_alive()
             finally:
                 srv.stop()
                 ctx.server_notes.append({"argv": srv.argv, "sigkilled": srv.killed, "log_tail": srv.log_tail()})
-            figs[f"{key}_best_rate"] = best["rate"] if best else 0
-            figs[f"{key}_best_deliveries"] = best["rate"] * SUBSCRIBERS if best else 0
-            failing = [s["rate"] for s in steps if not s["passed"]]
-            figs[f"{key}_first_failing_rate"] = failing[0] if failing else None
-            if best:
-                for k in ("p50_ms", "p99_ms", "cpu_workers_pct", "cpu_sseload_pct", "cpu_redis_pct"):
-                    if k in best:
-                        figs[f"{key}_{k}"] = best[k]
-                figs[f"{key}_split_max"] = best["split"][0] if best["split"] else None
+            # Two verdicts per configuration: the `fanout` pass (p99 < 100 ms), which on this
+            # shared machine is decided by scheduling noise in the tail as much as by
+            # throughput, and "sustained" (everything delivered, p99 < 1 s): the throughput.
+            for verdict, prefix in (("passed", key), ("sustained", f"{key}_sus")):
+                good = [s for s in steps if s[verdict]]
+                bad = [s["rate"] for s in steps if not s[verdict]]
+                best = max(good, key=lambda s: s["rate"]) if good else None
+                figs[f"{prefix}_best_rate"] = best["rate"] if best else 0
+                figs[f"{prefix}_best_deliveries"] = best["rate"] * SUBSCRIBERS if best else 0
+                figs[f"{prefix}_first_failing_rate"] = bad[0] if bad else None
+                if best:
+                    for k in ("p50_ms", "p99_ms", "cpu_workers_pct", "cpu_sseload_pct", "cpu_redis_pct"):
+                        if k in best:
+                            figs[f"{prefix}_{k}"] = best[k]
+                    figs[f"{prefix}_split_max"] = best["split"][0] if best["split"] else None
             figs["raw"][key] = [{k: v for k, v in s.items() if k != "raw"} for s in steps]
     finally:
         redis.stop()
@@ -1104,32 +1112,37 @@ SCENARIO_TITLES = {
 
 
 def render_workers(res: dict[str, Any] | None, params: Params) -> list[str]:
-    """One row per configuration; ratios against the Redis backend with 1 worker."""
+    """One row per configuration and verdict; ratios against the Redis backend with 1 worker."""
     if not res or not res["runs"]:
         return ["error: " + "; ".join((res or {}).get("errors", [])) if res else "not run", ""]
     med = res["median"]
     out = [
-        "| configuration | best passing deliveries/s | events/s | p50 / p99 at that rate | first failing rate "
-        "| streams on the busiest worker | CPU at that rate: workers / sseload / redis-server (% of one core) "
+        "| configuration | verdict | best deliveries/s | events/s | p50 / p99 there | first failing rate "
+        "| streams on the busiest worker | CPU there: workers / sseload / redis-server (% of one core) "
         "| ÷ Redis 1 worker |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    base = med.get("redis1_best_deliveries")
-    for key, _, _ in WORKER_CONFIGS:
+    for suffix, verdict in (("", "p99 < 100 ms"), ("_sus", "sustained (p99 < 1 s)")):
+        base = med.get(f"redis1{suffix}_best_deliveries")
+        for key, _, _ in WORKER_CONFIGS:
 
-        def g(name: str, key: str = key) -> Any:
-            return med.get(f"{key}_{name}")
+            def g(name: str, prefix: str = key + suffix) -> Any:
+                return med.get(f"{prefix}_{name}")
 
-        out.append(
-            f"| {WORKER_LABELS[key]} | {fmt_best(g('best_deliveries'))} | {fmt_best(g('best_rate'))} "
-            f"| {fmt_ms(g('p50_ms'))} / {fmt_ms(g('p99_ms'))} | {fmt_num(g('first_failing_rate'))} "
-            f"| {fmt_num(g('split_max'))} | {fmt_num(g('cpu_workers_pct'))} / {fmt_num(g('cpu_sseload_pct'))} "
-            f"/ {fmt_num(g('cpu_redis_pct'))} | {ratio(g('best_deliveries'), base)} |"
+            out.append(
+                f"| {WORKER_LABELS[key]} | {verdict} | {fmt_best(g('best_deliveries'))} | {fmt_best(g('best_rate'))} "
+                f"| {fmt_ms(g('p50_ms'))} / {fmt_ms(g('p99_ms'))} | {fmt_num(g('first_failing_rate'))} "
+                f"| {fmt_num(g('split_max'))} | {fmt_num(g('cpu_workers_pct'))} / {fmt_num(g('cpu_sseload_pct'))} "
+                f"/ {fmt_num(g('cpu_redis_pct'))} | {ratio(g('best_deliveries'), base)} |"
+            )
+    out.append("")
+    for suffix, verdict in (("", "p99 < 100 ms"), ("_sus", "sustained")):
+        per_run = ", ".join(
+            "/".join(fmt_num(r.get(f"{key}{suffix}_best_deliveries")) for key, _, _ in WORKER_CONFIGS)
+            for r in res["runs"]
         )
-    per_run = ", ".join(
-        "/".join(fmt_num(r.get(f"{key}_best_deliveries")) for key, _, _ in WORKER_CONFIGS) for r in res["runs"]
-    )
-    out += ["", f"Per run (memory 1 / Redis 1 / Redis 2 workers, best passing deliveries/s): {per_run}.", ""]
+        out.append(f"Per run, {verdict} (memory 1 / Redis 1 / Redis 2 workers, deliveries/s): {per_run}.")
+    out.append("")
     return out
 
 
@@ -1140,7 +1153,9 @@ def scenario_note(scenario: str, p: Params) -> str:
             f"variables), fresh server per configuration, one redis-server per run (no persistence). Fan-out steps "
             f"{', '.join(map(str, p.workers_rates))} events/s, {p.fanout_step_s:g} s each (+{p.fanout_drain_s:g} s "
             f"drain), batches of 10 on 8 publisher connections, {SUBSCRIBERS:,} fresh subscribers per step, stop at "
-            "the first failing step; pass = as in `fanout` (no loss, >= 95% published, p99 < 100 ms). "
+            "the first step that is not sustained. Two verdicts: pass as in `fanout` (no loss, no failed stream, "
+            ">= 95% published, p99 < 100 ms), and sustained (the same with p99 < 1 s): on a shared 2-core "
+            "machine the 100 ms tail is decided by scheduling noise as much as by throughput. "
             f"Pinning: 1 worker runs on core {p.server_core}; 2 workers run on cores {p.server_core},{p.load_core} "
             f"(both cores: the point is to use the second one), so with 2 workers core {p.load_core} is shared by "
             f"one worker, the load tools and redis-server (all pinned to core {p.load_core}). The 2-worker figure "

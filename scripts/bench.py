@@ -3,7 +3,8 @@
 Run it through the wrapper, from anywhere:
 
     scripts/bench [--quick] [--runs N] [--only trio_sse,starlette,nchan]
-                  [--scenarios idle_memory,latency,fanout,publish,scale] [--out DIR]
+                  [--scenarios idle_memory,latency,fanout,publish,scale,workers] [--out DIR]
+                  [--workers-batch N]
 
 What it does:
 
@@ -31,6 +32,12 @@ fanout       1,000 subscribers, stepped publish rates; the highest rate with no 
 publish      10 subscribers, ssepub --max: events/s accepted, single events (8 keep-alive
              connections) and batches of 100 (not nchan: it has no batch form).
 scale        (full run only) 10,000 streams held 20 s, trio_sse with --heartbeat-interval 5.
+workers      (full run only, trio_sse only) fan-out to 1,000 subscribers under
+             `hypercorn --worker-class trio --workers N`: memory backend 1 worker, Redis
+             backend 1 and 2 workers (redis-server started on a free port); stepped rates,
+             best "pass" (p99 < 100 ms) and best "sustained" (p99 < 1 s) deliveries/s, the
+             connection split between workers and the CPU of workers, sseload and Redis.
+             --workers-batch N: events per publish request (default 10).
 soak         not run (TODO).
 """
 
@@ -147,11 +154,12 @@ class Params:
     fanout_budget_s: float | None
     publish_s: float
     workers_rates: tuple[int, ...]
+    workers_batch: int
     server_core: str
     load_core: str
 
     @classmethod
-    def make(cls, quick: bool, runs: int | None) -> Params:
+    def make(cls, quick: bool, runs: int | None, workers_batch: int = 10) -> Params:
         cpus = sorted(os.sched_getaffinity(0))
         server_core, load_core = (str(cpus[0]), str(cpus[1])) if len(cpus) >= 2 else (str(cpus[0]), str(cpus[0]))
         return cls(
@@ -168,6 +176,7 @@ class Params:
             publish_s=3.0 if quick else 5.0,
             # workers: finer steps around one worker's limit (1,600-3,200 events/s in `fanout`).
             workers_rates=(400, 1600) if quick else (400, 800, 1200, 1600, 2400, 3200, 4800, 6400),
+            workers_batch=workers_batch,
             server_core=server_core,
             load_core=load_core,
         )
@@ -792,7 +801,7 @@ def workers_step(ctx: Ctx, srv: HypercornServer, redis: RedisProc | None, rate: 
         }
         before = {k: cpu_seconds(v) for k, v in parties.items()}
         t0 = time.monotonic()
-        pub = publish(p, spec, srv.port, p.fanout_step_s, rate=rate, batch=10, conns=8)
+        pub = publish(p, spec, srv.port, p.fanout_step_s, rate=rate, batch=p.workers_batch, conns=8)
         wall = time.monotonic() - t0
         cpu = {f"cpu_{k}_pct": round(100 * (cpu_seconds(v) - before[k]) / wall, 1) for k, v in parties.items()}
         load = subs.result(timeout=p.fanout_step_s + p.fanout_drain_s + 30)
@@ -1152,10 +1161,10 @@ def scenario_note(scenario: str, p: Params) -> str:
             f"`hypercorn --worker-class trio --workers N 'trio_sse.app:create_app()'` (settings from TRIO_SSE_* "
             f"variables), fresh server per configuration, one redis-server per run (no persistence). Fan-out steps "
             f"{', '.join(map(str, p.workers_rates))} events/s, {p.fanout_step_s:g} s each (+{p.fanout_drain_s:g} s "
-            f"drain), batches of 10 on 8 publisher connections, {SUBSCRIBERS:,} fresh subscribers per step, stop at "
-            "the first step that is not sustained. Two verdicts: pass as in `fanout` (no loss, no failed stream, "
-            ">= 95% published, p99 < 100 ms), and sustained (the same with p99 < 1 s): on a shared 2-core "
-            "machine the 100 ms tail is decided by scheduling noise as much as by throughput. "
+            f"drain), batches of {p.workers_batch} on 8 publisher connections, {SUBSCRIBERS:,} fresh subscribers "
+            "per step, stop at the first step that is not sustained. Two verdicts: pass as in `fanout` (no loss, "
+            "no failed stream, >= 95% published, p99 < 100 ms), and sustained (the same with p99 < 1 s): "
+            "on a shared 2-core machine the 100 ms tail is decided by scheduling noise as much as by throughput. "
             f"Pinning: 1 worker runs on core {p.server_core}; 2 workers run on cores {p.server_core},{p.load_core} "
             f"(both cores: the point is to use the second one), so with 2 workers core {p.load_core} is shared by "
             f"one worker, the load tools and redis-server (all pinned to core {p.load_core}). The 2-worker figure "
@@ -1354,7 +1363,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--scenarios", type=lambda t: parse_list(t, SCENARIOS, "scenario"), help=",".join(SCENARIOS))
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results", help="output dir (default bench-results/)")
+    ap.add_argument(
+        "--workers-batch", type=int, default=10, help="events per publish request in the workers scenario (default 10)"
+    )
     args = ap.parse_args(argv)
+    if args.workers_batch < 1:
+        ap.error("--workers-batch must be >= 1")
     if args.runs is not None and args.runs < 1:
         ap.error("--runs must be >= 1")
     return args
@@ -1384,7 +1398,7 @@ def run_scenario(ctx: Ctx, scenario: str, spec: Spec) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    params = Params.make(args.quick, args.runs)
+    params = Params.make(args.quick, args.runs, args.workers_batch)
     # --quick (CI's smoke test, < 3 minutes) leaves out the long scenarios unless named;
     # `--quick --scenarios workers` runs a short version of it (2 steps).
     scenarios = args.scenarios or [s for s in SCENARIOS if not (params.quick and s in FULL_RUN_ONLY)]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,18 +18,13 @@ from pathlib import Path
 
 import httpx
 import psutil
-import pytest
 from redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "cluster"
 
-pytestmark = [
-    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed"),
-    pytest.mark.skipif(
-        shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="nginx is not installed"
-    ),
-]
+# redis-server and nginx are installed by ./scripts/test; without them this test fails
+# (it never skips, so CI cannot pass without running it).
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> tuple[str, queue.Queue[str]]:

@@ -79,10 +79,17 @@ HOST = "127.0.0.1"
 
 SERVERS = ("trio_sse", "starlette", "nchan")
 LABELS = {"trio_sse": "trio_sse", "starlette": "sse-starlette", "nchan": "nchan"}
-SCENARIOS = ("idle_memory", "latency", "fanout", "publish", "scale", "workers")
+SCENARIOS = ("idle_memory", "latency", "fanout", "publish", "scale", "workers", "churn")
 #: Scenarios only trio_sse runs (no peer column), and the ones --quick leaves out unless asked for.
 TRIO_SSE_ONLY = ("workers",)
-FULL_RUN_ONLY = ("scale", "workers")
+FULL_RUN_ONLY = ("scale", "workers", "churn")
+#: Scenarios that need the {"event_type", "data"} publish form (nchan publishes raw bodies).
+NOT_NCHAN = ("churn",)
+#: A soak is one long run per server, whatever --runs says.
+ONE_RUN = ("churn",)
+CHURN_RATE = 100  # connects (and disconnects) per second
+CHURN_STEADY = 100  # streams held for the whole soak
+CHURN_PUBLISH_RATE = 100  # events/s during the soak
 
 SUBSCRIBERS = 1000  # latency and fanout
 LATENCY_RATE = 100  # events/s
@@ -155,6 +162,7 @@ class Params:
     publish_s: float
     workers_rates: tuple[int, ...]
     workers_batch: int
+    churn_s: float
     server_core: str
     load_core: str
 
@@ -177,6 +185,7 @@ class Params:
             # workers: finer steps around one worker's limit (1,600-3,200 events/s in `fanout`).
             workers_rates=(400, 1600) if quick else (400, 800, 1200, 1600, 2400, 3200, 4800, 6400),
             workers_batch=workers_batch,
+            churn_s=30.0 if quick else 300.0,
             server_core=server_core,
             load_core=load_core,
         )
@@ -868,6 +877,46 @@ def scenario_workers(ctx: Ctx, spec: Spec) -> Figures:
     return figs
 
 
+def scenario_churn(ctx: Ctx, spec: Spec) -> Figures:
+    """`scripts/churn.py` (pinned to the load core) against a fresh server: the soak's drift."""
+    p = ctx.params
+    with ctx.server(spec) as srv:
+        time.sleep(1.0)
+        argv = [
+            "taskset", "-c", p.load_core, sys.executable, str(ROOT / "scripts" / "churn.py"),
+            "--base", f"http://{HOST}:{srv.port}", "--pid", str(srv.proc.pid),
+            "--duration", f"{p.churn_s:g}", "--rate", str(CHURN_RATE), "--steady", str(CHURN_STEADY),
+            "--publish-rate", str(CHURN_PUBLISH_RATE),
+            "--stream-path", spec.stream_path.split("?")[0],
+        ]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=p.churn_s + 120, cwd=ROOT)
+        if done.returncode != 0:
+            raise ToolingError(f"churn.py failed ({done.returncode}): {done.stderr[-2000:]}")
+        result = json.loads(done.stdout)
+    base, end = result["baseline"], result["end"]
+    churned = max(1, result["churned"])
+    figs: Figures = {
+        "churned": result["churned"],
+        "churn_failed": result["failed"],
+        "published": result["published"],
+        "publish_errors": result["publish_errors"],
+        "rss_baseline": base["rss_bytes"],
+        "rss_end": end["rss_bytes"],
+        "rss_drift": end["rss_bytes"] - base["rss_bytes"],
+        "rss_drift_per_1000": round((end["rss_bytes"] - base["rss_bytes"]) * 1000 / churned),
+        "fds_baseline": base["open_fds"],
+        "fds_end": end["open_fds"],
+        "raw": {"churn": result},
+    }
+    if "trio_tasks" in base and "trio_tasks" in end:
+        figs.update(tasks_baseline=base["trio_tasks"], tasks_end=end["trio_tasks"])
+    samples = result["samples"]
+    if len(samples) >= 4:  # the drift of the second half: does RSS level off?
+        half = samples[len(samples) // 2]
+        figs["rss_drift_second_half"] = end["rss_bytes"] - half["rss_bytes"]
+    return figs
+
+
 SCENARIO_FUNCS: dict[str, Callable[[Ctx, Spec], Figures]] = {
     "idle_memory": scenario_idle_memory,
     "latency": scenario_latency,
@@ -875,6 +924,7 @@ SCENARIO_FUNCS: dict[str, Callable[[Ctx, Spec], Figures]] = {
     "publish": scenario_publish,
     "scale": scenario_scale,
     "workers": scenario_workers,
+    "churn": scenario_churn,
 }
 
 
@@ -1054,6 +1104,20 @@ class Row:
 
 
 def rows_for(scenario: str, params: Params) -> list[Row]:
+    if scenario == "churn":
+        return [
+            Row("churned", "streams opened and closed", fmt_num, "higher"),
+            Row("churn_failed", "churn connects failed", fmt_num),
+            Row("published", "events published during the soak", fmt_num),
+            Row("rss_baseline", "RSS at baseline", fmt_mib, "lower"),
+            Row("rss_end", "RSS at the end", fmt_mib, "lower"),
+            Row("rss_drift_per_1000", "RSS drift per 1,000 churned streams", lambda x: fmt_num(x) + " B", "lower"),
+            Row("rss_drift_second_half", "RSS drift in the second half", fmt_mib, "lower"),
+            Row("fds_baseline", "open descriptors at baseline", fmt_num),
+            Row("fds_end", "open descriptors at the end", fmt_num),
+            Row("tasks_baseline", "trio tasks at baseline", fmt_num),
+            Row("tasks_end", "trio tasks at the end", fmt_num),
+        ]
     if scenario == "idle_memory":
         rows = []
         for n in params.idle_counts:
@@ -1117,6 +1181,7 @@ SCENARIO_TITLES = {
     "publish": "Publish throughput: 10 subscribers, ssepub --max",
     "scale": "Scale: 10,000 concurrent streams on one process",
     "workers": "Scale-out: fan-out to 1,000 subscribers with 1 vs 2 hypercorn workers (Redis backend)",
+    "churn": "Churn soak: 100 connects/disconnects per second under steady publishing",
 }
 
 
@@ -1156,6 +1221,15 @@ def render_workers(res: dict[str, Any] | None, params: Params) -> list[str]:
 
 
 def scenario_note(scenario: str, p: Params) -> str:
+    if scenario == "churn":
+        return (
+            f"`scripts/churn.py` for {p.churn_s:g} s (one run per server): {CHURN_STEADY} streams held throughout, "
+            f"{CHURN_PUBLISH_RATE} events/s published on a keep-alive connection, and {CHURN_RATE} new streams per "
+            "second that read their first event and leave (alternately FIN and RST). Baseline = 3 s after the "
+            "steady load started, before churn; end = 3 s after churn stopped. RSS and descriptors of the server's "
+            "process tree from outside; trio tasks from trio_sse's /sse/stats. Smaller drift is better; tasks and "
+            "descriptors should be back to their baseline."
+        )
     if scenario == "workers":
         return (
             f"`hypercorn --worker-class trio --workers N 'trio_sse.app:create_app()'` (settings from TRIO_SSE_* "
@@ -1377,7 +1451,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run_scenario(ctx: Ctx, scenario: str, spec: Spec) -> dict[str, Any]:
     runs: list[Figures] = []
     errors: list[str] = []
-    for i in range(ctx.params.runs):
+    for i in range(1 if scenario in ONE_RUN else ctx.params.runs):
         t0 = time.monotonic()
         log(f"{scenario} / {spec.name}: run {i + 1}/{ctx.params.runs}")
         ctx.server_notes = []
@@ -1444,7 +1518,11 @@ def main(argv: list[str]) -> int:
         for scenario in scenarios:
             report["scenarios"][scenario] = {}
             for name in args.only:
-                if servers[name]["available"] and (scenario not in TRIO_SSE_ONLY or name == "trio_sse"):
+                if (
+                    servers[name]["available"]
+                    and (scenario not in TRIO_SSE_ONLY or name == "trio_sse")
+                    and (scenario not in NOT_NCHAN or name != "nchan")
+                ):
                     report["scenarios"][scenario][name] = run_scenario(ctx, scenario, SPECS[name])
     finally:
         kill_all_started()

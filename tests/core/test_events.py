@@ -161,3 +161,19 @@ def test_dumps_json_refuses_values_json_cannot_carry(value: object) -> None:
 
 def test_dumps_json_is_compact() -> None:
     assert dumps_json({"a": [1, "b"], "c": None}) == b'{"a":[1,"b"],"c":null}'
+
+
+def test_encoded_event_data_is_not_held_in_an_oversized_buffer() -> None:
+    # orjson hands back a 4 KiB buffer for any output; an event kept in the history
+    # must cost its own size, not 4 KiB (measured with tracemalloc, which sees the
+    # allocation rather than the object's length).
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [dumps_json({"n": n}) for n in range(200)]
+        per_item = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_item < 512, per_item

@@ -14,6 +14,7 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
+from quart import Quart
 
 from .runtime.hub import OPEN_HUBS
 from .settings import Settings, SettingsError
@@ -79,4 +80,16 @@ async def serve(
     trigger = shutdown_trigger or wait_for_signal
     config = hypercorn_config(settings)
     check_tls(config)
-    await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)
+    await hypercorn_serve(asgi_entry(app), config, shutdown_trigger=trigger, task_status=task_status)
+
+
+def asgi_entry(app: Any) -> Any:
+    """The ASGI callable hypercorn should call for ``app``.
+
+    A Quart app's ``__call__`` only awaits ``app.asgi_app`` (where the lean handlers are
+    mounted, see :func:`trio_sse.http.routes.mount_lean_handlers`): handing hypercorn
+    ``asgi_app`` itself saves a coroutine per request on the hot paths.
+    """
+    if isinstance(app, Quart):
+        return app.asgi_app
+    return app

@@ -83,7 +83,9 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
     return tuple(item.strip() for item in value if item.strip())
 
 
-@attrs.frozen(kw_only=True)
+# cache_hash: settings key per-request caches (authenticator_for), and hashing ~40 fields
+# on every request was a measurable part of a single publish (docs/performance.md).
+@attrs.frozen(kw_only=True, cache_hash=True)
 class Settings:
     """Every knob of a trio_sse server. Sizes are bytes, durations seconds, ``retry`` milliseconds."""
 

@@ -79,7 +79,8 @@ async def serve_publish(hub: Hub, scope: dict[str, Any], receive: Any, send: Any
     sub: str | None = None  # known once the token is verified, for the audit line of a refusal
     try:
         headers = scope.get("headers", [])
-        query_token = dict(parse_query(scope.get("query_string", b""))).get("access_token")
+        query = scope.get("query_string", b"")
+        query_token = dict(parse_query(query)).get("access_token") if query else None
         principal = authenticator_for(hub.settings).authenticate(headers, query_token)
         sub = principal.sub
         require_publish(principal)

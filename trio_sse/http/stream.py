@@ -15,13 +15,12 @@ events, heartbeats, the end — goes through the stream's one :class:`GzipStream
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from typing import Any
 
 import trio
 
 from ..core.compression import GzipStream, accepts_gzip
-from ..runtime.connection import ClientInfo
+from ..runtime.connection import ClientInfo, Connection
 from ..runtime.hub import Hub
 from .auth import authenticator_for, require_project
 from .errors import send_refusal, to_api_error
@@ -148,46 +147,57 @@ async def serve_stream(
     address = client_address(scope)
     headers = scope.get("headers", [])
     sub: str | None = None  # known once the token is verified, for the audit line of a refusal
-    async with AsyncExitStack() as stack:
-        try:
-            params = parse_stream_params(scope.get("query_string", b""), headers)
-            principal = authenticator_for(hub.settings).authenticate(headers, params.access_token)
-            sub = principal.sub
-            require_project(principal, params.project_id)
-            subscription = hub.subscription(params.event_types, params.project_id)
-            info = ClientInfo(address, header(headers, b"user-agent"), principal.sub)
-            connection = await stack.enter_async_context(
-                hub.connect(
-                    subscription,
-                    last_event_id=params.last_event_id,
-                    client=info,
-                    expires_at=principal.expires_at,
-                )
-            )
-        except Exception as exc:
-            error = to_api_error(exc)
-            if error is None:
-                raise
-            await send_refusal(send, scope, error, extra, sub=sub)
-            return
-        gzip_setting = hub.settings.gzip
-        gzip = GzipStream() if gzip_setting and accepts_gzip(_accept_encoding(headers)) else None
-        transport = AsgiTransport(
-            receive,
-            send,
-            _stream_headers(connection.id, gzip_setting=gzip_setting, gzip=gzip is not None) + extra,
-            http_version=scope.get("http_version", "1.1"),
-            gzip=gzip,
-        )
-        try:
-            await connection.run(transport)
-        finally:
-            # A stream closed before its first write still gets a complete (empty) response.
-            if connection.can_finish or not transport.started:
-                with trio.CancelScope(shield=True):
-                    await transport.finish()
-            if connection.close_reason == "server_shutdown":
-                # The client's reconnect must not reuse this keep-alive connection: it
-                # would reach this closing server and get a 503, which makes a browser's
-                # EventSource give up for good. A new connection reaches a live instance.
-                transport.abort()
+    connection: Connection | None = None  # set once registered: errors after that are not refusals
+    try:
+        params = parse_stream_params(scope.get("query_string", b""), headers)
+        principal = authenticator_for(hub.settings).authenticate(headers, params.access_token)
+        sub = principal.sub
+        require_project(principal, params.project_id)
+        subscription = hub.subscription(params.event_types, params.project_id)
+        info = ClientInfo(address, header(headers, b"user-agent"), principal.sub)
+        # Not an AsyncExitStack: it would hold a deque (~0.8 KB) for every open stream.
+        async with hub.connect(
+            subscription,
+            last_event_id=params.last_event_id,
+            client=info,
+            expires_at=principal.expires_at,
+        ) as connection:
+            await _run(hub, connection, scope, receive, send, headers, extra)
+    except Exception as exc:
+        error = to_api_error(exc) if connection is None else None
+        if error is None:
+            raise
+        await send_refusal(send, scope, error, extra, sub=sub)
+
+
+async def _run(
+    hub: Hub,
+    connection: Connection,
+    scope: dict[str, Any],
+    receive: Any,
+    send: Any,
+    headers: list[tuple[bytes, bytes]],
+    extra: list[tuple[bytes, bytes]],
+) -> None:
+    """Write a registered stream until it ends, then end the response."""
+    gzip_setting = hub.settings.gzip
+    gzip = GzipStream() if gzip_setting and accepts_gzip(_accept_encoding(headers)) else None
+    transport = AsgiTransport(
+        receive,
+        send,
+        _stream_headers(connection.id, gzip_setting=gzip_setting, gzip=gzip is not None) + extra,
+        http_version=scope.get("http_version", "1.1"),
+        gzip=gzip,
+    )
+    try:
+        await connection.run(transport)
+    finally:
+        # A stream closed before its first write still gets a complete (empty) response.
+        if connection.can_finish or not transport.started:
+            with trio.CancelScope(shield=True):
+                await transport.finish()
+        if connection.close_reason == "server_shutdown":
+            # The client's reconnect must not reuse this keep-alive connection: it
+            # would reach this closing server and get a 503, which makes a browser's
+            # EventSource give up for good. A new connection reaches a live instance.
+            transport.abort()

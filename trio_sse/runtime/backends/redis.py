@@ -91,6 +91,8 @@ class RedisBackend:
         self._client: coredis.Redis[bytes] | None = None
         self._status = "starting"
         self._last_id = "0-0"
+        #: Wall-clock ms of this instance's start: entries from then on are delivered live.
+        self._started_ms = time.time_ns() // 1_000_000
         self._info: dict[str, Any] = {"size": 0, "oldest_id": None, "newest_id": None}
         self.reconnects = 0
 
@@ -138,10 +140,17 @@ class RedisBackend:
                 self._client = None
 
     async def _find_start(self) -> bool:
-        """Start after the stream's newest entry; ``False`` if Redis did not answer."""
+        """Start after the newest entry published before this instance started.
+
+        "Before this instance started" is by the id's timestamp, not "the newest entry
+        when Redis first answers": when Redis is down at start-up, this instance may
+        accept publishes (and so may others) in the moment between Redis coming back
+        and the reader's first answer, and those must reach local streams too.
+        Returns ``False`` if Redis did not answer.
+        """
         try:
             with trio.fail_after(PUBLISH_TIMEOUT):
-                newest = await self._redis.xrevrange(self.stream_key, "+", "-", count=1)
+                newest = await self._redis.xrevrange(self.stream_key, f"({self._started_ms}-0", "-", count=1)
         except REDIS_OR_TIMEOUT:
             self._mark(False)
             return False

@@ -58,6 +58,19 @@ async def wait_until(condition: Any, timeout: float = TIMEOUT, interval: float =
             await trio.sleep(interval)
 
 
+async def wait_healthy(base: str, timeout: float = 20) -> None:
+    """Until a server started in another process answers ``/sse/health`` with 200."""
+    async with httpx.AsyncClient(timeout=1.0) as probe:
+
+        async def up() -> bool:
+            try:
+                return (await probe.get(f"{base}/sse/health")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(up, timeout=timeout)
+
+
 def in_order(ids: list[str]) -> bool:
     orders = [parse_event_id(i) for i in ids]
     return all(a is not None and b is not None and a < b for a, b in itertools.pairwise(orders))
@@ -152,15 +165,7 @@ async def serve_subprocess(settings: dict[str, Any]) -> AsyncIterator[tuple[str,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(timeout=1.0) as http:
-
-            async def up() -> bool:
-                try:
-                    return (await http.get(f"{base}/sse/health")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_until(up, timeout=20)
+        await wait_healthy(base)
         yield base, process
     finally:
         with trio.CancelScope(shield=True):
@@ -332,15 +337,7 @@ async def _stats_by_worker(base: str, samples: int = 12) -> dict[int, int]:
 
 
 async def _two_workers_check(base: str) -> None:
-    async with httpx.AsyncClient(timeout=1.0) as probe:
-
-        async def up() -> bool:
-            try:
-                return (await probe.get(f"{base}/sse/health")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_until(up, timeout=20)
+    await wait_healthy(base)
     streams: list[AsyncIterator[ServerSentEvent]] = []
     async with trio.open_nursery() as nursery:
         done = trio.Event()

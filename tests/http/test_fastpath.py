@@ -23,6 +23,7 @@ import httpx
 import orjson
 import pytest
 import trio
+from http_support import hypercorn_like_send
 from httpx_sse import aconnect_sse
 
 from trio_sse.core.parser import Comment, ParsedEvent, SSEParser
@@ -570,32 +571,6 @@ async def test_queue_overflow_behind_a_direct_backlog_closes_as_slow_consumer_wi
     assert errors_logged(caplog) == []
 
 
-class _TCPServerLike:
-    """Shapes of hypercorn's objects, as plain_socket_of walks them."""
-
-    def __init__(self, stream: object) -> None:
-        self.stream = stream
-
-    async def protocol_send(self, event: object) -> None:  # pragma: no cover - never called
-        pass
-
-
-class _ProtocolLike:
-    def __init__(self, server: _TCPServerLike) -> None:
-        self.send = server.protocol_send
-
-    async def stream_send(self, event: object) -> None:  # pragma: no cover - never called
-        pass
-
-
-class _HTTPStreamLike:
-    def __init__(self, protocol: _ProtocolLike) -> None:
-        self.send = protocol.stream_send
-
-    async def app_send(self, message: object) -> None:  # pragma: no cover - never called
-        pass
-
-
 async def test_under_tls_direct_writes_are_off_but_a_stuck_write_can_still_be_aborted() -> None:
     import ssl
 
@@ -605,7 +580,7 @@ async def test_under_tls_direct_writes_are_off_but_a_stuck_write_can_still_be_ab
     plain = trio.SocketStream(left)
     tls = trio.SSLStream(plain, ssl.create_default_context(), server_hostname="example.invalid")
     for stream, direct in ((plain, True), (tls, False)):
-        send = _HTTPStreamLike(_ProtocolLike(_TCPServerLike(stream))).app_send
+        send = hypercorn_like_send(stream)
         assert (plain_socket_of(send) is left) is direct
         assert plain_socket_of(send, through_tls=True) is left
     assert plain_socket_of(lambda message: None) is None

@@ -22,6 +22,7 @@ import h2.events
 import httpx
 import pytest
 import trio
+from http_support import hypercorn_like_send
 from httpx_sse import EventSource, aconnect_sse
 
 from trio_sse.http.stream import AsgiTransport
@@ -140,37 +141,13 @@ async def test_gzip_stream_over_http2_is_compressed_and_decoded_by_the_client(li
 # -- the transport's abort never closes a socket that other HTTP/2 streams share -----------------
 
 
-class _TCPServerLike:
-    def __init__(self, stream: object) -> None:
-        self.stream = stream
-
-    async def protocol_send(self, event: object) -> None:  # pragma: no cover - never called
-        pass
-
-
-class _ProtocolLike:
-    def __init__(self, server: _TCPServerLike) -> None:
-        self.send = server.protocol_send
-
-    async def stream_send(self, event: object) -> None:  # pragma: no cover - never called
-        pass
-
-
-class _HTTPStreamLike:
-    def __init__(self, protocol: _ProtocolLike) -> None:
-        self.send = protocol.stream_send
-
-    async def app_send(self, message: object) -> None:  # pragma: no cover - never called
-        pass
-
-
 @pytest.mark.parametrize(("http_version", "closes"), [("1.1", True), ("2", False)])
 async def test_abort_closes_the_socket_for_http11_but_not_for_a_shared_http2_connection(
     http_version: str, closes: bool
 ) -> None:
     left, right = trio.socket.socketpair()
     with left, right:
-        send = _HTTPStreamLike(_ProtocolLike(_TCPServerLike(trio.SocketStream(left)))).app_send
+        send = hypercorn_like_send(trio.SocketStream(left))
 
         async def receive() -> dict[str, Any]:  # pragma: no cover - never called
             return {}

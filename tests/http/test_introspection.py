@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from contextlib import AsyncExitStack
-from typing import Any
 
 import pytest
+from http_support import assert_error
 
-from trio_sse.testing import SSETestClient, TestResponse, TestStream
+from trio_sse.testing import SSETestClient, TestStream
 
 STATS_KEYS = {
     "active_connections",
@@ -38,14 +38,6 @@ CONNECTION_KEYS = {
     "events_sent",
     "events_dropped",
 }
-
-
-def assert_error(reply: TestResponse, status: int) -> dict[str, Any]:
-    assert reply.status == status, reply
-    assert reply.headers["content-type"].startswith("application/json")
-    body = reply.json()
-    assert isinstance(body, dict) and isinstance(body.get("error"), str), body
-    return body
 
 
 async def open_streams(stack: AsyncExitStack, client: SSETestClient, count: int, **query: str) -> list[TestStream]:

@@ -6,16 +6,9 @@ import json
 from typing import Any
 
 import pytest
+from http_support import assert_error
 
-from trio_sse.testing import SSETestClient, TestResponse, TestStream
-
-
-def assert_error(reply: TestResponse, status: int) -> dict[str, Any]:
-    assert reply.status == status, reply
-    assert reply.headers["content-type"].startswith("application/json")
-    body = reply.json()
-    assert isinstance(body, dict) and isinstance(body.get("error"), str), body
-    return body
+from trio_sse.testing import SSETestClient, TestStream
 
 
 async def connection_id_of(stream: TestStream) -> str:

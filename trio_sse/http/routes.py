@@ -225,9 +225,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
 
     @bp.get("/sse/health")
     async def health() -> Response:
-        hub = get_hub()
-        await hub.backend.refresh_stats()
-        status, body = hub.health()
+        status, body = get_hub().health()
         return json_response(body, status)
 
     @bp.get("/metrics")

@@ -433,7 +433,16 @@ class Hub:
     # -- looking inside ---------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """The figures of ``GET /sse/stats``."""
+        """The figures of ``GET /sse/stats``: the hub's, then the process's leak checks."""
+        return {
+            **self._figures(),
+            "process_id": os.getpid(),
+            "open_fds": open_file_descriptors(),
+            "trio_tasks": trio_tasks(),
+        }
+
+    def _figures(self) -> dict[str, Any]:
+        """The hub's own figures (what ``health`` judges; no task-tree walk, no /proc read)."""
         stats = self.stats
         connections = self._connections.values()
         fills = [c.pending for c in connections]
@@ -463,9 +472,6 @@ class Hub:
             "memory_limit": self.memory.limit or None,
             "memory_pressure": self.memory.over,
             "errors_last_minute": stats.errors_last_minute(trio.current_time()),
-            "process_id": os.getpid(),
-            "open_fds": open_file_descriptors(),
-            "trio_tasks": trio_tasks(),
         }
 
     def _backend_details(self) -> dict[str, Any]:
@@ -475,7 +481,7 @@ class Hub:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """``(status code, body)`` of ``GET /sse/health``."""
-        snap = self.snapshot()
+        snap = self._figures()
         limit = self.settings.connection_limit
         machine = machine_memory_bytes()
 

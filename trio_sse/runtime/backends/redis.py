@@ -46,12 +46,8 @@ from . import BackendUnavailable, Deliver
 __all__ = ["RedisBackend"]
 
 #: Errors that mean "Redis cannot be reached or answered badly", as opposed to our bugs.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    coredis.exceptions.ConnectionError,
-    TimeoutError,
-    coredis.exceptions.RedisError,
-    OSError,
-)
+#: (coredis's ConnectionError is a RedisError; TimeoutError is an OSError.)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (coredis.exceptions.RedisError, OSError)
 
 #: The same, plus our own deadline on a Redis call running out.
 REDIS_OR_TIMEOUT: tuple[type[BaseException], ...] = (*REDIS_ERRORS, trio.TooSlowError)

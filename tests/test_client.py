@@ -202,6 +202,40 @@ async def test_lost_connection_is_resumed_without_duplicates(autojump_clock) -> 
     assert app.requests[1].headers["last-event-id"] == "2"
 
 
+async def test_a_stream_lost_before_its_first_event_resumes_from_the_last_event_id_header(autojump_clock) -> None:
+    head = [*SSE_HEAD, (b"last-event-id", b"7")]
+
+    async def opens_then_cut(send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        await send({"type": "http.response.body", "body": block(None, "connected", {}, retry=500), "more_body": True})
+        raise RuntimeError("connection cut")
+
+    app = FakeSSE([opens_then_cut, sse(block("8", data=8), then="stall")])
+    async with fake_source(app) as source:
+        assert (await anext(source)).type == "connected"
+        assert source.last_event_id == "7"  # before any event: where the stream started
+        assert (await anext(source)).id == "8"
+    assert "last-event-id" not in app.requests[0].headers
+    assert app.requests[1].headers["last-event-id"] == "7"
+
+
+async def test_the_header_never_replaces_an_id_the_client_already_has(autojump_clock) -> None:
+    # With an id of its own the server is replaying up to the header's id: a drop during
+    # that replay must resume from the last event received, not skip the rest of it.
+    head = [*SSE_HEAD, (b"last-event-id", b"9")]
+
+    async def replay_cut(send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        await send({"type": "http.response.body", "body": block("4", data=4, retry=500), "more_body": True})
+        raise RuntimeError("connection cut")
+
+    app = FakeSSE([replay_cut, sse(block("5", data=5), then="stall")])
+    async with fake_source(app, last_event_id="3") as source:
+        assert [e.id for e in await take(source, 2)] == ["4", "5"]
+    assert app.requests[0].headers["last-event-id"] == "3"
+    assert app.requests[1].headers["last-event-id"] == "4"
+
+
 async def test_silent_stream_is_reconnected_after_the_silence_window(autojump_clock) -> None:
     app = FakeSSE([sse(block("1", data=1, retry=1000), then="stall"), sse(block("2", data=2), then="stall")])
     async with fake_source(app, silence_timeout=20) as source:
@@ -366,6 +400,19 @@ async def test_dropped_connection_resumes_from_history_with_every_event_once(aut
         received += [e.id for e in await take(source, 4)]
         assert received == published
         assert source.connections == 2
+
+
+async def test_a_real_stream_dropped_before_its_first_event_misses_nothing(autojump_clock) -> None:
+    async with trio_sse.open_hub(Settings(retry=500)) as hub:
+        before = await hub.publish("commit", 0)  # not for this stream: it was there before it
+        async with hub_source(hub, types="commit") as (source, _):
+            assert (await anext(source)).type == "connected"
+            assert source.last_event_id == before
+            hub.get_connection(source.connection_id).close("slow_consumer")  # type: ignore[arg-type]
+            away = [await hub.publish("commit", n) for n in range(1, 4)]
+            assert (await anext(source)).type == "connected"
+            assert [e.id for e in await take(source, 3)] == away
+            assert source.connections == 2
 
 
 async def test_leaving_the_block_closes_the_response_and_leaves_no_task(autojump_clock) -> None:

@@ -215,6 +215,9 @@ class EventSource:
     - ``last_event_id``: id of the last event returned that had one (sent as
       ``Last-Event-ID`` on every reconnection). A ``stream_reset`` does not clear it:
       reconnecting with it again makes the server say again that events may have been missed.
+      Before the first such event it is the stream's ``Last-Event-ID`` response header
+      (trio_sse and Mercure send it: the newest event when the stream opened), so a stream
+      that drops before its first event still resumes with nothing missed.
     - ``connection_id``: the server's id for the current stream (from the
       ``X-SSE-Connection-Id`` header, then the ``connected`` event); use it with
       ``POST /sse/subscribe``. ``None`` while disconnected.
@@ -413,6 +416,10 @@ class EventSource:
             return
         self.response = response
         self.connection_id = response.headers.get("x-sse-connection-id")
+        if self.last_event_id is None:
+            # Only with no id of our own: with one, the server is replaying up to the
+            # header's id, and a drop mid-replay must resume from what was received.
+            self.last_event_id = response.headers.get("last-event-id") or None
         self.connections += 1
         self._parser = SSEParser()
         # httpx's iterators are async generators: keep it typed as one so it can be aclose()d.

@@ -52,7 +52,7 @@ async def test_actual_requests_carry_cors_headers_only_for_allowed_origins(clien
         assert stats.headers["access-control-allow-origin"] == ALLOWED
         async with client.stream(headers={"origin": ALLOWED}) as stream:
             assert stream.headers["access-control-allow-origin"] == ALLOWED
-            assert stream.headers["access-control-expose-headers"] == "X-SSE-Connection-Id"
+            assert stream.headers["access-control-expose-headers"] == "X-SSE-Connection-Id, Last-Event-ID"
         refused = await client.get("/sse/events?types=nope", headers={"origin": ALLOWED})
         assert refused.status == 422
         assert refused.headers["access-control-allow-origin"] == ALLOWED  # so the page can read the error

@@ -237,6 +237,24 @@ async def test_last_event_id_header_wins_over_query_param(client: SSETestClient)
         assert stream.pending() == []
 
 
+async def test_stream_names_where_it_starts_in_a_last_event_id_header(client: SSETestClient) -> None:
+    async with client.stream() as empty:
+        await empty.next_event(timeout=5)
+        assert "last-event-id" not in empty.headers  # nothing committed yet: nothing to name
+        ids = [await client.publish("commit", {"n": n}) for n in range(2)]
+        assert [e.id for e in await empty.events(2, timeout=5)] == ids  # committed here now
+    async with client.stream(query={"types": "file_change"}) as stream:
+        await stream.next_event(timeout=5)
+        assert stream.headers["last-event-id"] == ids[-1]  # the newest event, whatever the filter
+    # It drops before its first event; events are published while it is away.
+    away = [await client.publish("file_change", {"n": n}) for n in range(3)]
+    await client.publish("commit", {"n": 9})
+    async with client.stream(query={"types": "file_change"}, headers={"Last-Event-ID": ids[-1]}) as resumed:
+        assert (await resumed.next_event(timeout=5)).event == "connected"
+        assert [e.id for e in await resumed.events(3, timeout=5)] == away  # no gap, no stream_reset
+        assert resumed.pending() == []
+
+
 async def test_unknown_last_event_id_gives_one_stream_reset_without_id(client: SSETestClient) -> None:
     await client.publish("commit", {"n": 1})
     async with client.stream(headers={"Last-Event-ID": "no-such-id"}) as stream:

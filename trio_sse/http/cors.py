@@ -15,7 +15,7 @@ from .errors import ApiError
 
 __all__ = ["CorsPolicy"]
 
-_EXPOSED = b"X-SSE-Connection-Id"
+_EXPOSED = b"X-SSE-Connection-Id, Last-Event-ID"
 _METHODS = b"GET, POST, OPTIONS"
 _DEFAULT_HEADERS = b"Authorization, Content-Type, Last-Event-ID"
 _MAX_AGE = b"600"

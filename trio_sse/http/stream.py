@@ -36,13 +36,17 @@ FINAL_WRITE_TIMEOUT = 1.0
 H2_BUFFER_LIMIT = 32 * 1024
 
 
-def _stream_headers(connection_id: str, *, gzip_setting: bool, gzip: bool) -> list[tuple[bytes, bytes]]:
+def _stream_headers(connection: Connection, *, gzip_setting: bool, gzip: bool) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"content-type", b"text/event-stream; charset=utf-8"),
         (b"cache-control", b"no-cache"),
         (b"x-accel-buffering", b"no"),
-        (b"x-sse-connection-id", connection_id.encode()),
+        (b"x-sse-connection-id", connection.id.encode()),
     ]
+    if connection.start_id is not None:
+        # Where live delivery starts (as Mercure does): a client that drops before its
+        # first event resumes from here instead of reconnecting with no id and a gap.
+        headers.append((b"last-event-id", connection.start_id.encode()))
     if gzip:
         headers.append((b"content-encoding", b"gzip"))
     if gzip_setting:
@@ -185,7 +189,7 @@ async def _run(
     transport = AsgiTransport(
         receive,
         send,
-        _stream_headers(connection.id, gzip_setting=gzip_setting, gzip=gzip is not None) + extra,
+        _stream_headers(connection, gzip_setting=gzip_setting, gzip=gzip is not None) + extra,
         http_version=scope.get("http_version", "1.1"),
         gzip=gzip,
     )

@@ -150,6 +150,7 @@ class Connection:
         "last_event_id",
         "pending",
         "pending_controls",
+        "start_id",
         "subscription",
     )
 
@@ -173,6 +174,10 @@ class Connection:
         self.pending = 0
         self.pending_controls = 0
         self.close_reason: str | None = None
+        #: Id of the newest event committed when the stream registered (``None`` if none
+        #: was yet): live delivery starts after it, so a client that resumes from it
+        #: misses nothing, even if the stream drops before its first event.
+        self.start_id: str | None = None
         self._queue_size = hub.settings.queue_size
         # Items: event batches (their length counts against queue_size), control messages.
         self._send, self._recv = trio.open_memory_channel[Any](self._queue_size + CONTROL_RESERVE + 1)
@@ -195,9 +200,10 @@ class Connection:
 
     # -- called by the hub, synchronously, never awaiting -------------------------------
 
-    def start_after(self, order: EventOrder) -> None:
-        """Live delivery starts after ``order`` (set by the hub at registration)."""
+    def start_after(self, order: EventOrder, event_id: str | None) -> None:
+        """Live delivery starts after ``order``, the event ``event_id`` (set by the hub at registration)."""
         self._last_order = order
+        self.start_id = event_id
 
     def take(self, events: list[Event], payload: bytes, now: float) -> int:
         """Accept a round of matching events (oldest first) without waiting.

@@ -103,6 +103,9 @@ class Hub:
         self._outbox_ready = trio.Event()
         #: Order of the newest committed event: where a new connection's live stream starts.
         self._newest: EventOrder = (-1, -1)
+        #: Its id, told to each new stream (``Last-Event-ID`` response header) as the point
+        #: it can resume from even if it drops before its first event.
+        self._newest_id: str | None = None
         self.started_at = trio.current_time()
 
     # -- subscriptions --------------------------------------------------------------
@@ -141,7 +144,7 @@ class Hub:
         connection = Connection(self, secrets.token_urlsafe(12), subscription, client, last_event_id, time.time())
         # Events committed before this point but still in the outbox are not for this stream
         # (its replay, if any, covers them).
-        connection.start_after(self._newest)
+        connection.start_after(self._newest, self._newest_id)
         connection.expires_at = expires_at
         key = _client_key(client)
         self._connections[connection.id] = connection
@@ -347,6 +350,7 @@ class Hub:
         if events:
             self._outbox.extend(events)
             self._newest = events[-1].order
+            self._newest_id = events[-1].id
             self._outbox_ready.set()
 
     async def run_flusher(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

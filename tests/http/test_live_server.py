@@ -220,3 +220,40 @@ async def test_stress_reconnecting_client_gets_2000_events_exactly_once_in_order
     assert [event_id for event_id, _ in received] == published
     assert [n for _, n in received] == list(range(total))
     assert server.hub.snapshot()["events_published"] == total
+
+
+@pytest.mark.one_backend
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/sse/health", b""),
+        ("GET", "/sse/stats", b""),
+        ("GET", "/sse/no-such-route", b""),
+        ("POST", "/sse/subscribe", b"{}"),
+        ("POST", "/sse/publish", b'{"event_type": "commit", "data": 1}'),
+    ],
+)
+@pytest.mark.parametrize("version", ["HTTP/1.1 + Connection: close", "HTTP/1.0"])
+async def test_a_connection_that_must_close_is_closed_right_after_the_answer(
+    live_server_factory, method: str, path: str, body: bytes, version: str
+) -> None:
+    # Load balancers' health probes (HTTP/1.0) and one-shot tools read until EOF: the
+    # socket must close with the answer, not when hypercorn's 75 s keep-alive runs out.
+    request_line, close = ("HTTP/1.1", b"Connection: close\r\n") if "1.1" in version else ("HTTP/1.0", b"")
+    async with live_server_factory() as server:
+        url = httpx.URL(server.base_url)
+        stream = await trio.open_tcp_stream(url.host, url.port)
+        async with stream:
+            await stream.send_all(
+                f"{method} {path} {request_line}\r\nHost: test\r\n".encode()
+                + close
+                + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            answer = b""
+            with trio.fail_after(3):  # hypercorn's keep-alive timeout is 75 s
+                while chunk := await stream.receive_some():
+                    answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    assert 200 <= status < 500, answer  # a complete answer, then EOF
+    assert answer.count(b"HTTP/1.1 ") == 1

@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import trio_sse
 from trio_sse.runtime.connection import ClientInfo
 from trio_sse.runtime.hub import ConnectionRefused, Hub
+from trio_sse.runtime.stats import trio_tasks
 from trio_sse.settings import Settings
 from trio_sse.testing import SSETestClient
 
@@ -78,6 +80,26 @@ async def open_recorded(**settings: Any) -> AsyncIterator[tuple[Hub, SSETestClie
 
 
 # -- registration and cleanup ------------------------------------------------------------
+
+
+async def test_trio_tasks_counts_every_live_task_of_the_run(autojump_clock) -> None:
+    # /sse/stats' leak check: the same number as a walk of the task tree, in O(1).
+    before = trio_tasks()
+    assert before == len(task_names())
+    async with trio.open_nursery() as outer:
+        for _ in range(3):
+
+            async def with_children() -> None:
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(trio.sleep_forever)
+                    inner.start_soon(trio.sleep_forever)
+                    await trio.sleep_forever()
+
+            outer.start_soon(with_children)
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio_tasks() == len(task_names()) == before + 9
+        outer.cancel_scope.cancel()
+    assert trio_tasks() == before
 
 
 async def test_streams_are_registered_while_open(autojump_clock, client_factory) -> None:

@@ -74,21 +74,14 @@ def open_file_descriptors() -> int:
 
 
 def trio_tasks() -> int:
-    """Every live task of this trio run (walks the task tree; cheap for thousands of tasks).
+    """Every live task of this trio run, as trio itself counts them (O(1)).
 
     A connection's tasks end with it, so after load this returns to its idle value;
-    a number that only grows is a leak.
+    a number that only grows is a leak. (Walking the task tree gives the same number
+    but blocked the loop ~15 ms at 10,000 streams, on every stats request and every
+    dashboard tick.)
     """
-    count = 0
-    pending = [trio.lowlevel.current_root_task()]
-    while pending:
-        task = pending.pop()
-        if task is None:
-            continue
-        count += 1
-        for nursery in task.child_nurseries:
-            pending.extend(nursery.child_tasks)
-    return count
+    return trio.lowlevel.current_statistics().tasks_living
 
 
 #: Where a memory limit may be set for this process: cgroup v2, then cgroup v1.

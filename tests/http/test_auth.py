@@ -163,7 +163,11 @@ async def test_project_limited_stream_never_receives_another_projects_events(aut
             with trio.fail_after(5):
                 received = [e.id for e in await stream.events(len(expected))]
             assert received == expected
-            await trio.sleep(0.1)
+            # Nothing else is on its way: a p2 event, then a p1 marker that must come next.
+            await hub.publish("commit", {"n": "late"}, project_id="p2")
+            marker = await hub.publish("commit", {"n": "marker"}, project_id="p1")
+            with trio.fail_after(5):
+                assert (await stream.next_event()).id == marker
             assert stream.pending() == []
 
 

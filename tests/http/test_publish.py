@@ -124,9 +124,11 @@ async def test_data_over_max_event_bytes_is_413(client_factory) -> None:
 
 
 async def test_default_max_event_bytes_is_64_kib(client: SSETestClient) -> None:
-    big = "x" * (64 * 1024)
-    reply = await client.post("/sse/publish", json={"event_type": "commit", "data": big})
-    assert_error(reply, 413)
+    fits = "x" * (64 * 1024 - 2)  # exactly 64 KiB of JSON once quoted
+    assert (await client.post("/sse/publish", json={"event_type": "commit", "data": fits})).status == 202
+    reply = await client.post("/sse/publish", json={"event_type": "commit", "data": fits + "x"})
+    assert assert_error(reply, 413)["error"] == "event_too_large"
+    assert (await published_state(client))[0] == 1
 
 
 async def test_body_over_max_body_bytes_is_413(client_factory) -> None:
@@ -228,7 +230,7 @@ async def test_test_event_with_empty_body_publishes_system_status(client: SSETes
         assert body["event_type"] == "system_status" and isinstance(body["id"], str)
         event = await stream.next_event(timeout=5)
     assert (event.event, event.id) == ("system_status", body["id"])
-    json.loads(event.data)
+    assert json.loads(event.data) == {"message": "test event", "source": "trio_sse"}
 
 
 async def test_test_event_accepts_custom_type_data_and_project(client: SSETestClient) -> None:

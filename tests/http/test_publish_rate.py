@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import trio
 
+from trio_sse.testing import SSETestClient
+
 COMMIT = {"event_type": "commit", "data": 1}
 
 
@@ -39,7 +41,9 @@ async def test_a_batch_larger_than_the_rate_is_accepted_from_a_full_budget_then_
         refused = await client.post("/sse/publish", json=COMMIT)
         assert refused.status == 429
         assert int(refused.headers["retry-after"]) >= 2  # 20 events of debt at 10/s
-        await trio.sleep(3.0)
+        await trio.sleep(1.9)  # a 10-event budget would have refilled long ago; the debt is not paid yet
+        assert (await client.post("/sse/publish", json=COMMIT)).status == 429
+        await trio.sleep(1.1)
         assert (await client.post("/sse/publish", json=COMMIT)).status == 202
 
 
@@ -48,5 +52,9 @@ async def test_publishers_have_separate_budgets_and_test_event_counts_too(autoju
         for _ in range(2):
             assert (await client.post("/sse/test-event")).status == 202
         assert (await client.post("/sse/test-event")).status == 429
-        hub.admit_publish("someone-else", 2)  # another publisher's budget is untouched
-        assert hub.snapshot()["events_published"] == 2
+        assert (await client.post("/sse/publish", json=COMMIT)).status == 429  # one budget for both routes
+        # Another publisher (here: another address, no token) has a full budget of its own.
+        async with SSETestClient(client.app, client=("10.0.0.7", 40000)) as other:
+            assert (await other.post("/sse/publish", json={"events": [COMMIT] * 2})).status == 202
+            assert (await other.post("/sse/test-event")).status == 429
+        assert hub.snapshot()["events_published"] == 4

@@ -13,10 +13,14 @@ import orjson
 import trio
 
 from trio_sse.core.parser import ParsedEvent
-from trio_sse.runtime.connection import Connection
+from trio_sse.runtime.connection import CONTROL_RESERVE, Connection
 from trio_sse.runtime.hub import Hub
 
 from .support import open_test_hub
+
+
+def sorted_types(changes: list[list[str]]) -> list[list[str]]:
+    return [sorted(types) for types in changes]
 
 
 def connection_id(connected: ParsedEvent) -> str:
@@ -221,3 +225,45 @@ async def test_events_queued_during_a_blocked_write_go_out_in_one_write(autojump
             for event_id in rest:
                 assert b"id: " + event_id.encode() + b"\n" in transport.writes[2]
             assert hub.snapshot()["events_delivered"] == 6
+
+
+async def test_filter_changes_reach_a_stream_whose_queue_is_full_and_refusals_beyond_the_reserve_change_nothing(
+    autojump_clock, client_factory
+) -> None:
+    """System events are always delivered: a full queue drops events, never ``subscription_updated``.
+
+    Changes have CONTROL_RESERVE slots of their own; one more while they are all taken
+    is a 429 JSON refusal that leaves the filters as they were.
+    """
+    async with client_factory(queue_size=2, overflow="drop", send_timeout=100) as (hub, client):
+        async with client.stream(query={"types": "commit"}) as stream:
+            cid = connection_id(await stream.next_event())
+            stream.pause()
+            ids = [await hub.publish("commit", {"n": 0})]
+            await trio.sleep(1)  # blocked writing event 0
+            ids += [await hub.publish("commit", {"n": n}) for n in range(1, 6)]
+            await trio.sleep(1)  # events 1 and 2 fill the queue, 3-5 are dropped
+            assert hub.get_connection(cid).events_dropped == 3
+
+            wanted = [["commit", "file_change"], ["commit", "risk_alert"]] * (CONTROL_RESERVE // 2)
+            for types in wanted:
+                reply = await client.post("/sse/subscribe", json={"connection_id": cid, "event_types": types})
+                assert reply.status == 200, reply
+            one_more = await client.post("/sse/subscribe", json={"connection_id": cid, "event_types": ["task_update"]})
+            assert one_more.status == 429
+            assert one_more.headers["content-type"].startswith("application/json")
+            assert one_more.json()["error"] == "too_many_pending_changes"
+            assert int(one_more.headers["retry-after"]) >= 1
+            assert hub.get_connection(cid).subscription.event_types == frozenset(wanted[-1])
+            assert hub.get_connection(cid).events_dropped == 3  # the changes took no event slot
+
+            stream.resume()
+            received = await stream.events(3 + CONTROL_RESERVE)
+            assert [e.id for e in received[:3]] == ids[:3]
+            updates = received[3:]
+            assert [(e.event, e.id) for e in updates] == [("subscription_updated", None)] * CONTROL_RESERVE
+            assert [orjson.loads(e.data)["event_types"] for e in updates] == sorted_types(wanted)
+            alert = await hub.publish("risk_alert", {})
+            await hub.publish("task_update", {})  # the refused change did not apply
+            assert (await stream.next_event()).id == alert
+            await stream.assert_no_event_within(1)

@@ -12,7 +12,7 @@
 5. checks that every event published was received exactly once, in order.
 
 Prints what it sees and exits 0 when nothing was lost or duplicated. The killed instance
-stays down: scripts/cluster notices and stops the whole cluster afterwards.
+stays down: scripts/cluster reports it and keeps the rest running (stop it with Ctrl-C).
 """
 
 from __future__ import annotations

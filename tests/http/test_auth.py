@@ -213,6 +213,37 @@ async def test_connections_listing_and_prod_test_event_need_admin(client_factory
         assert (await client.post("/sse/test-event", headers=admin)).status == 202
 
 
+async def test_open_test_event_with_auth_on_needs_the_publish_right_and_stays_in_its_projects(
+    client_factory,
+) -> None:
+    # "open" (the dev default) waives the admin right, not the publish right: otherwise any
+    # valid token could forge events into every project through /sse/test-event.
+    forged = {"event_type": "commit", "data": {"sha": "forged"}, "project_id": "p2"}
+    async with client_factory(jwt_secret=SECRET, test_event="open") as (hub, client):
+        watcher = bearer(token("watcher", projects=["p2"]))
+        async with client.stream(query={"project": "p2", "types": "commit"}, headers=watcher) as stream:
+            await stream.next_event()
+            reader = bearer(token("reader"))  # every project, no publish right
+            p1_publisher = bearer(token("bob", projects=["p1"], publish=True))
+            for headers, body in [
+                (reader, forged),
+                (reader, None),
+                (p1_publisher, forged),
+                (p1_publisher, {**forged, "project_id": None}),  # a broadcast reaches p2 too
+            ]:
+                refused = await client.post("/sse/test-event", json=body, headers=headers)
+                assert refused.status == 403 and refused.json()["error"] == "forbidden", refused.json()
+            assert (await client.post("/sse/test-event", json=forged)).status == 401  # no token at all
+            assert hub.snapshot()["events_published"] == 0
+            own = await client.post("/sse/test-event", json={**forged, "project_id": "p1"}, headers=p1_publisher)
+            assert own.status == 202
+            publisher = bearer(token("carol", publish=True))
+            allowed = await client.post("/sse/test-event", json=forged, headers=publisher)
+            assert allowed.status == 202
+            event = await stream.next_event()  # the p1 event never reached this p2 stream
+            assert event.id == allowed.json()["id"] and json.loads(event.data) == {"sha": "forged"}
+
+
 async def test_a_stream_ends_when_its_token_expires(autojump_clock) -> None:
     settings = Settings(jwt_secret=SECRET, heartbeat_interval=10)
     async with trio_sse.open_hub(settings) as hub, SSETestClient(trio_sse.create_app(hub=hub)) as client:

@@ -25,7 +25,7 @@ from ..core.validation import MAX_EVENT_ID_LENGTH
 from ..runtime.backends import BackendUnavailable
 from ..runtime.hub import UNSET, Hub, PublishRateExceeded, TooManyPendingChanges, UnknownConnection
 from .audit import audit_admin
-from .auth import Principal, authenticator_for, require_admin, require_project
+from .auth import Principal, authenticator_for, require_admin, require_project, require_publish
 from .bodies import json_object, parse_json, too_large
 from .cors import CorsPolicy
 from .dashboard import register_browser_routes
@@ -143,13 +143,20 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     async def test_event() -> Response:
         hub = get_hub()
         principal = caller(hub)
-        if hub.settings.test_event == "admin" and not (hub.settings.auth_enabled and principal.admin):
+        open_to_publishers = hub.settings.test_event != "admin"
+        if open_to_publishers:
+            # Open means "no admin needed", not "no rights": it publishes like /sse/publish,
+            # so with auth on it needs the publish right and stays in the token's projects.
+            require_publish(principal)
+        elif not (hub.settings.auth_enabled and principal.admin):
             raise ApiError(403, "forbidden", "/sse/test-event is admin-only in this profile")
         body = await read_json(hub.settings.max_body_bytes, required=False)
         body = {} if body is None else json_object(body, "body")
         event_type = body.get("event_type", "system_status")
         data = body.get("data", {"message": "test event", "source": "trio_sse"})
         new = hub.prepare(event_type, data, body.get("project_id"))
+        if open_to_publishers:
+            require_publish(principal, (new.project_id,))
         hub.admit_publish(principal.sub or request.remote_addr or "", 1)
         (event_id,) = await hub.publish_prepared([new])
         if hub.settings.test_event == "admin":

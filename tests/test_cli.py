@@ -235,3 +235,25 @@ def test_serve_with_an_unreadable_certificate_exits_with_a_usage_error(tmp_path:
     )
     assert result.returncode == 2, result.stderr
     assert "certfile/keyfile: cannot load" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--profile", "prod"], {}, "the prod profile requires token auth"),
+        ([], {"TRIO_SSE_JWT_PUBLIC_KEY": "/etc/hostname"}, "is not a PEM public key"),
+        (["--backend", "redis://127.0.0.1:6379/abc"], {}, "must look like redis://host[:port][/db]"),
+    ],
+)
+def test_serve_refuses_settings_it_cannot_run_with_as_a_usage_error(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = subprocess.run(
+        [*trio_sse_command(free_port()), *args],
+        capture_output=True,
+        text=True,
+        env={**clean_env(), **env},
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr

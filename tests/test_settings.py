@@ -286,8 +286,23 @@ def test_zero_values_allowed_where_they_mean_something() -> None:
 
 
 def test_backend_accepts_redis_urls() -> None:
-    for url in ("redis://localhost:6379/0", "rediss://h:6380/1", "unix:///tmp/redis.sock"):
+    for url in (
+        "redis://localhost:6379/0",
+        "rediss://h:6380/1",
+        "unix:///tmp/redis.sock",
+        "redis://h",
+        "redis://:pw@h:6379/",
+        "redis://h/2?protocol_version=2",
+    ):
         assert Settings(backend=url).backend == url
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://h:6379/abc", "redis://h:port/0", "redis://h:99999", "redis:///0", "redis://h/0/x"]
+)
+def test_backend_urls_that_redis_clients_would_misread_are_refused(url: str) -> None:
+    with pytest.raises(SettingsError, match="backend"):
+        Settings(backend=url)
 
 
 def test_auth_is_on_as_soon_as_a_key_is_set() -> None:

@@ -33,6 +33,14 @@ class _HubSlot:
         return self.hub
 
 
+def check_servable(settings: Settings) -> None:
+    """Raise :class:`SettingsError` for settings no server may run with: the prod profile
+    without token auth, or a key that cannot be loaded (checked now, not at the first request)."""
+    if settings.profile == "prod" and not settings.auth_enabled:
+        raise SettingsError("the prod profile requires token auth: set jwt_secret or jwt_public_key")
+    authenticator_for(settings)
+
+
 def create_app(hub: Hub | None = None, settings: Settings | None = None) -> QuartTrio:
     """The trio_sse HTTP app.
 
@@ -59,9 +67,7 @@ def create_app(hub: Hub | None = None, settings: Settings | None = None) -> Quar
                 finally:
                     slot.hub = None
 
-    if settings.profile == "prod" and not settings.auth_enabled:
-        raise SettingsError("the prod profile requires token auth: set jwt_secret or jwt_public_key")
-    authenticator_for(settings)  # load and check the key now, not at the first request
+    check_servable(settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_grace
     app.register_blueprint(make_blueprint(slot.get))

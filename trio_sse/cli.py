@@ -18,6 +18,7 @@ import attrs
 import click
 import trio
 
+from .app import check_servable
 from .runtime.backends import BackendConfigError
 from .runtime.gctune import tune_gc
 from .server import check_tls, hypercorn_config
@@ -86,6 +87,7 @@ def serve(config_file: str | None, **flags: Any) -> None:
     try:
         settings = load_settings(flags, config_file=config_file)
         check_tls(hypercorn_config(settings))  # a bad certificate path is a usage error, not a traceback
+        check_servable(settings)  # here, not inside trio.run, where it would be an exception group
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

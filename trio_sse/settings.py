@@ -8,7 +8,9 @@ the object is built, and a bad value names the setting and where it came from.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,6 +53,16 @@ def _port(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
 def _backend(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(f"backend must be 'memory' or a redis:// URL, got {value!r}")
+    if value.startswith(("redis://", "rediss://")):
+        # coredis reads a database that is not a number as database 0: a typo would put
+        # this instance on another stream than its peers, silently.
+        url = urllib.parse.urlsplit(value)
+        try:
+            url.port  # noqa: B018 - parsing it is the check
+        except ValueError:
+            raise SettingsError(f"backend: the port of {value!r} is not a number from 0 to 65535") from None
+        if not url.hostname or not re.fullmatch(r"/?\d*", url.path):
+            raise SettingsError(f"backend: {value!r} must look like redis://host[:port][/db] (db a number)")
 
 
 def _non_empty(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:

@@ -22,6 +22,7 @@ import pytest
 from trio_sse.settings import Settings
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT = 20.0
 
 
@@ -143,6 +144,26 @@ def test_signal_ends_open_stream_cleanly_and_exits_zero_within_grace(
         assert ended < limit, f"stream ended {ended:.1f} s after {signum.name}"
         assert server.process.wait(timeout=grace + 5.0) == 0, server.output()
         assert time.monotonic() - signalled < grace + 5.0
+
+
+def test_the_embedding_example_streams_its_progress_and_closes_the_hub_on_sigterm(tmp_path: Path) -> None:
+    # examples/embedded_app.py is what docs/embedding.md tells people to copy: it must run.
+    port = free_port()
+    command = [sys.executable, str(REPO / "examples" / "embedded_app.py"), str(port)]
+    with running(command, port, tmp_path) as server:
+        with httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(5.0, read=10.0)) as http:
+            with http.stream("GET", "/sse/events", params={"types": "progress_update", "project": "demo"}) as response:
+                lines = response.iter_lines()
+                assert next(line for line in lines if line.startswith("event:")) == "event: connected"
+                # Its publisher runs once a second: the next one arrives on this stream.
+                assert next(line for line in lines if line.startswith("event:")) == "event: progress_update"
+                data = next(line for line in lines if line.startswith("data:"))
+                assert '"task":"demo"' in data.replace(" ", "")
+                server.process.send_signal(signal.SIGTERM)
+                list(lines)  # a clean end of the body, or httpx raises
+        assert server.process.wait(timeout=10) == 0, server.output()
+        output = server.output()
+        assert f"serving on http://127.0.0.1:{port}" in output and output.rstrip().endswith("hub closed")
 
 
 def test_help_lists_every_setting_flag() -> None:

@@ -50,6 +50,7 @@ def test_dashboard_counters_move_after_events_are_published(context, server_fact
     publisher.start()
     try:
         wait_in_page(page, "Number(document.getElementById('v-events-rate').textContent.replace(/,/g, '')) > 0")
+        wait_in_page(page, "Number(document.getElementById('v-deliveries-rate').textContent.replace(/,/g, '')) > 0")
         wait_in_page(page, "Number(document.body.dataset.ticks) >= 8")
     finally:
         stop.set()
@@ -59,7 +60,6 @@ def test_dashboard_counters_move_after_events_are_published(context, server_fact
     wait_in_page(page, f"Number(document.getElementById('v-published').textContent.replace(/,/g, '')) === {total}")
     assert number(page, "v-active") == 4
     assert number(page, "v-delivered") >= total  # the page's own stream receives every event
-    assert number(page, "v-deliveries-rate") >= 0
     assert page.locator("#events tr").count() == 50  # the table keeps the last 50
     newest_type = page.text_content("#events tr:first-child td.type")
     assert newest_type in ("commit", "file_change", "progress_update", "task_update")

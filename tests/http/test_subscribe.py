@@ -91,6 +91,15 @@ async def test_mode_replace_is_the_default(client: SSETestClient) -> None:
             "/sse/subscribe", json={"connection_id": cid, "event_types": ["commit"], "mode": "replace"}
         )
         assert explicit.json()["event_types"] == ["commit"]
+        # The stream itself follows: only commit now, neither file_change (replaced by
+        # the default mode) nor task_update (replaced explicitly).
+        for event_type in ("file_change", "task_update"):
+            await publish(client, event_type, 0)
+        commit = await publish(client, "commit", 1)
+        events = await stream.events(3, timeout=5)
+        assert [e.event for e in events] == ["subscription_updated", "subscription_updated", "commit"]
+        assert events[2].id == commit
+        assert stream.pending() == []
 
 
 async def test_project_id_null_clears_and_absent_keeps_the_project(client: SSETestClient) -> None:

@@ -197,7 +197,9 @@ async def test_failover_a_client_of_a_killed_instance_resumes_on_another_exactly
             events = source.aiter_sse()
             assert (await next_sse(events)).event == "connected"
             nursery.start_soon(publish_steadily)
-            with pytest.raises((httpx.TransportError, StopAsyncIteration, trio.TooSlowError)):
+            # The kernel closes a killed process's sockets: the client must see the stream
+            # end or break at once, not hang until a timeout.
+            with pytest.raises((httpx.TransportError, StopAsyncIteration)):
                 while True:
                     received.append((await next_event(events)).id)
                     if len(received) == kill_after:

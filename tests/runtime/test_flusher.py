@@ -196,6 +196,24 @@ async def test_rounds_start_at_least_flush_interval_apart(autojump_clock, direct
             assert len(event_writes(transport)) == 4
 
 
+@PATHS
+async def test_publish_to_write_latency_is_sampled_once_per_write_on_both_paths(autojump_clock, direct: bool) -> None:
+    # /sse/stats' latency_ms: the direct path samples per round, the task path per write;
+    # both must see the time an event waited for its round.
+    async with open_test_hub(flush_interval=0.5) as hub:
+        transport = FakeTransport(direct=direct)
+        async with open_connection(hub, transport):
+            published = []
+            for n in range(4):
+                published.append(trio.current_time())
+                await hub.publish("commit", {"n": n})  # right after the previous round
+                await transport.wait_events(2 + n)
+            waits = [write.at - at for write, at in zip(event_writes(transport), published, strict=True)]
+            assert waits[1:] == pytest.approx([0.5, 0.5, 0.5], abs=EPS)
+            assert list(hub.stats.latencies) == pytest.approx(waits, abs=EPS)
+            assert hub.snapshot()["latency_ms"] == {"p50": 500.0, "p95": 500.0, "p99": 500.0}
+
+
 async def test_events_published_while_waiting_for_a_round_all_go_in_that_round(autojump_clock) -> None:
     async with open_test_hub(flush_interval=0.5) as hub:
         transport = FakeTransport(direct=True)

@@ -24,8 +24,19 @@ __all__ = ["MAX_BATCH", "parse_publish", "serve_publish"]
 MAX_BATCH = 1000
 
 
-def _new_event(hub: Hub, item: dict[str, Any], index: int | None) -> NewEvent:
+def _new_event(hub: Hub, item: Any, index: int | None) -> NewEvent:
+    """One validated event; a refused batch item's error names its position (``index``)."""
+    try:
+        return _validated(hub, item, index)
+    except ApiError as error:
+        if index is not None:
+            error.extra["index"] = index
+        raise
+
+
+def _validated(hub: Hub, item: Any, index: int | None) -> NewEvent:
     where = "" if index is None else f"events[{index}]: "
+    item = json_object(item, "body" if index is None else f"events[{index}]")
     if "event_type" not in item:
         raise ApiError(400, "invalid_request", f"{where}event_type is required")
     if "data" not in item:
@@ -35,9 +46,7 @@ def _new_event(hub: Hub, item: dict[str, Any], index: int | None) -> NewEvent:
     except ValidationError as exc:
         error = to_api_error(exc)
         assert error is not None
-        if index is not None:
-            error.message = where + error.message
-            error.extra["index"] = index
+        error.message = where + error.message
         raise error from None
 
 
@@ -51,7 +60,7 @@ def parse_publish(hub: Hub, body: Any) -> tuple[list[NewEvent], bool]:
         raise ApiError(400, "invalid_request", "events must be a non-empty list")
     if len(items) > MAX_BATCH:
         raise ApiError(413, "batch_too_large", f"at most {MAX_BATCH} events per batch")
-    return [_new_event(hub, json_object(item, f"events[{i}]"), i) for i, item in enumerate(items)], True
+    return [_new_event(hub, item, i) for i, item in enumerate(items)], True
 
 
 async def _read_body(scope: dict[str, Any], receive: Any, max_bytes: int) -> bytes:

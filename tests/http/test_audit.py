@@ -133,6 +133,10 @@ CASES = {
     "connections 400": Case({}, "GET", "/sse/connections", 400, "invalid_request", {"query": "limit=x"}),
     "connections 401": Case(AUTH, "GET", "/sse/connections", 401, "invalid_token"),
     "connections 403": Case(AUTH, "GET", "/sse/connections", 403, "forbidden", {"headers": bearer("u")}, who="u"),
+    # GET /sse/stats/stream (lean ASGI handler) and GET /sse/dashboard (Quart): admin-only
+    "stats stream 401": Case(AUTH, "GET", "/sse/stats/stream", 401, "invalid_token"),
+    "stats stream 403": Case(AUTH, "GET", "/sse/stats/stream", 403, "forbidden", {"headers": bearer("u")}, who="u"),
+    "dashboard 403": Case(AUTH, "GET", "/sse/dashboard", 403, "forbidden", {"headers": bearer("u")}, who="u"),
     # the read-only routes, unknown paths, CORS preflight
     "stats 405": Case({}, "POST", "/sse/stats", 405, "method_not_allowed"),
     "health 405": Case({}, "PUT", "/sse/health", 405, "method_not_allowed"),

@@ -400,3 +400,107 @@ async def test_token_matrix_on_the_stream_publish_and_admin_endpoints(
     token_pieces = [value[i : i + 12] for i in range(0, max(0, len(value or "") - 11), 6)] if value else []
     for piece in token_pieces:
         assert piece not in logged, piece
+
+
+# -- the sse_token cookie is an ambient credential: only listed origins may use it ---------------
+
+LISTED = "https://app.example"
+
+
+@pytest.mark.parametrize("origins", [(LISTED,), ("*",)])
+async def test_the_cookie_is_refused_on_requests_from_origins_not_listed_for_credentials(
+    client_factory, origins: tuple[str, ...]
+) -> None:
+    # A browser attaches the cookie to a "simple" cross-site POST (text/plain, no preflight)
+    # from any page: without this check such a page could publish, change the victim's
+    # streams or fire test events with the victim's rights (CSRF), even though the answer
+    # is withheld from it. `*` allows origins without credentials, so it lists none.
+    value = token("victim", publish=True)
+    cookie = {"cookie": f"sse_token={value}"}
+    commit = {"event_type": "commit", "data": {"forged": True}}
+    async with client_factory(jwt_secret=SECRET, cors_origins=origins) as (hub, client):
+        async with client.stream(headers=bearer(value)) as stream:
+            await stream.next_event()
+            subscribe = {"connection_id": stream.connection_id, "event_types": ["commit"]}
+            evil = {**cookie, "origin": "https://evil.example", "content-type": "text/plain"}
+            for method, path, body in [
+                ("POST", "/sse/publish", commit),
+                ("POST", "/sse/test-event", commit),
+                ("POST", "/sse/subscribe", subscribe),
+                ("GET", "/sse/connections", None),
+            ]:
+                refused = await client.request(method, path, json=body, headers=evil)
+                assert refused.status == 401, (path, refused.json())
+                assert "origin" in refused.json()["message"]
+            assert (await open_stream_status(client, headers=evil))[0] == 401
+            assert hub.snapshot()["events_published"] == 0
+            assert (await client.post("/sse/subscribe", json=subscribe, headers=evil)).status == 401
+            # The same request with the token in a header is not ambient: a foreign page had to know it.
+            with_header = {**bearer(value), "origin": "https://evil.example"}
+            assert (await client.post("/sse/publish", json=commit, headers=with_header)).status == 202
+            # Same origin (Origin matches Host, or the browser says so), no Origin (not a
+            # browser's cross-origin request), or a listed origin: the cookie is taken.
+            accepted = [
+                cookie,
+                {**cookie, "origin": "http://testserver"},
+                {**cookie, "origin": "http://proxied.example:8443", "sec-fetch-site": "same-origin"},
+            ]
+            if origins == (LISTED,):
+                accepted.append({**cookie, "origin": LISTED})
+            for headers in accepted:
+                assert (await client.post("/sse/publish", json=commit, headers=headers)).status == 202, headers
+                assert (await open_stream_status(client, headers=headers))[0] == 200, headers
+
+
+async def test_subscribe_never_moves_a_stream_out_of_the_projects_of_the_token_that_opened_it(
+    auth_client,
+) -> None:
+    # The rights that bound a stream are those of the token it was opened with: neither an
+    # admin nor another token of the same `sub` may widen them through /sse/subscribe.
+    opener = bearer(token("alice", projects=["p1"]))
+    async with auth_client as (hub, client):
+        async with client.stream(headers=opener, query={"project": "p1"}) as stream:
+            await stream.next_event()
+            body = {"connection_id": stream.connection_id, "event_types": ["commit"]}
+            for caller in (bearer(token("root", admin=True)), bearer(token("alice", projects=["*"]))):
+                for project in ("p2", None):
+                    moved = await client.post("/sse/subscribe", json={**body, "project_id": project}, headers=caller)
+                    assert moved.status == 403, moved.json()
+                    assert moved.json()["error"] == "forbidden"
+                kept = await client.post("/sse/subscribe", json={**body, "project_id": "p1"}, headers=caller)
+                assert kept.status == 200
+                assert (await stream.next_event()).event == "subscription_updated"
+            await hub.publish("commit", {"secret": True}, project_id="p2")
+            marker = await hub.publish("commit", {"n": "marker"}, project_id="p1")
+            with trio.fail_after(5):
+                assert (await stream.next_event()).id == marker
+
+
+@pytest.mark.parametrize("project", [["p1"], {"p": 1}, 7])
+async def test_subscribe_with_a_project_id_of_the_wrong_type_is_a_400_for_a_limited_token(
+    auth_client, project: Any
+) -> None:
+    alice = bearer(token("alice", projects=["p1"]))
+    async with auth_client as (_, client):
+        async with client.stream(headers=alice, query={"project": "p1"}) as stream:
+            await stream.next_event()
+            body = {"connection_id": stream.connection_id, "event_types": ["commit"], "project_id": project}
+            for caller in (alice, bearer(token("root", admin=True))):
+                reply = await client.post("/sse/subscribe", json=body, headers=caller)
+                assert reply.status == 400, reply
+                assert reply.json()["error"] == "invalid_request"
+
+
+async def test_a_signed_token_with_an_exp_beyond_any_float_is_served_not_a_500(auth_client) -> None:
+    # JSON integers have no bound: PyJWT accepts exp = 10**400 (the far future), which
+    # float() cannot hold. Such a token never expires; it must not crash the request.
+    far = jwt.encode(
+        {"sub": "alice", "exp": 10**400, "sse": {"projects": ["*"], "publish": True, "admin": True}},
+        SECRET,
+        algorithm="HS256",
+    )
+    async with auth_client as (_, client):
+        assert (await open_stream_status(client, headers=bearer(far)))[0] == 200
+        published = await client.post("/sse/publish", json={"event_type": "commit", "data": 1}, headers=bearer(far))
+        assert published.status == 202
+        assert (await client.get("/sse/connections", headers=bearer(far))).status == 200

@@ -12,6 +12,7 @@ Rights come from the ``sse`` claim: ``{"projects": [...] | ["*"], "publish": boo
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Sequence
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -51,14 +52,22 @@ def _invalid(message: str) -> ApiError:
     return ApiError(401, "invalid_token", message)
 
 
-def _token_from(headers: Sequence[tuple[bytes, bytes]], query_token: str | None) -> str | None:
-    authorization = cookie = None
+def _token_from(
+    headers: Sequence[tuple[bytes, bytes]], query_token: str | None, credential_origins: frozenset[str]
+) -> str | None:
+    authorization = cookie = origin = host = fetch_site = None
     for name, value in headers:
         name = name.lower()
         if name == b"authorization" and authorization is None:
             authorization = value.decode("latin-1")
         elif name == b"cookie" and cookie is None:
             cookie = value.decode("latin-1")
+        elif name == b"origin" and origin is None:
+            origin = value.decode("latin-1")
+        elif name == b"host" and host is None:
+            host = value.decode("latin-1")
+        elif name == b"sec-fetch-site" and fetch_site is None:
+            fetch_site = value.decode("latin-1")
     if authorization is not None:
         scheme, _, credentials = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
@@ -70,8 +79,30 @@ def _token_from(headers: Sequence[tuple[bytes, bytes]], query_token: str | None)
         except CookieError:
             jar = SimpleCookie()
         if COOKIE_NAME in jar:
-            return jar[COOKIE_NAME].value
+            if _cookie_allowed(origin, host, fetch_site, credential_origins):
+                return jar[COOKIE_NAME].value
+            if query_token:
+                return query_token  # not ambient: the page had to know it
+            raise _invalid("the sse_token cookie is not accepted from this origin (not listed in cors_origins)")
     return query_token
+
+
+def _cookie_allowed(
+    origin: str | None, host: str | None, fetch_site: str | None, credential_origins: frozenset[str]
+) -> bool:
+    """Whether the ``sse_token`` cookie may stand for the caller on this request.
+
+    A browser attaches cookies to requests other sites make (a "simple" cross-site POST
+    needs no preflight), so a cookie alone does not show that the caller meant the
+    request (CSRF). It is taken when the request is not a browser's cross-origin one (no
+    ``Origin``), comes from this server's own origin (``Origin`` matches ``Host``, or the
+    browser's ``Sec-Fetch-Site: same-origin``), or from an origin listed in
+    ``cors_origins`` — the origins credentials are allowed for (``*`` lists none).
+    """
+    if origin is None or origin in credential_origins or fetch_site == "same-origin":
+        return True
+    _, separator, netloc = origin.partition("://")
+    return bool(separator) and host is not None and netloc.lower() == host.strip().lower()
 
 
 def _rights(claims: dict[str, Any]) -> Principal:
@@ -88,7 +119,11 @@ def _rights(claims: dict[str, Any]) -> Principal:
     if not isinstance(sub, str):
         raise _invalid("sub must be a string")
     allowed = None if "*" in projects else frozenset(projects)
-    return Principal(sub, allowed, publish, admin, float(claims["exp"]))
+    try:
+        expires_at = float(claims["exp"])  # PyJWT has checked it is an integer in the future
+    except OverflowError:
+        expires_at = math.inf  # a JSON integer beyond any float: never
+    return Principal(sub, allowed, publish, admin, expires_at)
 
 
 class Authenticator:
@@ -98,6 +133,9 @@ class Authenticator:
         self.enabled = settings.auth_enabled
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
+        #: Origins a cookie is accepted from besides the server's own: credentials are
+        #: allowed for listed origins only, never through ``*``.
+        self._credential_origins = frozenset(origin for origin in settings.cors_origins if origin != "*")
         self._key: Any = None
         self._algorithms: list[str] = []
         if settings.jwt_secret:
@@ -110,7 +148,7 @@ class Authenticator:
         """The caller's principal; a 401 :class:`ApiError` for a missing or bad token."""
         if not self.enabled:
             return ANONYMOUS
-        token = _token_from(headers, query_token)
+        token = _token_from(headers, query_token, self._credential_origins)
         if not token:
             raise _invalid("a bearer token is required")
         if len(token) > MAX_TOKEN_LENGTH:

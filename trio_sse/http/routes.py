@@ -21,7 +21,7 @@ from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
 from ..core.errors import ValidationError
-from ..core.validation import MAX_EVENT_ID_LENGTH
+from ..core.validation import MAX_EVENT_ID_LENGTH, check_project_id
 from ..runtime.backends import BackendUnavailable
 from ..runtime.hub import UNSET, Hub, PublishRateExceeded, TooManyPendingChanges, UnknownConnection
 from .audit import audit_admin
@@ -188,13 +188,22 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
         foreign = hub.settings.auth_enabled and connection.client.owner != principal.sub
         if foreign and not principal.admin:
             raise ApiError(403, "forbidden", "this connection belongs to someone else")
+        project_id = UNSET
         if "project_id" in body:
-            require_project(principal, body["project_id"])
+            project_id = check_project_id(body["project_id"])  # a 400 before any rights check
+            require_project(principal, project_id)
+            # The stream stays within the rights of the token that opened it, whoever moves it
+            # (an admin, or another token of the same subject with wider rights).
+            bound = connection.client.projects
+            if bound is not None and project_id not in bound:
+                raise ApiError(
+                    403, "forbidden", f"this stream was opened with a token that may not read {project_id!r}"
+                )
         hub.update_subscription(
             connection_id,
             event_types,
             mode=mode,
-            project_id=body["project_id"] if "project_id" in body else UNSET,
+            project_id=project_id,
             last_event_id=last_event_id,
         )
         described = hub.describe(connection)

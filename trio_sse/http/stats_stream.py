@@ -149,14 +149,16 @@ async def serve_stats_stream(
     """
     extra = extra_headers or []
     headers = scope.get("headers", [])
+    sub: str | None = None  # known once the token is verified, for the audit line of a refusal
     try:
         query = dict(parse_query(scope.get("query_string", b"")))
         principal = authenticator_for(hub.settings).authenticate(headers, query.get("access_token"))
+        sub = principal.sub
         require_admin(principal, hub.settings)
         if hub.closing:
             raise ApiError(503, "server_shutdown", "the server is shutting down", headers={"Retry-After": "1"})
     except ApiError as error:
-        await send_refusal(send, scope, error, extra)
+        await send_refusal(send, scope, error, extra, sub=sub)
         return
     # This stream writes only through ASGI ``send``: it never uses ``transport.direct``.
     transport = AsgiTransport(receive, send, [*_HEADERS, *extra], http_version=scope.get("http_version", "1.1"))

@@ -158,7 +158,7 @@ async def serve_stream(
         sub = principal.sub
         require_project(principal, params.project_id)
         subscription = hub.subscription(params.event_types, params.project_id)
-        info = ClientInfo(address, header(headers, b"user-agent"), principal.sub)
+        info = ClientInfo(address, header(headers, b"user-agent"), principal.sub, principal.projects)
         # Not an AsyncExitStack: it would hold a deque (~0.8 KB) for every open stream.
         async with hub.connect(
             subscription,

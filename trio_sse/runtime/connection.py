@@ -102,11 +102,13 @@ class Transport(Protocol):
 
 @attrs.frozen(slots=True)
 class ClientInfo:
-    """Who opened a stream: network address, user agent, and the token subject if any."""
+    """Who opened a stream: network address, user agent, the token subject if any, and the
+    projects that token may read (``None``: every project), which bound every later filter change."""
 
     address: str | None = None
     user_agent: str | None = None
     owner: str | None = None
+    projects: frozenset[str] | None = None
 
 
 @attrs.frozen(slots=True)

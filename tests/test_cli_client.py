@@ -148,12 +148,13 @@ async def test_refusals_print_the_server_json_error_and_exit_1(live_server_facto
 async def test_publish_refuses_invalid_json_and_an_unreachable_server() -> None:
     bad, unreachable, from_stdin = await cli_all(
         ("publish", "http://127.0.0.1:9", "commit", "{nope"),
-        ("publish", "http://127.0.0.1:9", "commit", "1"),
+        ("publish", "http://127.0.0.1:9/sse/publish?access_token=s3cret", "commit", "1"),
         ("publish", "http://127.0.0.1:9", "commit", "-"),  # stdin is empty: not JSON
     )
     assert bad.returncode == 2 and b"not valid JSON" in bad.stderr
     assert from_stdin.returncode == 2 and b"not valid JSON" in from_stdin.stderr
     assert unreachable.returncode == 1 and b"cannot reach http://127.0.0.1:9" in unreachable.stderr
+    assert b"s3cret" not in unreachable.stderr and b"access_token=REDACTED" in unreachable.stderr
 
 
 async def test_tail_pretty_format_shows_type_id_and_data(live_server_factory) -> None:

@@ -8,6 +8,7 @@ The last ones use a real hypercorn on 127.0.0.1.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -234,6 +235,21 @@ async def test_the_header_never_replaces_an_id_the_client_already_has(autojump_c
         assert [e.id for e in await take(source, 2)] == ["4", "5"]
     assert app.requests[0].headers["last-event-id"] == "3"
     assert app.requests[1].headers["last-event-id"] == "4"
+
+
+async def test_log_lines_and_errors_never_show_a_token_from_the_url(autojump_clock, caplog) -> None:
+    app = FakeSSE([sse(block("1", data=1, retry=500), then="cut"), answer(200, {"not": "a stream"})])
+    url = "http://user:pa55word@testserver/sse/events?types=commit&access_token=s3cret-token"
+    with caplog.at_level(logging.INFO, logger="trio_sse.client"), trio.fail_after(HANG):
+        async with httpx.AsyncClient(transport=ASGIStreamTransport(app)) as http:
+            async with connect(url, http=http, rng=NoJitter()) as source:
+                assert (await anext(source)).id == "1"
+                with pytest.raises(SSEProtocolError) as refused:
+                    await anext(source)
+    assert app.requests[0].query == "types=commit&access_token=s3cret-token"  # still sent, of course
+    shown = caplog.text + str(refused.value)
+    assert "reconnecting" in caplog.text and "access_token=REDACTED" in shown
+    assert "s3cret" not in shown and "pa55word" not in shown
 
 
 async def test_silent_stream_is_reconnected_after_the_silence_window(autojump_clock) -> None:

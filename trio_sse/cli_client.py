@@ -20,7 +20,7 @@ from rich.highlighter import JSONHighlighter
 from rich.logging import RichHandler
 from rich.text import Text
 
-from .client import Event, SSEClientError, SSEHTTPError, connect, publish
+from .client import Event, SSEClientError, SSEHTTPError, connect, publish, redacted
 
 __all__ = ["CommandFailed", "EventPrinter", "run_publish", "run_tail"]
 
@@ -87,7 +87,7 @@ def describe(error: BaseException, url: str) -> str:
     if isinstance(error, SSEHTTPError):
         return f"error: {error}\n{error.text.strip()}" if error.text.strip() else f"error: {error}"
     if isinstance(error, httpx.RequestError):
-        return f"error: cannot reach {url}: {error!r}"
+        return f"error: cannot reach {redacted(httpx.URL(url))}: {error!r}"
     return f"error: {error}"
 
 

@@ -204,6 +204,16 @@ class _Retry(Exception):
         self.delivered = delivered  # the stream had delivered bytes: the server was healthy
 
 
+def redacted(url: httpx.URL) -> str:
+    """``url`` fit for a log line or an error message: an ``access_token`` in the query
+    and a password in the user info are replaced, so no credential is ever logged."""
+    if "access_token" in url.params:
+        url = url.copy_set_param("access_token", "REDACTED")
+    if url.password:
+        url = url.copy_with(password="REDACTED")
+    return str(url)
+
+
 # -- the event source ------------------------------------------------------------------
 
 
@@ -247,6 +257,7 @@ class EventSource:
         rng: random.Random,
     ) -> None:
         self.url = url
+        self._shown_url = redacted(url)  # for log lines and messages: no token in them
         self.last_event_id = last_event_id or None
         self.connection_id: str | None = None
         self.retry = DEFAULT_RETRY
@@ -309,7 +320,7 @@ class EventSource:
             if self._interrupted:  # a cancelled read killed the response's iterator
                 await self._drop()
                 self._delay = 0.0
-                log.info("stream to %s: a read was cancelled; reconnecting at once", self.url)
+                log.info("stream to %s: a read was cancelled; reconnecting at once", self._shown_url)
             try:
                 if self._chunks is None:
                     await self._reconnect()
@@ -377,7 +388,7 @@ class EventSource:
         if failure.retry_after is not None:
             delay = max(delay, failure.retry_after)
         self._delay = delay
-        log.info("stream to %s: %s; reconnecting in %.1f s", self.url, failure.reason, delay)
+        log.info("stream to %s: %s; reconnecting in %.1f s", self._shown_url, failure.reason, delay)
 
     async def _start(self) -> None:
         """Open the first stream, retrying like any reconnection (the first try is immediate)."""
@@ -436,7 +447,8 @@ class EventSource:
             raise await _error_from(response)
         content_type = response.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "text/event-stream":
-            raise SSEProtocolError(f"{self.url} answered {content_type or 'no content type'}, not text/event-stream")
+            what = content_type or "no content type"
+            raise SSEProtocolError(f"{self._shown_url} answered {what}, not text/event-stream")
 
     async def _drop(self) -> None:
         """Close the current response (if any); the next read reconnects."""

@@ -435,3 +435,40 @@ async def test_transport_failing_on_its_very_first_write_is_client_closed(autoju
         assert not connection.can_finish
         assert_unregistered(hub, "client_closed")
         assert task_names() == before
+
+
+@pytest.mark.parametrize("overflow", ["drop", "disconnect"])
+async def test_a_round_that_only_partly_fits_the_queue(autojump_clock, overflow: str) -> None:
+    """One round of five events meets three free slots: three are queued, two do not fit."""
+    async with open_test_hub(queue_size=3, overflow=overflow, send_timeout=60, heartbeat_interval=1000) as hub:
+        seed = await hub.publish("commit", {"n": -1})  # the stream's resume point (Last-Event-ID header)
+        before = task_names()
+        client = Client()
+        async with serve(hub, client) as connection:
+            await trio.sleep(1)
+            client.stall()
+            in_write = await hub.publish("commit", {"n": 0})
+            await client.blocked.wait()
+            burst = await publish_many(hub, 5)  # one batch, one round
+            await trio.sleep(0.1)
+            if overflow == "drop":
+                assert connection.close_reason is None
+                assert connection.pending == 3 and connection.events_dropped == 2
+                assert hub.snapshot()["events_dropped"] == 2
+                client.resume()
+                await trio.sleep(0.1)
+                assert client.ids() == [in_write, *burst[:3]]  # the two that did not fit are gone
+                later = await hub.publish("commit", {"n": 6})
+                await trio.sleep(0.1)
+                assert client.ids()[-1] == later
+                client.closed.set()
+        if overflow == "drop":
+            assert_unregistered(hub, "client_closed")
+        else:
+            assert connection.close_reason == "slow_consumer" and not connection.can_finish
+            assert client.ids() == []
+            assert_unregistered(hub, "slow_consumer")
+            assert hub.snapshot()["events_dropped"] == 0
+            assert connection.start_id == seed
+            assert await catch_up(hub, seed) == [in_write, *burst]
+        assert task_names() == before

@@ -472,3 +472,25 @@ async def test_a_round_that_only_partly_fits_the_queue(autojump_clock, overflow:
             assert connection.start_id == seed
             assert await catch_up(hub, seed) == [in_write, *burst]
         assert task_names() == before
+
+
+async def test_events_published_during_a_graceful_end_do_not_abort_it(autojump_clock) -> None:
+    """A stream that is ending only finishes its write under way: it must not be offered
+    events any more, or enough of them overflow its queue and abort that write."""
+    async with open_test_hub(queue_size=3, send_timeout=60, shutdown_grace=30, heartbeat_interval=1000) as hub:
+        client = Client(shielded=True)
+        async with serve(hub, client) as connection:
+            await trio.sleep(1)
+            client.stall()
+            in_write = await hub.publish("commit", {"n": 0})
+            await client.blocked.wait()
+            hub.begin_shutdown()
+            await publish_many(hub, 5)  # publishers carry on during the grace
+            await trio.sleep(1)
+            assert not client.aborted
+            client.resume()
+        assert client.ids() == [in_write]
+        assert connection.close_reason == "server_shutdown"
+        assert connection.can_finish  # the graceful end stayed graceful
+        assert_unregistered(hub, "server_shutdown")
+        assert hub.snapshot()["errors_last_minute"] == 0

@@ -78,37 +78,43 @@ class _StatsFeed:
     def __init__(self, hub: Hub, transport: AsgiTransport, expires_at: float | None) -> None:
         self.hub = hub
         self.transport = transport
-        self.reason = "client_closed"
+        self.reason: str | None = None
         # Pushed to now + send_timeout around each write, back to infinity after it.
         self._write_deadline = trio.CancelScope()
+        # The tick loop alone: shutdown and the token's end cancel it, not the watcher of
+        # the write deadline, so a write under way that ignores cancellation (hypercorn's)
+        # is still aborted at send_timeout instead of holding the stream open for good.
+        self._ticking = trio.CancelScope()
         self._expires_at = expires_at
 
     async def run(self) -> str:
         """Stream until one of the ends in the module docstring; return its reason."""
-        deadline = math.inf
         if self._expires_at is not None:
-            deadline = trio.current_time() + max(0.0, self._expires_at - time.time())
-        with trio.CancelScope(deadline=deadline) as expiry:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._until_client_leaves, nursery.cancel_scope)
-                nursery.start_soon(self._until_shutdown, nursery.cancel_scope)
+            self._ticking.deadline = trio.current_time() + max(0.0, self._expires_at - time.time())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._until_client_leaves, nursery.cancel_scope)
+            nursery.start_soon(self._until_shutdown)
+            with self._ticking:
                 await self._ticks()
-                nursery.cancel_scope.cancel()
-        if expiry.cancelled_caught:
+            nursery.cancel_scope.cancel()
+        if self._ticking.cancelled_caught and self.reason is None:
             self.reason = "token_expired"
-        return self.reason
+        return self.reason or "client_closed"
 
-    async def _until_shutdown(self, scope: trio.CancelScope) -> None:
+    async def _until_shutdown(self) -> None:
         await self.hub.shutting_down.wait()
-        self.reason = "server_shutdown"
-        scope.cancel()
+        if self.reason is None:
+            self.reason = "server_shutdown"
+        self._ticking.cancel()
 
     async def _until_client_leaves(self, scope: trio.CancelScope) -> None:
         with self._write_deadline:
             await self.transport.wait_closed()
         if self._write_deadline.cancelled_caught:
-            self.reason = "send_timeout"
+            self.reason = "send_timeout"  # even after another end: the socket is aborted
             self.transport.abort()  # hypercorn shields its writes: unblock the stuck one
+        elif self.reason is None:
+            self.reason = "client_closed"
         scope.cancel()
 
     async def _ticks(self) -> None:
@@ -124,7 +130,7 @@ class _StatsFeed:
             try:
                 await self.transport.write(block)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                return  # the client is gone: reason stays client_closed
+                return  # the client is gone (or the watcher aborted the write)
             self._write_deadline.deadline = math.inf
             retry = None
             previous, previous_at = current, now

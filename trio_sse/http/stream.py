@@ -130,12 +130,19 @@ class AsgiTransport:
             self._abort_socket.close()
 
     async def finish(self) -> None:
-        """End the response cleanly (the final chunk of a chunked body; a gzip body's trailer first)."""
+        """End the response cleanly (the final chunk of a chunked body; a gzip body's trailer first).
+
+        Best effort: a client already gone (a server may raise from ``send`` then) leaves
+        nothing to end, and must not turn the end of the stream into an error.
+        """
         with trio.move_on_after(FINAL_WRITE_TIMEOUT):
-            if not self.started:
-                await self.write(b"")
-            end = self._gzip.finish() if self._gzip is not None else b""
-            await self._send({"type": "http.response.body", "body": end, "more_body": False})
+            try:
+                if not self.started:
+                    await self.write(b"")
+                end = self._gzip.finish() if self._gzip is not None else b""
+                await self._send({"type": "http.response.body", "body": end, "more_body": False})
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
 
 
 async def serve_stream(

@@ -300,17 +300,20 @@ class Connection:
         self._transport = transport
         try:
             with trio.CancelScope() as self._run_scope:
-                if self.expires_at is not None:
-                    self._run_scope.deadline = trio.current_time() + (self.expires_at - time.time())
+                expiry = math.inf if self.expires_at is None else trio.current_time() + (self.expires_at - time.time())
                 if self.close_reason is None:  # not closed before it started
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self._watch, transport)
                         try:
-                            await self._pump(transport)
+                            # The token's end cancels the writing, not the watchdog: a write
+                            # that ignores cancellation (hypercorn's) is still aborted at
+                            # send_timeout instead of holding the stream open for good.
+                            with trio.CancelScope(deadline=expiry) as writing:
+                                await self._pump(transport)
                         finally:
                             nursery.cancel_scope.cancel()
-            if self._run_scope.cancelled_caught and self.close_reason is None:
-                self.close_reason = "token_expired"  # only the token's deadline cancels without a reason
+                    if writing.cancelled_caught and self.close_reason is None:
+                        self.close_reason = "token_expired"
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             # The transport failed under us: the client is gone.
             if self.close_reason is None:

@@ -534,6 +534,9 @@ class Hub:
         if not self._connections:
             self._all_gone.set()
         for connection in list(self._connections.values()):
+            # It only finishes its write under way: offering it more events would only fill
+            # its queue, and an overflow would abort that write (slow_consumer) after all.
+            self._index.remove(connection)
             connection.end("server_shutdown")
 
     async def aclose(self) -> None:

@@ -511,5 +511,9 @@ class Connection:
             if size >= MAX_WRITE_BYTES:
                 await self._send_events(transport, batch, live=False)
                 batch, size = [], 0
+                if self._ending:
+                    # A graceful end finishes the write under way, not the whole replay:
+                    # the client resumes from the last event it got, on any instance.
+                    return
         await self._send_events(transport, batch, live=False)
         self._last_order = newest

@@ -214,6 +214,26 @@ async def test_failover_a_client_of_a_killed_instance_resumes_on_another_exactly
     assert len(set(received)) == total and in_order(received)
 
 
+async def test_a_fresh_instance_names_where_its_streams_start_before_its_first_delivery(
+    live_server_factory, shared
+) -> None:
+    # Its reader starts after the newest entry older than the instance: a stream opened
+    # before anything new arrives must still get that point as its Last-Event-ID header,
+    # or a client dropped before its first event would reconnect with no id and lose events.
+    async with live_server_factory(**shared) as a, httpx.AsyncClient(timeout=TIMEOUT) as http:
+        older = (await http.post(f"{a.base_url}/sse/publish", json={"event_type": "commit", "data": 0})).json()["id"]
+        await trio.sleep(0.01)  # a later millisecond: the new instance starts after it
+        async with live_server_factory(**shared) as b:
+            async with aconnect_sse(http, "GET", f"{b.base_url}/sse/events") as source:
+                assert (await next_sse(source.aiter_sse())).event == "connected"
+                assert source.response.headers["last-event-id"] == older
+            # Dropped before its first event; published meanwhile (on the other instance):
+            missed = (await http.post(f"{a.base_url}/sse/publish", json={"event_type": "commit", "data": 1})).json()
+            headers = {"Last-Event-ID": older}
+            async with aconnect_sse(http, "GET", f"{b.base_url}/sse/events", headers=headers) as resumed:
+                assert (await next_event(resumed.aiter_sse())).id == missed["id"]
+
+
 # -- Redis down and back ------------------------------------------------------------------
 
 

@@ -144,7 +144,8 @@ class Hub:
         connection = Connection(self, secrets.token_urlsafe(12), subscription, client, last_event_id, time.time())
         # Events committed before this point but still in the outbox are not for this stream
         # (its replay, if any, covers them).
-        connection.start_after(self._newest, self._newest_id)
+        start_id = self._newest_id if self._newest_id is not None else self.backend.resume_point
+        connection.start_after(self._newest, start_id)
         connection.expires_at = expires_at
         key = _client_key(client)
         self._connections[connection.id] = connection

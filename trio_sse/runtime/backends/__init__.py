@@ -38,6 +38,13 @@ class Backend(Protocol):
         """Background work (e.g. reading a shared stream); reports ready via ``task_status``."""
         ...
 
+    @property
+    def resume_point(self) -> str | None:
+        """Id of the newest stored event this instance will not deliver (it comes before
+        where delivery starts), or ``None``: where a new stream can resume from before the
+        hub has delivered anything (the ``Last-Event-ID`` response header)."""
+        ...
+
     async def append(self, batch: Sequence[NewEvent]) -> list[Event]:
         """Store ``batch`` atomically in order and return the events with their ids.
 

@@ -50,6 +50,10 @@ class MemoryBackend:
     async def refresh_stats(self) -> None:
         """Always up to date: the ring is in this process."""
 
+    @property
+    def resume_point(self) -> str | None:
+        return None  # every event stored here is delivered: the hub knows the newest
+
     def history_stats(self) -> dict[str, Any]:
         oldest, newest = self.history.oldest, self.history.newest
         return {

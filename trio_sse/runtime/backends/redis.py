@@ -135,6 +135,12 @@ class RedisBackend:
             finally:
                 self._client = None
 
+    @property
+    def resume_point(self) -> str | None:
+        # Where the reader starts (or has read up to): entries after it reach the hub.
+        # "0-0" names no entry; replaying from it would be a history gap, not a resume.
+        return None if self._last_id == "0-0" else self._last_id
+
     async def _find_start(self) -> bool:
         """Start after the newest entry published before this instance started.
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+from fake_transports import ShieldedTransport
 
 import trio_sse
 from trio_sse.http.stats_stream import _StatsFeed, serve_stats_stream
@@ -26,44 +27,6 @@ from trio_sse.runtime.stats import trio_tasks
 from trio_sse.settings import Settings
 
 EPS = 1e-6
-#: A stuck write that nothing frees within this long fails the test instead of hanging it.
-STUCK_FOREVER = 1000
-
-
-class ShieldedWrites:
-    """A transport whose blocked write, like hypercorn's, returns only when aborted (then raises)."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.stuck = False
-        self.aborted_at = math.inf
-        self._unblock = trio.Event()
-        self.blocked = trio.Event()
-        self.closed = trio.Event()
-
-    async def write(self, data: bytes) -> None:
-        if self.stuck:
-            self.blocked.set()
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + STUCK_FOREVER
-                await self._unblock.wait()
-            if scope.cancelled_caught:
-                raise AssertionError("a write stuck in a shielded send was never aborted")
-            if self.aborted_at < math.inf:
-                raise trio.BrokenResourceError("socket closed under the write")
-        self.writes.append(data)
-
-    def unstick(self) -> None:
-        """The client reads again: the blocked write completes."""
-        self.stuck = False
-        self._unblock.set()
-
-    async def wait_closed(self) -> None:
-        await self.closed.wait()
-
-    def abort(self) -> None:
-        self.aborted_at = trio.current_time()
-        self._unblock.set()
 
 
 @asynccontextmanager
@@ -73,7 +36,7 @@ async def open_hub(**settings: Any) -> AsyncIterator[Hub]:
             yield hub
 
 
-async def run_feed(hub: Hub, transport: ShieldedWrites, reasons: list[str], expires_at: float | None = None) -> None:
+async def run_feed(hub: Hub, transport: ShieldedTransport, reasons: list[str], expires_at: float | None = None) -> None:
     reasons.append(await _StatsFeed(hub, transport, expires_at).run())  # type: ignore[arg-type]
 
 
@@ -86,7 +49,7 @@ async def test_stats_stream_stuck_when_it_should_end_is_aborted_at_send_timeout(
     the tick loop, and the stuck write was never aborted: the stream outlived the hub."""
     async with open_hub(send_timeout=30) as hub:
         before = trio_tasks()
-        transport = ShieldedWrites()
+        transport = ShieldedTransport()
         reasons: list[str] = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_feed, hub, transport, reasons, time.time() + 5 if end == "expiry" else None)
@@ -105,7 +68,7 @@ async def test_stats_stream_stuck_when_it_should_end_is_aborted_at_send_timeout(
 @pytest.mark.parametrize("end", ["shutdown", "expiry"])
 async def test_stats_stream_write_completing_after_its_end_then_ends_cleanly(autojump_clock, end: str) -> None:
     async with open_hub(send_timeout=30) as hub:
-        transport = ShieldedWrites()
+        transport = ShieldedTransport()
         reasons: list[str] = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_feed, hub, transport, reasons, time.time() + 5 if end == "expiry" else None)

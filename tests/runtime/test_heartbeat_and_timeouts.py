@@ -7,12 +7,12 @@ an exact difference, not as a flaky sleep.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
+from fake_transports import ShieldedTransport
 
 from trio_sse.core.parser import Comment, ParsedEvent
 from trio_sse.runtime.connection import HEARTBEAT, Connection
@@ -132,31 +132,6 @@ async def test_publisher_is_never_blocked_by_a_paused_client(autojump_clock, cli
         assert [e.id for e in received[1:]] == ids
         assert trio.current_time() == start  # and the fast one was not held up either
         assert len(hub.connections()) == 2
-
-
-class ShieldedTransport:
-    """Like hypercorn: a write ignores cancellation and only an abort makes it give up."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.stuck = False
-        self.aborted_at = math.inf
-        self._unblock = trio.Event()
-        self.closed = trio.Event()
-
-    async def write(self, data: bytes) -> None:
-        if self.stuck:
-            with trio.CancelScope(shield=True):
-                await self._unblock.wait()
-            raise trio.BrokenResourceError("socket closed")
-        self.writes.append(data)
-
-    async def wait_closed(self) -> None:
-        await self.closed.wait()
-
-    def abort(self) -> None:
-        self.aborted_at = trio.current_time()
-        self._unblock.set()
 
 
 @asynccontextmanager

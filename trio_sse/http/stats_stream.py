@@ -124,8 +124,10 @@ class _StatsFeed:
         retry: int | None = settings.retry  # sent once, in the first event
         while True:
             now = trio.current_time()
-            current = self.hub.snapshot()
-            block = system_event("system_status", stats_payload(previous, current, now - previous_at), retry=retry)
+            # Shared with the other viewers' ticks; rates use the snapshot's own time.
+            taken_at, current = self.hub.shared_snapshot(STATS_INTERVAL / 2)
+            elapsed = taken_at - previous_at
+            block = system_event("system_status", stats_payload(previous, current, elapsed), retry=retry)
             self._write_deadline.deadline = now + settings.send_timeout
             try:
                 await self.transport.write(block)
@@ -133,7 +135,7 @@ class _StatsFeed:
                 return  # the client is gone (or the watcher aborted the write)
             self._write_deadline.deadline = math.inf
             retry = None
-            previous, previous_at = current, now
+            previous, previous_at = current, taken_at
             # A slow write skips ticks instead of bunching them up afterwards.
             while next_tick <= trio.current_time():
                 next_tick += STATS_INTERVAL

@@ -107,6 +107,7 @@ class Hub:
         #: it can resume from even if it drops before its first event.
         self._newest_id: str | None = None
         self.started_at = trio.current_time()
+        self._shared_snapshot: tuple[float, dict[str, Any]] | None = None
 
     # -- subscriptions --------------------------------------------------------------
 
@@ -445,6 +446,19 @@ class Hub:
             "open_fds": open_file_descriptors(),
             "trio_tasks": trio_tasks(),
         }
+
+    def shared_snapshot(self, max_age: float) -> tuple[float, dict[str, Any]]:
+        """``(taken_at, snapshot())``, reused while younger than ``max_age`` seconds.
+
+        Every open dashboard ticks once a second and a snapshot costs ~8 ms of the loop at
+        10,000 streams (mostly the descriptor count): ticks that come close together
+        share one, so fifty viewers cost what one does. The dict must not be modified.
+        """
+        now = trio.current_time()
+        shared = self._shared_snapshot
+        if shared is None or now - shared[0] >= max_age:
+            shared = self._shared_snapshot = (now, self.snapshot())
+        return shared
 
     def _figures(self) -> dict[str, Any]:
         """The hub's own figures (what ``health`` judges; no task-tree walk, no /proc read)."""

@@ -15,6 +15,7 @@ import trio
 import trio.testing
 
 import trio_sse
+from trio_sse.runtime import hub as hub_module
 from trio_sse.runtime.connection import ClientInfo
 from trio_sse.runtime.hub import ConnectionRefused, Hub
 from trio_sse.runtime.stats import trio_tasks
@@ -100,6 +101,27 @@ async def test_trio_tasks_counts_every_live_task_of_the_run(autojump_clock) -> N
         assert trio_tasks() == len(task_names()) == before + 9
         outer.cancel_scope.cancel()
     assert trio_tasks() == before
+
+
+async def test_the_descriptor_count_is_taken_at_most_once_a_second(autojump_clock, monkeypatch) -> None:
+    # Listing /proc/self/fd costs ~8 ms at 10,000 sockets and /sse/stats is public: a client
+    # polling it must not make every stream pay that on each request.
+    counts = iter(range(100, 200))
+    counted_at: list[float] = []
+
+    def fake_count() -> int:
+        counted_at.append(trio.current_time())
+        return next(counts)
+
+    monkeypatch.setattr(hub_module, "open_file_descriptors", fake_count)
+    async with trio_sse.open_hub(Settings()) as hub:
+        start = trio.current_time()
+        seen = []
+        for i in range(25):  # 2.5 s of a client polling every 0.1 s
+            seen.append(hub.snapshot()["open_fds"])
+            await trio.sleep_until(start + (i + 1) / 10)
+    assert [round(at - start, 6) for at in counted_at] == [0.0, 1.0, 2.0]
+    assert seen == [100] * 10 + [101] * 10 + [102] * 5
 
 
 async def test_streams_are_registered_while_open(autojump_clock, client_factory) -> None:

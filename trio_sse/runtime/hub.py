@@ -465,9 +465,10 @@ class Hub:
     def shared_snapshot(self, max_age: float) -> tuple[float, dict[str, Any]]:
         """``(taken_at, snapshot())``, reused while younger than ``max_age`` seconds.
 
-        Every open dashboard ticks once a second and a snapshot costs ~8 ms of the loop at
-        10,000 streams (mostly the descriptor count): ticks that come close together
-        share one, so fifty viewers cost what one does. The dict must not be modified.
+        Every open dashboard ticks once a second. A snapshot passes over every connection
+        (0.6 ms at 10,000 streams, measured; its descriptor count is itself reused for a
+        second, see ``_open_fds``): ticks that come close together share one, so fifty
+        viewers cost what one does. The dict must not be modified.
         """
         now = trio.current_time()
         shared = self._shared_snapshot

@@ -30,6 +30,7 @@ from trio_sse.client import (
     SSEConnectionError,
     SSEHTTPError,
     SSEProtocolError,
+    State,
     connect,
     endpoint_url,
     publish,
@@ -537,4 +538,74 @@ async def test_204_means_stop_reconnecting(autojump_clock) -> None:
     async with fake_source(app) as source:
         assert [event.id async for event in source] == ["1"]
         assert source.response is None
+    assert len(app.requests) == 2
+
+
+# -- initial delay and restart() (issue 11, item 8) ------------------------------------------
+
+
+async def test_initial_delay_is_the_reconnection_delay_until_the_server_sends_retry(autojump_clock) -> None:
+    app = FakeSSE([sse(block("1", data=1)), sse(block("2", data=2, retry=1000)), sse(block("3", data=3), then="stall")])
+    async with fake_source(app, initial_delay=0.25) as source:
+        assert source.retry == 0.25
+        assert [e.id for e in await take(source, 3)] == ["1", "2", "3"]
+    assert app.gaps() == [0.25, 1.0]
+
+
+async def test_restart_from_another_task_reconnects_at_once_with_the_last_id(autojump_clock) -> None:
+    app = FakeSSE([sse(block("1", data=1, retry=5000), then="stall"), sse(block("2", data=2), then="stall")])
+    seen: list[str | None] = []
+    async with fake_source(app, silence_timeout=None) as source, trio.open_nursery() as nursery:
+
+        async def consume() -> None:
+            async for event in source:
+                seen.append(event.id)
+
+        nursery.start_soon(consume)
+        await trio.sleep(10)
+        assert seen == ["1"] and source.connections == 1
+        source.restart()
+        await trio.sleep(1)
+        assert seen == ["1", "2"] and source.connections == 2
+        nursery.cancel_scope.cancel()
+    assert app.gaps() == [10.0]  # at once: not after the 5 s retry
+    assert app.requests[1].headers["last-event-id"] == "1"
+    assert app.disconnected >= 1  # the first response was closed
+
+
+async def test_restart_cuts_a_wait_for_the_next_attempt_short(autojump_clock) -> None:
+    app = FakeSSE([sse(block("1", data=1, retry=60_000)), sse(block("2", data=2), then="stall")])
+    async with fake_source(app) as source, trio.open_nursery() as nursery:
+        assert (await anext(source)).id == "1"
+        nursery.start_soon(anext, source)  # reads the end of the stream, then waits 60 s
+        await trio.sleep(5)
+        source.restart()
+        await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert app.gaps() == [5.0]
+
+
+async def test_restart_hands_over_the_events_already_received_first(autojump_clock) -> None:
+    app = FakeSSE([sse(block("1", data=1) + block("2", data=2) + block("3", data=3), then="stall"), sse(then="stall")])
+    async with fake_source(app) as source:
+        assert (await anext(source)).id == "1"
+        source.restart()
+        assert [e.id for e in await take(source, 2)] == ["2", "3"]  # received before the restart
+        assert source.connections == 1
+        with trio.move_on_after(1):
+            await anext(source)
+        assert source.connections == 2
+    assert app.requests[1].headers["last-event-id"] == "3"  # nothing replayed twice, nothing skipped
+
+
+async def test_a_final_refusal_closes_the_source(autojump_clock) -> None:
+    app = FakeSSE([sse(block("1", data=1)), answer(403, {"error": "forbidden", "message": "no"})])
+    async with fake_source(app) as source:
+        assert (await anext(source)).id == "1"
+        with pytest.raises(SSEHTTPError):
+            await anext(source)
+        assert source.state is State.CLOSED
+        with pytest.raises(StopAsyncIteration):
+            await anext(source)  # as EventSource: a failed connection is not retried
+        source.restart()  # does nothing once closed
     assert len(app.requests) == 2

@@ -514,7 +514,7 @@ class EventSource:
             except StopAsyncIteration:
                 raise _Retry("the server ended the stream", delivered=True) from None
             except httpx.RequestError as exc:
-                raise _Retry(f"the connection was lost ({exc!r})", delivered=True) from None
+                raise _Retry(f"the connection was lost ({exc!r})", delivered=True) from exc
             except trio.Cancelled:
                 self._interrupted = True
                 raise

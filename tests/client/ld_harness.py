@@ -16,8 +16,8 @@ from typing import Any
 
 import attrs
 import trio
-
 from stream_server import Canned, StreamConnection, StreamServer, stream_server
+
 from trio_sse.client import Event, EventSource, SSEClientError, State, StateChange, open_url
 
 AWAIT_MESSAGE = 5.0  # seconds, the harness's awaitMessageTimeout
@@ -41,6 +41,7 @@ class ClientUnderTest:
     source: EventSource | None = None
     states: list[StateChange] = attrs.Factory(list)
     _ignore_next_error: bool = False
+    _changed: trio.Event = attrs.Factory(trio.Event)
     _send: trio.MemorySendChannel[Message] | None = None
     _receive: trio.MemoryReceiveChannel[Message] | None = None
 
@@ -54,17 +55,26 @@ class ClientUnderTest:
 
         def on_state(change: StateChange) -> None:
             self.states.append(change)
+            self._changed.set()
+            self._changed = trio.Event()
             if change.state is State.ERROR:
                 send(Message("error", error=change.error))
 
         try:
-            async with open_url(url, on_comment=lambda text: send(Message("comment", comment=text)),
-                                on_state=on_state, **options) as source:
+            async with open_url(
+                url, on_comment=lambda text: send(Message("comment", comment=text)), on_state=on_state, **options
+            ) as source:
                 self.source = source
                 async for event in source:
                     send(Message("event", event=event))
         except SSEClientError:
             pass  # already reported by on_state (ERROR, then CLOSED)
+
+    async def wait_state(self, state: State, count: int = 1) -> None:
+        """Until the hook has heard ``state`` ``count`` times in all."""
+        with trio.fail_after(AWAIT_MESSAGE):
+            while sum(change.state is state for change in self.states) < count:
+                await self._changed.wait()
 
     def ignore_error_here(self) -> None:
         """The next message may be an error (the harness's ``IgnoreErrorHere``)."""
@@ -110,9 +120,7 @@ def ev(data: str, type: str = "message", id: str = "") -> tuple[str, str, str]:
 
 
 @asynccontextmanager
-async def new_client(
-    server: StreamServer, path: str = "/stream", **options: Any
-) -> AsyncIterator[ClientUnderTest]:
+async def new_client(server: StreamServer, path: str = "/stream", **options: Any) -> AsyncIterator[ClientUnderTest]:
     """A client on ``server``'s ``path`` for the block (the harness's ``NewSSEClient``)."""
     client = ClientUnderTest()
     async with trio.open_nursery() as nursery:
@@ -125,7 +133,7 @@ async def new_client(
 
 @asynccontextmanager
 async def stream_and_client(
-    routes: dict[str, Canned] | None = None, **options: Any
+    routes: dict[str, Canned | list[Canned]] | None = None, **options: Any
 ) -> AsyncIterator[tuple[StreamServer, StreamConnection, ClientUnderTest]]:
     """Server, first stream and client (the harness's ``NewStreamAndSSEClient``)."""
     async with stream_server(routes) as server, new_client(server, **options) as client:

@@ -77,11 +77,12 @@ class StreamConnection:
 
 @attrs.define(eq=False)
 class StreamServer:
-    """``routes`` maps a path to a :class:`Canned` answer; any other path is a stream."""
+    """``routes`` maps a path to a :class:`Canned` answer, or to a list of them answered
+    in turn (the last one then for good); any other path is a stream."""
 
     host: str = "127.0.0.1"
     port: int = 0
-    routes: dict[str, Canned] = attrs.Factory(dict)
+    routes: dict[str, Canned | list[Canned]] = attrs.Factory(dict)
     requests: list[Recorded] = attrs.Factory(list)
     _send: trio.MemorySendChannel[StreamConnection] | None = None
     _receive: trio.MemoryReceiveChannel[StreamConnection] | None = None
@@ -110,6 +111,8 @@ class StreamServer:
                     return
                 self.requests.append(request)
                 canned = self.routes.get(request.path)
+                if isinstance(canned, list):
+                    canned = canned.pop(0) if len(canned) > 1 else canned[0]
                 if canned is None:
                     await self._stream(stream, conn, request)
                     return
@@ -168,7 +171,7 @@ class StreamServer:
 
 
 @asynccontextmanager
-async def stream_server(routes: dict[str, Canned] | None = None) -> AsyncIterator[StreamServer]:
+async def stream_server(routes: dict[str, Canned | list[Canned]] | None = None) -> AsyncIterator[StreamServer]:
     """Serve on an ephemeral port of 127.0.0.1 for the block; every socket is closed after."""
     server = StreamServer(routes=dict(routes or {}))
     server._send, server._receive = trio.open_memory_channel[StreamConnection](math.inf)

@@ -50,9 +50,9 @@ import random
 
 import pytest
 import trio
-
 from ld_harness import as_ld, ev, new_client, stream_and_client
 from stream_server import Canned, stream_server
+
 from trio_sse.client import SSEHTTPError, SSEProtocolError, State
 
 BOM = "\ufeff"
@@ -197,7 +197,11 @@ def _linefeed_inputs(t: str) -> list[tuple[str, str, list[tuple[str, str, str]]]
             f"data: event 1{t}{t}data: event 2 line 1{t}data: event 2 line 2{t}{t}",
             [ev("event 1"), ev("event 2 line 1\nevent 2 line 2")],
         ),
-        ("3-line event with empty line at beginning", f"data:{t}data: line2{t}data: line3{t}{t}", [ev("\nline2\nline3")]),
+        (
+            "3-line event with empty line at beginning",
+            f"data:{t}data: line2{t}data: line3{t}{t}",
+            [ev("\nline2\nline3")],
+        ),
         ("3-line event with empty line in middle", f"data: line1{t}data:{t}data: line3{t}{t}", [ev("line1\n\nline3")]),
         ("ignores 1 extra empty line", f"data: event 1{t}{t}{t}data: event 2{t}{t}", [ev("event 1"), ev("event 2")]),
         (

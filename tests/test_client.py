@@ -8,6 +8,7 @@ The last ones use a real hypercorn on 127.0.0.1.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -22,6 +23,8 @@ import orjson
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import trio_sse
 from trio_sse.client import (
@@ -609,3 +612,43 @@ async def test_a_final_refusal_closes_the_source(autojump_clock) -> None:
             await anext(source)  # as EventSource: a failed connection is not retried
         source.restart()  # does nothing once closed
     assert len(app.requests) == 2
+
+
+# -- the resume point, whatever the chunking (WHATWG "last event ID") ---------------------
+
+_ids = st.sampled_from(["", "a", "b", "7"])
+_blocks = st.lists(
+    st.one_of(
+        st.tuples(st.just("event"), st.none() | _ids),
+        st.tuples(st.just("id_only"), _ids),
+        st.tuples(st.just("comment"), st.none()),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(blocks=_blocks, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8))
+async def test_every_event_and_the_reconnection_carry_the_whatwg_last_event_id_however_the_stream_is_cut(
+    blocks: list[tuple[str, str | None]], cuts: list[int]
+) -> None:
+    text, expected, last = "", [], ""
+    for n, (kind, value) in enumerate(blocks):
+        if kind == "event":
+            text += (f"id: {value}\n" if value is not None else "") + f"data: {n}\n\n"
+            last = value if value is not None else last
+            expected.append((str(n), last or None))
+        elif kind == "id_only":
+            text += f"id: {value}\n\n"
+            last = value
+        else:
+            text += ": note\n"
+    text += "id: cut\ndata: never dispatched"  # the connection is lost in the middle of a block
+    raw = text.encode()
+    points = sorted({0, len(raw), *(cut for cut in cuts if cut < len(raw))})
+    chunks = [raw[a:b] for a, b in itertools.pairwise(points)]
+    app = FakeSSE([sse(*chunks, then="cut"), sse(block(None, data="after"), then="stall")])
+    async with fake_source(app, silence_timeout=None, initial_delay=0) as source:
+        events = await take(source, len(expected) + 1)
+    assert [(e.data, e.last_event_id) for e in events] == [*expected, ('"after"', last or None)]
+    assert app.requests[1].headers.get("last-event-id") == (last or None)

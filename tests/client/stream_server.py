@@ -84,6 +84,7 @@ class StreamServer:
     port: int = 0
     routes: dict[str, Canned | list[Canned]] = attrs.Factory(dict)
     requests: list[Recorded] = attrs.Factory(list)
+    _recorded: trio.Event = attrs.Factory(trio.Event)
     _send: trio.MemorySendChannel[StreamConnection] | None = None
     _receive: trio.MemoryReceiveChannel[StreamConnection] | None = None
 
@@ -96,11 +97,12 @@ class StreamServer:
         with trio.fail_after(timeout):
             return await self._receive.receive()
 
-    async def expect_no_connection(self, wait: float) -> None:
-        assert self._receive is not None
-        with trio.move_on_after(wait):
-            connection = await self._receive.receive()
-            raise AssertionError(f"unexpected connection: {connection.request}")
+    async def wait_requests(self, prefix: str, count: int, timeout: float = 5.0) -> list[Recorded]:
+        """Once ``count`` requests to paths starting with ``prefix`` came: those requests."""
+        with trio.fail_after(timeout):
+            while len(found := [r for r in self.requests if r.path.startswith(prefix)]) < count:
+                await self._recorded.wait()
+        return found
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -110,6 +112,8 @@ class StreamServer:
                 if request is None:
                     return
                 self.requests.append(request)
+                self._recorded.set()
+                self._recorded = trio.Event()
                 canned = self.routes.get(request.path)
                 if isinstance(canned, list):
                     canned = canned.pop(0) if len(canned) > 1 else canned[0]

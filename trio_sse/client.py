@@ -182,10 +182,11 @@ class Event:
     data: str
     id: str | None = None
     """The event's ``id:`` (``None`` for system events and events sent without one)."""
-    last_event_id: str | None = None
+    last_event_id: str | None = attrs.field(default=None, eq=False)
     """The stream's last event id once this event is received (WHATWG's ``lastEventId``):
     its own ``id:`` or, without one, the last one before it (an ``id:``-only block
-    included); ``None`` when there is none. It is what a reconnection would send."""
+    included); ``None`` when there is none. It is what a reconnection would send. Not
+    compared by ``==``: ``Event(type, data, id)`` still equals the event received."""
 
     @property
     def is_system(self) -> bool:

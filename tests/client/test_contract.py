@@ -422,3 +422,23 @@ async def test_a_refusal_is_an_error_and_closes_the_stream() -> None:
             await trio.sleep(0.2)
             assert [c.state for c in client.states] == [State.CONNECTING, State.ERROR, State.CLOSED]
         assert len(server.requests) == 1
+
+
+async def test_a_200_of_another_content_type_is_an_error_and_is_not_retried() -> None:
+    """WHATWG: a 200 that is not text/event-stream fails the connection for good."""
+    page = Canned(200, [("content-type", "text/html")], b"<html></html>")
+    async with stream_server({"/page": page}) as server, new_client(server, "/page") as client:
+        error = await client.require_error()
+        assert isinstance(error, SSEProtocolError) and "text/html" in str(error)
+        await client.wait_state(State.CLOSED)
+        await trio.sleep(0.2)
+        assert len(server.requests) == 1
+
+
+async def test_a_busy_answer_is_an_error_then_retried() -> None:
+    """503 (like 408, 425, 429, 500, 502, 504) says "later": reported, then retried."""
+    async with stream_server({"/busy": Canned(503, [("retry-after", "0")])}) as server:
+        async with new_client(server, "/busy", initial_delay=0.01) as client:
+            first, second = await client.require_error(), await client.require_error()
+            assert getattr(first, "status", None) == getattr(second, "status", None) == 503
+        assert len(server.requests) >= 2

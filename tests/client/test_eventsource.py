@@ -21,6 +21,7 @@ from ld_harness import ev, new_client, stream_and_client
 from stream_server import Canned, stream_server
 
 from trio_sse.client import (
+    Event,
     SSEHTTPError,
     SSEProtocolError,
     SSEStreamError,
@@ -57,6 +58,7 @@ async def test_an_id_only_block_applies_after_the_events_before_it() -> None:
             await stream.send("id: 1\ndata: one\n\nid: 2\n\n")
             event = await anext(source)
             assert (event.id, source.last_event_id) == ("1", "1")  # not yet 2: event 1 is just being handed over
+            assert event == Event("message", "one", "1")  # last_event_id is not part of ==
             await stream.break_connection()
             with trio.move_on_after(0.5):
                 await anext(source)  # applies the id-only block, then reconnects

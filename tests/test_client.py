@@ -8,6 +8,7 @@ The last ones use a real hypercorn on 127.0.0.1.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -22,6 +23,8 @@ import orjson
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import trio_sse
 from trio_sse.client import (
@@ -30,6 +33,7 @@ from trio_sse.client import (
     SSEConnectionError,
     SSEHTTPError,
     SSEProtocolError,
+    State,
     connect,
     endpoint_url,
     publish,
@@ -538,3 +542,113 @@ async def test_204_means_stop_reconnecting(autojump_clock) -> None:
         assert [event.id async for event in source] == ["1"]
         assert source.response is None
     assert len(app.requests) == 2
+
+
+# -- initial delay and restart() (issue 11, item 8) ------------------------------------------
+
+
+async def test_initial_delay_is_the_reconnection_delay_until_the_server_sends_retry(autojump_clock) -> None:
+    app = FakeSSE([sse(block("1", data=1)), sse(block("2", data=2, retry=1000)), sse(block("3", data=3), then="stall")])
+    async with fake_source(app, initial_delay=0.25) as source:
+        assert source.retry == 0.25
+        assert [e.id for e in await take(source, 3)] == ["1", "2", "3"]
+    assert app.gaps() == [0.25, 1.0]
+
+
+async def test_restart_from_another_task_reconnects_at_once_with_the_last_id(autojump_clock) -> None:
+    app = FakeSSE([sse(block("1", data=1, retry=5000), then="stall"), sse(block("2", data=2), then="stall")])
+    seen: list[str | None] = []
+    async with fake_source(app, silence_timeout=None) as source, trio.open_nursery() as nursery:
+
+        async def consume() -> None:
+            async for event in source:
+                seen.append(event.id)
+
+        nursery.start_soon(consume)
+        await trio.sleep(10)
+        assert seen == ["1"] and source.connections == 1
+        source.restart()
+        await trio.sleep(1)
+        assert seen == ["1", "2"] and source.connections == 2
+        nursery.cancel_scope.cancel()
+    assert app.gaps() == [10.0]  # at once: not after the 5 s retry
+    assert app.requests[1].headers["last-event-id"] == "1"
+    assert app.disconnected >= 1  # the first response was closed
+
+
+async def test_restart_cuts_a_wait_for_the_next_attempt_short(autojump_clock) -> None:
+    app = FakeSSE([sse(block("1", data=1, retry=60_000)), sse(block("2", data=2), then="stall")])
+    async with fake_source(app) as source, trio.open_nursery() as nursery:
+        assert (await anext(source)).id == "1"
+        nursery.start_soon(anext, source)  # reads the end of the stream, then waits 60 s
+        await trio.sleep(5)
+        source.restart()
+        await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert app.gaps() == [5.0]
+
+
+async def test_restart_hands_over_the_events_already_received_first(autojump_clock) -> None:
+    app = FakeSSE([sse(block("1", data=1) + block("2", data=2) + block("3", data=3), then="stall"), sse(then="stall")])
+    async with fake_source(app) as source:
+        assert (await anext(source)).id == "1"
+        source.restart()
+        assert [e.id for e in await take(source, 2)] == ["2", "3"]  # received before the restart
+        assert source.connections == 1
+        with trio.move_on_after(1):
+            await anext(source)
+        assert source.connections == 2
+    assert app.requests[1].headers["last-event-id"] == "3"  # nothing replayed twice, nothing skipped
+
+
+async def test_a_final_refusal_closes_the_source(autojump_clock) -> None:
+    app = FakeSSE([sse(block("1", data=1)), answer(403, {"error": "forbidden", "message": "no"})])
+    async with fake_source(app) as source:
+        assert (await anext(source)).id == "1"
+        with pytest.raises(SSEHTTPError):
+            await anext(source)
+        assert source.state is State.CLOSED
+        with pytest.raises(StopAsyncIteration):
+            await anext(source)  # as EventSource: a failed connection is not retried
+        source.restart()  # does nothing once closed
+    assert len(app.requests) == 2
+
+
+# -- the resume point, whatever the chunking (WHATWG "last event ID") ---------------------
+
+_ids = st.sampled_from(["", "a", "b", "7"])
+_blocks = st.lists(
+    st.one_of(
+        st.tuples(st.just("event"), st.none() | _ids),
+        st.tuples(st.just("id_only"), _ids),
+        st.tuples(st.just("comment"), st.none()),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(blocks=_blocks, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8))
+async def test_every_event_and_the_reconnection_carry_the_whatwg_last_event_id_however_the_stream_is_cut(
+    blocks: list[tuple[str, str | None]], cuts: list[int]
+) -> None:
+    text, expected, last = "", [], ""
+    for n, (kind, value) in enumerate(blocks):
+        if kind == "event":
+            text += (f"id: {value}\n" if value is not None else "") + f"data: {n}\n\n"
+            last = value if value is not None else last
+            expected.append((str(n), last or None))
+        elif kind == "id_only":
+            text += f"id: {value}\n\n"
+            last = value
+        else:
+            text += ": note\n"
+    text += "id: cut\ndata: never dispatched"  # the connection is lost in the middle of a block
+    raw = text.encode()
+    points = sorted({0, len(raw), *(cut for cut in cuts if cut < len(raw))})
+    chunks = [raw[a:b] for a, b in itertools.pairwise(points)]
+    app = FakeSSE([sse(*chunks, then="cut"), sse(block(None, data="after"), then="stall")])
+    async with fake_source(app, silence_timeout=None, initial_delay=0) as source:
+        events = await take(source, len(expected) + 1)
+    assert [(e.data, e.last_event_id) for e in events] == [*expected, ('"after"', last or None)]
+    assert app.requests[1].headers.get("last-event-id") == (last or None)

@@ -6,6 +6,10 @@
         async for event in source:
             print(event.type, event.id, event.json())
 
+:func:`connect` takes the base URL of a trio_sse hub (it adds ``/sse/events`` and the
+filters); :func:`open_url` opens the exact URL of any event stream, with any method
+and body (SSE over ``POST``, as MCP servers and LLM APIs stream).
+
 It reconnects by itself: after the server ends or drops the stream, after an HTTP
 429/5xx, after a network error, and when nothing at all (not even a heartbeat
 comment) arrives for ``silence_timeout`` seconds. Each reconnection sends
@@ -19,17 +23,24 @@ cancellation — closes the HTTP response and leaves nothing running. Events are
 from the network only when the caller asks for the next one, so a slow consumer
 slows down reading (TCP backpressure) rather than filling an unbounded buffer.
 
-Parsing is :mod:`trio_sse.core.parser` (the WHATWG algorithm); HTTP is httpx. This
+Parsing is :mod:`trio_sse.core.parser` (the WHATWG algorithm); HTTP is httpx, with
+redirects followed here (a bounded number, so that a reconnection goes back to the
+URL it was given and a redirect with no ``Location`` is an error, not a loop). This
 module never imports the server side (``runtime``, ``http``).
+
+Behaviour is checked against LaunchDarkly's SSE client contract tests
+(``github.com/launchdarkly/sse-contract-tests``): ``tests/client/test_contract.py``
+ports them and names each one.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import random
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from typing import Any, cast
 
@@ -38,7 +49,7 @@ import httpx
 import orjson
 import trio
 
-from .core.parser import ParsedEvent, SSEParser
+from .core.parser import Comment, ParsedEvent, SSEParser
 
 __all__ = [
     "SYSTEM_EVENTS",
@@ -48,8 +59,12 @@ __all__ = [
     "SSEConnectionError",
     "SSEHTTPError",
     "SSEProtocolError",
+    "SSEStreamError",
+    "State",
+    "StateChange",
     "connect",
     "endpoint_url",
+    "open_url",
     "publish",
     "reconnect_delay",
 ]
@@ -70,6 +85,10 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 Every other error status (400, 401, 403, 404, 422, ...) will not change by retrying."""
 
 MAX_ERROR_BODY = 64 * 1024
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+"""Redirects followed per connection attempt (browsers follow 20; a stream needs one or two)."""
 
 
 # -- errors ----------------------------------------------------------------------------
@@ -99,11 +118,57 @@ class SSEHTTPError(SSEClientError):
 
 
 class SSEProtocolError(SSEClientError):
-    """A successful answer that is not an event stream (wrong URL, or not an SSE server)."""
+    """An answer that is not an event stream: a ``200`` of another content type (wrong
+    URL, or not an SSE server), a redirect with no ``Location`` or to a non-HTTP URL, or
+    more than ``max_redirects`` redirects in a row. Retrying would get the same answer."""
+
+
+class SSEStreamError(SSEClientError):
+    """The stream broke or could not be opened, and the client will try again.
+
+    Never raised out of the iteration: it is what the ``on_state`` hook gets as the
+    ``error`` of an ``ERROR`` change (and the ``__cause__`` of :class:`SSEConnectionError`).
+    ``__cause__`` is the underlying ``httpx`` error if there was one; ``status`` is the
+    HTTP status of a refused attempt (429, 503, ...), else ``None``.
+    """
+
+    def __init__(self, reason: str, *, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
 
 
 class SSEConnectionError(SSEClientError):
     """``max_attempts`` consecutive connection attempts failed; ``__cause__`` is the last failure."""
+
+
+# -- states ----------------------------------------------------------------------------
+
+
+class State(enum.Enum):
+    """Where an :class:`EventSource` is, as told to its ``on_state`` hook."""
+
+    CONNECTING = "connecting"
+    """A connection attempt starts (the first one, after a failure, or after :meth:`EventSource.restart`)."""
+    OPEN = "open"
+    """The server answered ``200 text/event-stream``: events can flow."""
+    ERROR = "error"
+    """An attempt or a stream failed; ``error`` says why, ``delay`` when the next attempt is
+    (``None`` when the failure is final: ``CLOSED`` follows)."""
+    CLOSED = "closed"
+    """For good: :meth:`EventSource.aclose` or the end of the ``connect`` block, a ``204``,
+    a refusal that retrying will not fix, or ``max_attempts`` failures in a row."""
+
+
+@attrs.frozen(slots=True)
+class StateChange:
+    """What the ``on_state`` hook is called with."""
+
+    state: State
+    error: BaseException | None = None
+    """With ``ERROR``: an :class:`SSEStreamError` (will retry) or the :class:`SSEClientError` that is raised."""
+    delay: float | None = None
+    """With a retried ``ERROR``: seconds until the next attempt."""
 
 
 # -- events ----------------------------------------------------------------------------
@@ -117,6 +182,11 @@ class Event:
     data: str
     id: str | None = None
     """The event's ``id:`` (``None`` for system events and events sent without one)."""
+    last_event_id: str | None = attrs.field(default=None, eq=False)
+    """The stream's last event id once this event is received (WHATWG's ``lastEventId``):
+    its own ``id:`` or, without one, the last one before it (an ``id:``-only block
+    included); ``None`` when there is none. It is what a reconnection would send. Not
+    compared by ``==``: ``Event(type, data, id)`` still equals the event received."""
 
     @property
     def is_system(self) -> bool:
@@ -194,14 +264,36 @@ async def _error_from(response: httpx.Response) -> SSEHTTPError:
     return SSEHTTPError(response.status_code, body, text, response.headers)
 
 
-class _Retry(Exception):
-    """A connection attempt or stream failed in a way worth retrying (internal)."""
+class _Retry(SSEStreamError):
+    """A connection attempt or stream failed in a way worth retrying (raised internally)."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None, delivered: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(
+        self, reason: str, *, retry_after: float | None = None, delivered: bool = False, status: int | None = None
+    ) -> None:
+        super().__init__(reason, status=status)
         self.retry_after = retry_after
         self.delivered = delivered  # the stream had delivered bytes: the server was healthy
+
+
+def _token_out_of_query(
+    url: httpx.URL, token: str | None, headers: Mapping[str, str] | None
+) -> tuple[httpx.URL, str | None]:
+    """``url`` without its ``access_token`` query parameter, and the token to send as
+    ``Authorization: Bearer`` instead.
+
+    httpx logs every request's full URL at INFO (logger ``httpx``), so a token left in
+    the query ends up in the embedding app's logs. trio_sse reads the header first
+    (``trio_sse.http.auth``; RFC 6750 makes every bearer server accept it), so the
+    header carries the same credential. A ``token`` or an ``Authorization`` header
+    already given wins, and the query token is dropped. A URL with user info keeps
+    its token: httpx sends the user info as ``Authorization: Basic``, which would
+    replace the bearer header.
+    """
+    if "access_token" not in url.params or url.userinfo:
+        return url, token
+    given = token is not None or any(name.lower() == "authorization" for name in headers or {})
+    query_token = url.params["access_token"]
+    return url.copy_remove_param("access_token"), token if given or not query_token else query_token
 
 
 def redacted(url: httpx.URL) -> str:
@@ -231,12 +323,20 @@ class EventSource:
     - ``connection_id``: the server's id for the current stream (from the
       ``X-SSE-Connection-Id`` header, then the ``connected`` event); use it with
       ``POST /sse/subscribe``. ``None`` while disconnected.
-    - ``retry``: the current reconnection delay in seconds (the server's ``retry:``).
+    - ``retry``: the current reconnection delay in seconds (the server's ``retry:``,
+      ``initial_delay`` until it sends one).
     - ``connections``: how many streams were opened so far (1 + reconnections).
+    - ``state``: a :class:`State`: ``CONNECTING``, ``OPEN`` or ``CLOSED`` (``on_state``
+      hears every change, errors included).
+
+    The resume point moves as WHATWG says: with each event's ``id:``, and with an
+    ``id:``-only block (no ``data:``, so no event), once the events before it are
+    returned. A block cut by a lost connection moves nothing.
 
     Every event the server sends is returned, system events included (``connected``
     after each (re)connection, ``subscription_updated``, ``stream_reset``); see
-    :attr:`Event.is_system`. Comments (heartbeats) are not returned.
+    :attr:`Event.is_system`. Comments (heartbeats) are not returned; ``on_comment``
+    gets them, in stream order with the events.
 
     One task at a time may iterate. After :meth:`aclose` (or leaving the ``connect``
     block) iteration ends: ``__anext__`` raises ``StopAsyncIteration``, also in a task
@@ -255,16 +355,30 @@ class EventSource:
         max_attempts: int | None,
         connect_timeout: float,
         rng: random.Random,
+        method: str = "GET",
+        body: bytes | None = None,
+        initial_delay: float = DEFAULT_RETRY,
+        max_redirects: int = MAX_REDIRECTS,
+        on_comment: Callable[[str], object] | None = None,
+        on_state: Callable[[StateChange], object] | None = None,
     ) -> None:
         self.url = url
         self._shown_url = redacted(url)  # for log lines and messages: no token in them
         self.last_event_id = last_event_id or None
         self.connection_id: str | None = None
-        self.retry = DEFAULT_RETRY
+        self.retry = initial_delay
         self.connections = 0
         self.response: httpx.Response | None = None
+        self.state = State.CONNECTING
         self._http = http
-        self._headers = dict(headers)
+        self._headers = httpx.Headers(headers)
+        self._method = method.upper()
+        self._body = body
+        self._max_redirects = max_redirects
+        self._on_comment = on_comment
+        self._on_state = on_state
+        self._restarting = False
+        self._queued_id = ""  # the resume point once every pending event is returned
         self._silence = math.inf if silence_timeout is None else silence_timeout
         self._max_backoff = max_backoff
         self._max_attempts = max_attempts
@@ -272,7 +386,7 @@ class EventSource:
         self._rng = rng
         self._chunks: AsyncGenerator[bytes, None] | None = None
         self._parser = SSEParser()
-        self._pending: deque[Event] = deque()
+        self._pending: deque[Event | Comment | _ResumePoint] = deque()
         self._failures = 0
         self._delay = 0.0
         self._closed = False
@@ -298,18 +412,34 @@ class EventSource:
         call reconnects at once with ``Last-Event-ID``: prefer one long ``async for`` to
         polling with short timeouts.
         """
-        while not self._pending:
-            if self._closed or self._ended:
-                raise StopAsyncIteration
-            await self._wait()
-        return self._take(self._pending.popleft())
+        while True:
+            while not self._pending:
+                if self._closed or self._ended:
+                    raise StopAsyncIteration
+                await self._wait()
+            item = self._pending.popleft()
+            if isinstance(item, Event):
+                return self._take(item)
+            if isinstance(item, Comment):
+                assert self._on_comment is not None  # only queued for a hook
+                self._on_comment(item.text)
+            else:
+                self.last_event_id = item.id or None
 
     async def _wait(self) -> None:
-        """``_fill`` under a scope that :meth:`aclose` cancels from another task."""
+        """``_fill`` under a scope that :meth:`aclose` and :meth:`restart` cancel from another task.
+
+        A refusal that retrying will not fix closes the source (WHATWG's "fail the
+        connection"): the hook hears ``ERROR`` then ``CLOSED``, and iteration ends after
+        the exception.
+        """
         self._waiting = trio.Event()
         try:
             with trio.CancelScope() as self._wait_scope:
                 await self._fill()
+        except SSEClientError as exc:
+            self._fail(exc)
+            raise
         finally:
             self._wait_scope = None
             self._waiting.set()
@@ -317,10 +447,11 @@ class EventSource:
     async def _fill(self) -> None:
         """Read until at least one event is pending, reconnecting on any retryable failure."""
         while not self._pending and not self._ended:
-            if self._interrupted:  # a cancelled read killed the response's iterator
+            if self._interrupted or self._restarting:  # a cancelled read killed the response's iterator
+                why = "restart() was called" if self._restarting else "a read was cancelled"
                 await self._drop()
                 self._delay = 0.0
-                log.info("stream to %s: a read was cancelled; reconnecting at once", self._shown_url)
+                log.info("stream to %s: %s; reconnecting at once", self._shown_url, why)
             try:
                 if self._chunks is None:
                     await self._reconnect()
@@ -328,11 +459,34 @@ class EventSource:
                 await self._read_chunk()
             except _Retry as failure:
                 await self._drop()
-                self._schedule(failure)
+                self._retry_later(failure)
+
+    def _retry_later(self, failure: _Retry) -> None:
+        """Schedule the next attempt and tell the hook (``SSEConnectionError`` if giving up)."""
+        self.state = State.CONNECTING
+        self._schedule(failure)
+        self._notify(State.ERROR, failure, self._delay)
+
+    def _fail(self, error: SSEClientError) -> None:
+        """A final failure: the source is closed, the hook hears ``ERROR`` then ``CLOSED``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._notify(State.ERROR, error)
+        self._set_closed()
+
+    def _notify(self, state: State, error: BaseException | None = None, delay: float | None = None) -> None:
+        if state is not State.ERROR:
+            self.state = state
+        if self._on_state is not None:
+            self._on_state(StateChange(state, error, delay))
+
+    def _set_closed(self) -> None:
+        if self.state is not State.CLOSED:
+            self._notify(State.CLOSED)
 
     def _take(self, event: Event) -> Event:
-        if event.id is not None:
-            self.last_event_id = event.id or None  # an empty id: no Last-Event-ID any more (WHATWG)
+        self.last_event_id = event.last_event_id  # an empty id: no Last-Event-ID any more (WHATWG)
         if event.type == "connected":
             self._note_connected(event)
         return event
@@ -361,7 +515,7 @@ class EventSource:
             except StopAsyncIteration:
                 raise _Retry("the server ended the stream", delivered=True) from None
             except httpx.RequestError as exc:
-                raise _Retry(f"the connection was lost ({exc!r})", delivered=True) from None
+                raise _Retry(f"the connection was lost ({exc!r})", delivered=True) from exc
             except trio.Cancelled:
                 self._interrupted = True
                 raise
@@ -371,11 +525,31 @@ class EventSource:
         self._feed(chunk)
 
     def _feed(self, chunk: bytes) -> None:
-        for item in self._parser.feed(chunk):
-            if isinstance(item, ParsedEvent):
-                self._pending.append(Event(item.event, item.data, item.id))
+        self._queue(self._parser.feed(chunk))
         if self._parser.retry is not None:
             self.retry = self._parser.retry / 1000.0
+
+    def _queue(self, items: Iterable[ParsedEvent | Comment]) -> None:
+        """Queue parsed events (and comments, for ``on_comment``) in stream order.
+
+        Each event carries the resume point it brings (the parser's last event id, which
+        ``_open`` seeds with ours). An ``id:``-only block dispatches no event but still
+        moves the point (WHATWG): the parser's ``dispatched_last_event_id`` then differs
+        from the last queued event's, and a marker queued after the events applies it
+        once they are returned. Only dispatched blocks count, so a block cut by a lost
+        connection moves nothing.
+        """
+        for item in items:
+            if isinstance(item, ParsedEvent):
+                resume = item.last_event_id or None
+                self._pending.append(Event(item.event, item.data, item.id, resume))
+                self._queued_id = item.last_event_id
+            elif self._on_comment is not None:
+                self._pending.append(item)
+        dispatched = self._parser.dispatched_last_event_id
+        if dispatched != self._queued_id:
+            self._pending.append(_ResumePoint(dispatched))
+            self._queued_id = dispatched
 
     # -- connecting -----------------------------------------------------------------
 
@@ -392,11 +566,15 @@ class EventSource:
 
     async def _start(self) -> None:
         """Open the first stream, retrying like any reconnection (the first try is immediate)."""
-        while self._chunks is None and not self._ended:
-            try:
-                await self._reconnect()
-            except _Retry as failure:
-                self._schedule(failure)
+        try:
+            while self._chunks is None and not self._ended:
+                try:
+                    await self._reconnect()
+                except _Retry as failure:
+                    self._retry_later(failure)
+        except SSEClientError as exc:
+            self._fail(exc)
+            raise
 
     async def _reconnect(self) -> None:
         """Wait the scheduled delay, then open a stream (``_Retry`` if that fails)."""
@@ -404,17 +582,60 @@ class EventSource:
         await self._open()
 
     def _request(self) -> httpx.Request:
-        headers = dict(self._headers)
+        """The request of every attempt: same method, URL, headers and body each time."""
+        headers = httpx.Headers(self._headers)
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
-        return self._http.build_request("GET", self.url, headers=headers, timeout=self._timeout)
+        return self._http.build_request(
+            self._method, self.url, headers=headers, content=self._body, timeout=self._timeout
+        )
+
+    def _redirect(self, request: httpx.Request, response: httpx.Response) -> httpx.Request:
+        """The request that follows a 3xx ``response`` (as fetch and httpx do it).
+
+        307 and 308 keep the method and body; 303, and 301/302 after a ``POST``, turn
+        into a body-less ``GET``. ``Authorization`` is not sent to another origin.
+        """
+        location = response.headers.get("location", "").strip()
+        status = response.status_code
+        if not location:
+            raise SSEProtocolError(f"{redacted(request.url)} answered {status} with no Location to go to")
+        try:
+            url = request.url.join(location)
+        except httpx.InvalidURL as exc:
+            raise SSEProtocolError(f"{redacted(request.url)} answered {status} to a bad Location") from exc
+        if url.scheme not in ("http", "https"):
+            raise SSEProtocolError(f"{redacted(request.url)} answered {status} to a non-HTTP URL")
+        method, content = request.method, self._body
+        headers = httpx.Headers(request.headers)
+        for name in ("host", "cookie", "content-length", "transfer-encoding"):
+            headers.pop(name, None)  # set again for the new request (cookies from the client's jar)
+        if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+            method, content = "GET", None
+            headers.pop("content-type", None)
+        if (url.scheme, url.host, url.port) != (request.url.scheme, request.url.host, request.url.port):
+            headers.pop("authorization", None)
+        return self._http.build_request(method, url, headers=headers, content=content, timeout=self._timeout)
+
+    async def _send(self) -> httpx.Response:
+        """Send the request, following up to ``max_redirects`` redirects."""
+        request = self._request()
+        for _ in range(self._max_redirects + 1):
+            response = await self._http.send(request, stream=True, follow_redirects=False)
+            if response.status_code not in REDIRECT_STATUSES:
+                return response
+            with trio.CancelScope(shield=True):
+                await response.aclose()
+            request = self._redirect(request, response)
+        raise SSEProtocolError(f"{self._shown_url}: more than {self._max_redirects} redirects")
 
     async def _open(self) -> None:
         """Send the request and check the answer; on success the stream is ready to read."""
+        self._notify(State.CONNECTING)
         try:
-            response = await self._http.send(self._request(), stream=True)
+            response = await self._send()
         except httpx.RequestError as exc:
-            raise _Retry(f"cannot connect ({exc!r})") from None
+            raise _Retry(f"cannot connect ({exc!r})") from exc
         try:
             await self._check(response)
         except BaseException:
@@ -424,6 +645,7 @@ class EventSource:
         if response.status_code == 204:  # "stop reconnecting" (WHATWG): iteration ends
             self._ended = True
             await response.aclose()
+            self._set_closed()
             return
         self.response = response
         self.connection_id = response.headers.get("x-sse-connection-id")
@@ -433,8 +655,12 @@ class EventSource:
             self.last_event_id = response.headers.get("last-event-id") or None
         self.connections += 1
         self._parser = SSEParser()
+        # The last event id belongs to the source, not to one connection (WHATWG): the
+        # new parser starts from ours, so an event without an id keeps it.
+        self._queued_id = self._parser.last_event_id = self._parser.dispatched_last_event_id = self.last_event_id or ""
         # httpx's iterators are async generators: keep it typed as one so it can be aclose()d.
         self._chunks = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+        self._notify(State.OPEN)
 
     async def _check(self, response: httpx.Response) -> None:
         status = response.status_code
@@ -442,7 +668,7 @@ class EventSource:
             return
         if status in RETRYABLE_STATUSES:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            raise _Retry(f"HTTP {status}", retry_after=retry_after)
+            raise _Retry(f"HTTP {status}", retry_after=retry_after, status=status)
         if status != 200:
             raise await _error_from(response)
         content_type = response.headers.get("content-type", "")
@@ -454,14 +680,29 @@ class EventSource:
         """Close the current response (if any); the next read reconnects."""
         response, chunks = self.response, self._chunks
         self.response, self._chunks, self.connection_id = None, None, None
-        self._interrupted = False
+        self._interrupted = self._restarting = False
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
             if chunks is not None:
                 await chunks.aclose()
             if response is not None:
                 await response.aclose()
 
-    # -- closing --------------------------------------------------------------------
+    # -- restarting and closing -----------------------------------------------------
+
+    def restart(self) -> None:
+        """Drop the current connection and reconnect at once, with ``Last-Event-ID``.
+
+        For a stream that looks stale, or to pick up new credentials in ``headers``
+        (they are read on each attempt). Events already received on the old
+        connection are still returned first, so the resume point is exact; a wait for
+        the next attempt's delay is cut short. Callable from any task, also while
+        another one waits in ``async for``; it does nothing once the source is closed.
+        """
+        if self._closed or self._ended:
+            return
+        self._restarting = True
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()  # the reader's wait ends, and its next one reconnects
 
     async def aclose(self) -> None:
         """Close the stream. Idempotent; ends iteration in every task (see the class doc)."""
@@ -473,6 +714,14 @@ class EventSource:
             with trio.CancelScope(shield=True):
                 await self._waiting.wait()
         await self._drop()
+        self._set_closed()
+
+
+@attrs.frozen(slots=True)
+class _ResumePoint:
+    """Queued after the events before an ``id:``-only block: the resume point it sets."""
+
+    id: str
 
 
 @asynccontextmanager
@@ -491,19 +740,32 @@ async def connect(
     http: httpx.AsyncClient | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
+    initial_delay: float = DEFAULT_RETRY,
+    max_redirects: int = MAX_REDIRECTS,
+    on_comment: Callable[[str], object] | None = None,
+    on_state: Callable[[StateChange], object] | None = None,
 ) -> AsyncIterator[EventSource]:
     """Open an :class:`EventSource` on a trio_sse server for the duration of the block.
 
     ``url`` is the server's base URL (``http://127.0.0.1:8000``) or the full
-    ``/sse/events`` URL. ``types`` (a list or a comma-separated string) and
-    ``project`` are the stream's filters; ``token`` is sent as ``Authorization:
-    Bearer``; ``last_event_id`` resumes after that id from the first connection on.
+    ``/sse/events`` URL (see :func:`endpoint_url`; :func:`open_url` opens any URL as
+    it is). ``types`` (a list or a comma-separated string) and ``project`` are the
+    stream's filters; ``token`` is sent as ``Authorization: Bearer``, and so is an
+    ``access_token`` in ``url``'s query (moved out of the URL, which httpx logs);
+    ``last_event_id`` resumes after that id from the first connection on.
 
     ``silence_timeout`` (seconds, ``None`` to disable): reconnect when nothing — no
     event, no heartbeat comment — arrives for that long. The default, 90 s, is three
-    of the server's default 30 s heartbeat intervals. ``max_backoff`` caps the
+    of the server's default 30 s heartbeat intervals. ``initial_delay`` is the
+    reconnection delay until the server sends ``retry:``. ``max_backoff`` caps the
     doubling of the delay between failed attempts; ``max_attempts`` (default: never)
     gives up with :class:`SSEConnectionError` after that many failed attempts in a row.
+    ``max_redirects`` bounds the redirects followed per attempt.
+
+    ``on_comment(text)`` is called with each comment line (without its ``:``), in
+    stream order with the events; ``on_state(change)`` with each :class:`StateChange`
+    (connecting, open, error with its cause, closed). Both run in the iterating task,
+    while it waits in ``async for``; an exception they raise comes out of it.
 
     The first connection is made on entering the block, so a refusal
     (:class:`SSEHTTPError`, e.g. 401, 403, 422) or a non-SSE answer
@@ -521,15 +783,74 @@ async def connect(
         params["types"] = joined
     if project is not None:
         params["project"] = project
-    request_headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **(headers or {})}
+    target, token = _token_out_of_query(endpoint_url(url).copy_merge_params(params), token, headers)
+    async with open_url(
+        target,
+        token=token,
+        last_event_id=last_event_id,
+        silence_timeout=silence_timeout,
+        max_backoff=max_backoff,
+        max_attempts=max_attempts,
+        connect_timeout=connect_timeout,
+        headers=headers,
+        http=http,
+        transport=transport,
+        rng=rng,
+        initial_delay=initial_delay,
+        max_redirects=max_redirects,
+        on_comment=on_comment,
+        on_state=on_state,
+    ) as source:
+        yield source
+
+
+@asynccontextmanager
+async def open_url(
+    url: str | httpx.URL,
+    *,
+    method: str = "GET",
+    body: str | bytes | None = None,
+    token: str | None = None,
+    last_event_id: str | None = None,
+    silence_timeout: float | None = 90.0,
+    max_backoff: float = 30.0,
+    max_attempts: int | None = None,
+    connect_timeout: float = 10.0,
+    headers: Mapping[str, str] | None = None,
+    http: httpx.AsyncClient | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    rng: random.Random | None = None,
+    initial_delay: float = DEFAULT_RETRY,
+    max_redirects: int = MAX_REDIRECTS,
+    on_comment: Callable[[str], object] | None = None,
+    on_state: Callable[[StateChange], object] | None = None,
+) -> AsyncIterator[EventSource]:
+    """Open an :class:`EventSource` on exactly ``url``, any ``text/event-stream`` server.
+
+    Like :func:`connect` (same options, same errors, same reconnection), but the URL
+    is used as it is: no ``/sse/events``, no filters, and the query is left alone
+    (put credentials in ``token`` or ``headers``: httpx logs URLs at INFO).
+
+    ``method`` and ``body`` (``str`` is sent as UTF-8) make the request, e.g. ``POST``
+    with a JSON body for an MCP server or an LLM API. The same request — method, body,
+    ``headers`` — is sent on every reconnection, with ``Last-Event-ID``. A body goes
+    with ``Content-Type: text/plain; charset=utf-8`` unless ``headers`` has one. Such
+    APIs end the stream after their last event: leave the loop at that event, or the
+    client reconnects and sends the request again, as an EventSource would.
+    """
+    request_headers = httpx.Headers({"Accept": "text/event-stream", "Cache-Control": "no-cache"})
+    request_headers.update(headers or {})
     if token is not None:
         request_headers["Authorization"] = f"Bearer {token}"
+    content = body.encode() if isinstance(body, str) else body
+    if content is not None and "content-type" not in request_headers:
+        request_headers["Content-Type"] = "text/plain; charset=utf-8"
     async with AsyncExitStack() as stack:
         if http is None:
             http = await stack.enter_async_context(httpx.AsyncClient(transport=transport))
         source = EventSource(
             http,
-            endpoint_url(url).copy_merge_params(params),
+            httpx.URL(url),
             headers=request_headers,
             last_event_id=last_event_id,
             silence_timeout=silence_timeout,
@@ -537,6 +858,12 @@ async def connect(
             max_attempts=max_attempts,
             connect_timeout=connect_timeout,
             rng=rng or random.Random(),
+            method=method,
+            body=content,
+            initial_delay=initial_delay,
+            max_redirects=max_redirects,
+            on_comment=on_comment,
+            on_state=on_state,
         )
         stack.push_async_callback(source.aclose)
         await source._start()
@@ -565,13 +892,14 @@ async def publish(
     body: dict[str, Any] = {"event_type": event_type, "data": data}
     if project is not None:
         body["project_id"] = project
+    target, token = _token_out_of_query(endpoint_url(url, "/sse/publish"), token, None)
     headers = {"Content-Type": "application/json"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     async with AsyncExitStack() as stack:
         if http is None:
             http = await stack.enter_async_context(httpx.AsyncClient(transport=transport))
-        response = await http.post(endpoint_url(url, "/sse/publish"), content=orjson.dumps(body), headers=headers)
+        response = await http.post(target, content=orjson.dumps(body), headers=headers)
         if response.status_code != 202:
             raise await _error_from(response)
         event_id: str = response.json()["id"]

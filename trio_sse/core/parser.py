@@ -41,6 +41,9 @@ class SSEParser:
         self._id: str | None = None
         self._has_id = False
         self.last_event_id = ""
+        #: ``last_event_id`` as of the last dispatched block (WHATWG's "last event ID
+        #: string"): moved by an ``id:``-only block too, but not by an unfinished one.
+        self.dispatched_last_event_id = ""
         self.retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[ParsedEvent | Comment]:
@@ -103,6 +106,7 @@ class SSEParser:
                 self.retry = int(value)
 
     def _dispatch(self, out: list[ParsedEvent | Comment]) -> None:
+        self.dispatched_last_event_id = self.last_event_id
         event_id = self._id if self._has_id else None
         data, event = self._data, self._event
         self._data, self._event, self._id, self._has_id = [], "", None, False

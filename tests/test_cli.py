@@ -278,3 +278,57 @@ def test_serve_refuses_settings_it_cannot_run_with_as_a_usage_error(
     )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+BOOLEAN_SETTINGS = [field.name for field in attrs.fields(Settings) if field.type == "bool"]
+
+
+def serve_settings(monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str]) -> Settings:
+    """The settings ``trio-sse serve ARGS`` would run with, parsed by the real command (nothing served)."""
+    from click.testing import CliRunner
+
+    from trio_sse import cli
+
+    seen: list[Settings] = []
+
+    async def record(settings: Settings) -> None:
+        seen.append(settings)
+
+    monkeypatch.setattr(cli, "_serve", record)
+    monkeypatch.setattr(cli, "tune_gc", lambda: None)  # process-wide: not in the test process
+    monkeypatch.setattr(cli.logging, "basicConfig", lambda **kwargs: None)
+    clean = {key: None for key in os.environ if key.startswith("TRIO_SSE_")}
+    result = CliRunner().invoke(cli.main, ["serve", *args], env={**clean, **env})
+    assert result.exit_code == 0, result.output
+    (settings,) = seen
+    return settings
+
+
+def test_every_boolean_setting_is_a_switch() -> None:
+    assert {"gzip", "direct_writes"} <= set(BOOLEAN_SETTINGS)
+
+
+@pytest.mark.parametrize("name", BOOLEAN_SETTINGS)
+def test_boolean_setting_takes_flag_and_no_flag(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # docs/settings.md lists `--gzip` as a plain flag: `trio-sse serve --gzip` must turn it on
+    # (it used to be refused with "Option '--gzip' requires an argument").
+    flag = "--" + name.replace("_", "-")
+    off = "--no-" + name.replace("_", "-")
+    env_name = "TRIO_SSE_" + name.upper()
+    assert getattr(serve_settings(monkeypatch, [flag], {env_name: "false"}), name) is True
+    assert getattr(serve_settings(monkeypatch, [off], {env_name: "true"}), name) is False
+    # Left out, the environment (and below it the file and the profile) decides.
+    assert getattr(serve_settings(monkeypatch, [], {env_name: "true"}), name) is True
+    assert getattr(serve_settings(monkeypatch, [], {env_name: "false"}), name) is False
+    assert getattr(serve_settings(monkeypatch, [], {}), name) is attrs.fields_dict(Settings)[name].default
+
+
+def test_serve_gzip_flag_serves_gzip_streams(tmp_path: Path) -> None:
+    port = free_port()
+    with running(trio_sse_command(port, "--gzip"), port, tmp_path) as server:
+        headers = {"Accept-Encoding": "gzip"}
+        with httpx.Client(base_url=server.base_url, timeout=5) as http, http.stream(
+            "GET", "/sse/events", headers=headers
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers.get("content-encoding") == "gzip"

@@ -45,7 +45,7 @@ HELP = {
     "shutdown_grace": "seconds streams get to end on SIGTERM/SIGINT",
     "memory_limit": "RSS bytes above which new streams are refused and the fullest shed (0 = off; prod: 70% of RAM)",
     "test_event": "open or admin: who may POST /sse/test-event",
-    "direct_writes": "write events straight to idle HTTP/1.1 sockets (true/false)",
+    "direct_writes": "write events straight to idle HTTP/1.1 sockets",
     "flush_interval": "minimum seconds between fan-out rounds: under load, events of one interval share a write",
     "cors_origins": "comma-separated allowed origins, or *",
     "event_types": "extra event types, comma-separated",
@@ -55,7 +55,7 @@ HELP = {
     "jwt_issuer": "required token issuer",
     "certfile": "PEM certificate (chain) to serve HTTPS with HTTP/2; needs --keyfile",
     "keyfile": "PEM private key of --certfile",
-    "gzip": "gzip streams for clients that send Accept-Encoding: gzip (true/false)",
+    "gzip": "gzip streams for clients that send Accept-Encoding: gzip",
 }
 
 
@@ -64,6 +64,11 @@ def _setting_options(func: Any) -> Any:
         flag = "--" + field.name.replace("_", "-")
         default = field.default
         shown = ",".join(default) if isinstance(default, tuple) else default
+        if field.type == "bool":
+            # A switch, as docs/settings.md shows it: ``--gzip`` turns it on, ``--no-gzip``
+            # off; left out (None), the environment, the file or the profile decides.
+            flag = f"{flag}/--no-{flag[2:]}"
+            shown = str(default).lower()
         func = click.option(
             flag,
             field.name,

@@ -327,8 +327,9 @@ def test_serve_gzip_flag_serves_gzip_streams(tmp_path: Path) -> None:
     port = free_port()
     with running(trio_sse_command(port, "--gzip"), port, tmp_path) as server:
         headers = {"Accept-Encoding": "gzip"}
-        with httpx.Client(base_url=server.base_url, timeout=5) as http, http.stream(
-            "GET", "/sse/events", headers=headers
-        ) as response:
+        with (
+            httpx.Client(base_url=server.base_url, timeout=5) as http,
+            http.stream("GET", "/sse/events", headers=headers) as response,
+        ):
             assert response.status_code == 200
             assert response.headers.get("content-encoding") == "gzip"

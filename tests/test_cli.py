@@ -75,10 +75,17 @@ def running(
     *,
     verify: ssl.SSLContext | None = None,
 ) -> Iterator[Server]:
-    """Start ``command`` and wait for its health check (over HTTPS when ``verify`` is given)."""
+    """Start ``command`` and wait for its health check (over HTTPS when ``verify`` is given).
+
+    The command runs in a session of its own, and the whole group is killed at the end:
+    hypercorn serves from a worker process, which survived a SIGKILL of hypercorn's main
+    process and kept listening after the test (and after the run).
+    """
     log = tmp_path / f"server-{port}.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env or clean_env())
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env=env or clean_env(), start_new_session=True
+        )
     server = Server(process, f"{'https' if verify else 'http'}://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -94,9 +101,17 @@ def running(
             time.sleep(0.05)
         yield server
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        # Even when the main process has exited (a test signalled it), its group may not have.
+        kill_group(process)
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL every process of ``process``'s group (its own session) and reap ``process``."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the whole group is gone already
+        pass
+    process.wait(timeout=10)
 
 
 COMMANDS = {"trio-sse serve": trio_sse_command, "hypercorn": hypercorn_command}

@@ -102,6 +102,7 @@ class Nginx:
         self.conf = prefix / "nginx.conf"
         self.conf.write_text(config)
         self.process: subprocess.Popen[bytes] | None = None
+        self.base_url = ""
 
     def command(self, *extra: str) -> list[str]:
         # -e: the error log of start-up, before the config names its own, stays here too.
@@ -116,6 +117,7 @@ class Nginx:
         log = (self.prefix / "nginx.out").open("wb")
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+        self.base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 10
         while True:
             if self.process.poll() is not None:

@@ -249,7 +249,7 @@ async def test_cacert_trusts_the_servers_ca_for_tail_and_publish(live_server_fac
 async def test_a_certificate_failure_after_the_stream_worked_is_retried_with_its_reason() -> None:
     # A running tail whose server changes to a bad certificate keeps retrying (it might be
     # fixed), but the log line says why instead of ConnectError('').
-    from trio_sse.cli_client import _TlsFailed, _TlsReportingTransport
+    from trio_sse.cli_client import _TlsFailed, _TlsReportingClient
 
     def verify_failure(request: httpx.Request) -> httpx.ConnectError:
         cause = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
@@ -271,13 +271,13 @@ async def test_a_certificate_failure_after_the_stream_worked_is_retried_with_its
     def always_fail(request: httpx.Request) -> httpx.Response:
         raise verify_failure(request)
 
-    first = _TlsReportingTransport(httpx.MockTransport(always_fail))
-    with pytest.raises(_TlsFailed):  # before anything worked: the command ends
-        await first.handle_async_request(httpx.Request("GET", "https://127.0.0.1/"))
-    later = _TlsReportingTransport(httpx.MockTransport(handler))
-    await later.handle_async_request(httpx.Request("GET", "https://127.0.0.1/"))
-    with pytest.raises(httpx.ConnectError) as raised:
-        await later.handle_async_request(httpx.Request("GET", "https://127.0.0.1/"))
+    async with _TlsReportingClient(transport=httpx.MockTransport(always_fail)) as first:
+        with pytest.raises(_TlsFailed):  # before anything worked: the command ends
+            await first.get("https://127.0.0.1/")
+    async with _TlsReportingClient(transport=httpx.MockTransport(handler)) as later:
+        await later.get("https://127.0.0.1/")
+        with pytest.raises(httpx.ConnectError) as raised:
+            await later.get("https://127.0.0.1/")
     message = str(raised.value)
     assert "certificate verify failed: self-signed certificate in certificate chain" in message
     assert "--cacert FILE" in message and "\n" not in message

@@ -13,7 +13,6 @@ import ssl
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import asynccontextmanager
 from typing import Any, TextIO
 
 import httpx
@@ -149,23 +148,23 @@ class _TlsFailed(Exception):
         self.error = error
 
 
-class _TlsReportingTransport(httpx.AsyncBaseTransport):
-    """httpx's transport, with TLS failures that say why.
+class _TlsReportingClient(httpx.AsyncClient):
+    """httpx's client, with TLS failures that say why.
 
     ``trio-sse tail`` retries network errors forever, which would retry a certificate
     that can never verify forever too, logging ``ConnectError('')`` each time. So a
     verification failure before any request succeeded ends the command (with the
     reason and the hint); after that (a certificate changed under a running tail) it is
-    retried like any network error, with the reason in the log line.
+    retried like any network error, with the reason in the log line. A subclass rather
+    than a transport: the client keeps building its own transports, so proxies from the
+    environment (``HTTPS_PROXY``...) still apply.
     """
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
-        self._answered = False
+    _answered = False
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._inner.handle_async_request(request)
+            response = await super().send(request, **kwargs)
         except httpx.RequestError as exc:
             tls = ssl_error(exc)
             if tls is None:
@@ -175,9 +174,6 @@ class _TlsReportingTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(describe_tls(tls).replace("\n", "; "), request=request) from exc
         self._answered = True
         return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 def tls_context(cacert: str | None) -> ssl.SSLContext | bool:
@@ -189,13 +185,6 @@ def tls_context(cacert: str | None) -> ssl.SSLContext | bool:
         return ssl.create_default_context(cafile=cacert)
     except (OSError, ssl.SSLError) as exc:
         raise CommandFailed(f"error: cannot load the CA bundle {cacert}: {exc}") from None
-
-
-@asynccontextmanager
-async def _http_client(cacert: str | None) -> Any:
-    transport = _TlsReportingTransport(httpx.AsyncHTTPTransport(verify=tls_context(cacert)))
-    async with httpx.AsyncClient(transport=transport) as http:
-        yield http
 
 
 async def run_tail(
@@ -212,7 +201,10 @@ async def run_tail(
     if max_events == 0:
         return 0
     try:
-        async with _http_client(cacert) as http, connect(url, http=http, **options) as source:
+        async with (
+            _TlsReportingClient(verify=tls_context(cacert)) as http,
+            connect(url, http=http, **options) as source,
+        ):
             async for event in source:
                 printer(event)
                 if not event.is_system:
@@ -229,7 +221,7 @@ async def run_tail(
 async def run_publish(url: str, event_type: str, data: Any, *, cacert: str | None = None, **options: Any) -> str:
     """Publish one event and return its id; :class:`CommandFailed` on any refusal or network error."""
     try:
-        async with _http_client(cacert) as http:
+        async with _TlsReportingClient(verify=tls_context(cacert)) as http:
             return await publish(url, event_type, data, http=http, **options)
     except (SSEHTTPError, httpx.RequestError) as exc:
         raise CommandFailed(describe(exc, url)) from None

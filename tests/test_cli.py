@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 import httpx
+import psutil
 import pytest
 
 from trio_sse.settings import Settings
@@ -115,6 +116,19 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
 
 
 COMMANDS = {"trio-sse serve": trio_sse_command, "hypercorn": hypercorn_command}
+
+
+def test_running_leaves_no_hypercorn_worker_behind(tmp_path: Path) -> None:
+    # hypercorn serves from a worker process; killing only its parent left the worker
+    # listening after the test, and after the run (one per ./scripts/test).
+    port = free_port()
+    with running(hypercorn_command(port), port, tmp_path) as server:
+        workers = psutil.Process(server.process.pid).children(recursive=True)
+        assert workers, "hypercorn serves from a worker process"
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert not [worker for worker in alive if worker.status() != psutil.STATUS_ZOMBIE], alive
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/sse/health", timeout=1)
 
 
 @pytest.mark.parametrize("kind", COMMANDS)
@@ -319,7 +333,7 @@ def serve_settings(monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[s
     return settings
 
 
-def test_every_boolean_setting_is_a_switch() -> None:
+def test_the_boolean_settings_found_include_gzip_and_direct_writes() -> None:
     assert {"gzip", "direct_writes"} <= set(BOOLEAN_SETTINGS)
 
 

@@ -18,7 +18,16 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["CLUSTER_TEMPLATE", "NGINX", "Nginx", "docs_nginx_blocks", "render_cluster_config", "wrap_site"]
+__all__ = [
+    "CLUSTER_TEMPLATE",
+    "NGINX",
+    "Nginx",
+    "docs_nginx_blocks",
+    "local_site",
+    "render_cluster_config",
+    "with_tls",
+    "wrap_site",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNING_MD = REPO / "docs" / "running.md"
@@ -87,9 +96,27 @@ def render_cluster_config(prefix: Path, lb_port: int, upstream_ports: list[int],
 
 def local_site(site: str, listen_port: int, upstream_port: int) -> str:
     """The documented site file, listening on 127.0.0.1:``listen_port`` with trio_sse on ``upstream_port``."""
-    assert "listen 80;" in site and "server 127.0.0.1:8000;" in site
-    site = site.replace("listen 80;", f"listen 127.0.0.1:{listen_port};")
+    site, listens = re.subn(r"^(\s*listen )(80|443)\b", rf"\g<1>127.0.0.1:{listen_port}", site, flags=re.MULTILINE)
+    assert listens == 1 and "server 127.0.0.1:8000;" in site
     return site.replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
+
+
+def with_tls(blocks: dict[str, str], directory: Path, host: str = "127.0.0.1") -> str:
+    """The documented site file with the documented TLS lines instead of ``listen 80;``,
+    their certificate paths pointing at a trustme certificate for ``host`` made in ``directory``."""
+    import trustme
+
+    cert = trustme.CA().issue_cert(host)
+    files = {"ssl_certificate": directory / "fullchain.pem", "ssl_certificate_key": directory / "privkey.pem"}
+    for pem in cert.cert_chain_pems:
+        pem.write_to_path(str(files["ssl_certificate"]), append=True)
+    cert.private_key_pem.write_to_path(str(files["ssl_certificate_key"]))
+    tls = blocks["tls"]
+    for directive, path in files.items():
+        tls, count = re.subn(rf"^({directive}\s+)\S+;", rf"\g<1>{path};", tls, flags=re.MULTILINE)
+        assert count == 1, f"the TLS block names no {directive}"
+    assert blocks["site"].count("listen 80;") == 1
+    return blocks["site"].replace("listen 80;", tls)
 
 
 class Nginx:

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import trustme
-from nginx_support import Nginx, docs_nginx_blocks, local_site, render_cluster_config, wrap_site
+from nginx_support import Nginx, docs_nginx_blocks, local_site, render_cluster_config, with_tls, wrap_site
 from redis_server import free_port
 
 
@@ -30,19 +29,8 @@ def test_the_documented_site_file_passes_nginx_t_as_written(tmp_path: Path) -> N
 
 
 def test_the_documented_tls_lines_pass_nginx_t_with_a_certificate_at_their_paths(tmp_path: Path) -> None:
-    blocks = docs_nginx_blocks()
-    tls = blocks["tls"]
     # The page's paths (/etc/letsencrypt/...) point at a certificate made for this test.
-    cert = trustme.CA().issue_cert("events.example.com")
-    files = {"ssl_certificate": tmp_path / "fullchain.pem", "ssl_certificate_key": tmp_path / "privkey.pem"}
-    for pem in cert.cert_chain_pems:
-        pem.write_to_path(str(files["ssl_certificate"]), append=True)
-    cert.private_key_pem.write_to_path(str(files["ssl_certificate_key"]))
-    for directive, path in files.items():
-        tls, count = re.subn(rf"^({directive}\s+)\S+;", rf"\g<1>{path};", tls, flags=re.MULTILINE)
-        assert count == 1, f"the TLS block names no {directive}"
-    assert blocks["site"].count("listen 80;") == 1
-    site = blocks["site"].replace("listen 80;", tls)
+    site = with_tls(docs_nginx_blocks(), tmp_path, host="events.example.com")
     result = Nginx(tmp_path, wrap_site(tmp_path, site)).test()
     assert result.returncode == 0, result.stderr
 

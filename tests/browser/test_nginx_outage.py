@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 import trio
-from browser_support import StaticServer, wait_for, wait_in_page
-from nginx_support import Nginx, docs_nginx_blocks, local_site, wrap_site
+from browser_support import WAIT_MS, StaticServer, wait_for, wait_in_page
+from nginx_support import Nginx, docs_nginx_blocks, local_site, with_tls, wrap_site
 from redis_server import free_port
 
 import trio_sse
@@ -163,21 +163,36 @@ def upstream() -> Iterator[Upstream]:
     server.close()
 
 
-@pytest.fixture
-def nginx(tmp_path: Path, upstream: Upstream) -> Iterator[Nginx]:
-    """nginx with docs/running.md's site file, on a free port, in front of ``upstream``."""
+@pytest.fixture(params=["http", "https-h2"])
+def nginx(request: pytest.FixtureRequest, tmp_path: Path, upstream: Upstream) -> Iterator[Nginx]:
+    """nginx with docs/running.md's site file, on a free port, in front of ``upstream``:
+    as written (plain HTTP/1.1), and with the page's TLS lines (HTTPS and HTTP/2, where
+    444 resets the browser's stream rather than closing a TCP connection)."""
     listen = free_port()
-    server = Nginx(tmp_path, wrap_site(tmp_path, local_site(docs_nginx_blocks()["site"], listen, upstream.port)))
+    blocks = docs_nginx_blocks()
+    site = blocks["site"] if request.param == "http" else with_tls(blocks, tmp_path)
+    server = Nginx(tmp_path, wrap_site(tmp_path, local_site(site, listen, upstream.port)))
     server.start(listen)
+    if request.param != "http":
+        server.base_url = server.base_url.replace("http://", "https://")
     yield server
     server.stop()
 
 
 def test_native_eventsource_through_nginx_resumes_after_a_4_s_outage_without_loss(
-    context: Any, upstream: Upstream, nginx: Nginx, static_server: StaticServer
+    browser: Any, upstream: Upstream, nginx: Nginx, static_server: StaticServer
 ) -> None:
     static_server.pages["/page.html"] = PAGE.format(nginx=nginx.base_url)
-    page = context.new_page()
+    # The test's own CA is not the browser's: accept its certificate (https-h2).
+    context = browser.new_context(ignore_https_errors=True)
+    context.set_default_timeout(WAIT_MS)
+    try:
+        check_outage(context.new_page(), upstream, nginx, static_server)
+    finally:
+        context.close()
+
+
+def check_outage(page: Any, upstream: Upstream, nginx: Nginx, static_server: StaticServer) -> None:
     page.goto(f"{static_server.base_url}/page.html")
     wait_in_page(page, "opens === 1 && state() === EventSource.OPEN")
     wait_for(lambda: upstream.streams() == 1, what="the page's stream through nginx")
@@ -198,7 +213,8 @@ def test_native_eventsource_through_nginx_resumes_after_a_4_s_outage_without_los
     assert page.evaluate("state()") == 0  # CONNECTING: still retrying by itself
     assert page.evaluate("received.length") == 3
     # nginx closed those reconnections without an answer (444) rather than answering 502.
-    assert nginx.access_log().count('"GET /sse/events?types=commit HTTP/1.1" 444 ') >= 2, nginx.access_log()
+    protocol = "HTTP/2.0" if nginx.base_url.startswith("https") else "HTTP/1.1"
+    assert nginx.access_log().count(f'"GET /sse/events?types=commit {protocol}" 444 ') >= 2, nginx.access_log()
 
     upstream.up()
     published += [upstream.publish(n) for n in range(6, 8)]  # before the page is back

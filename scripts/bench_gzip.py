@@ -14,7 +14,7 @@ Run from the repository root (no server needed for the first part)::
    when ``taskset`` exists), N raw HTTP/1.1 streams, events published in batches; the
    server's CPU time (utime + stime from /proc) per delivered event and the bytes the
    clients received, for plain streams, gzip streams on the direct-write path, and gzip
-   streams with ``--direct-writes false`` (every write through hypercorn's ASGI send).
+   streams with ``--no-direct-writes`` (every write through hypercorn's ASGI send).
 
 Every figure is the median of ``--runs`` runs. Speed is reported, never asserted.
 """
@@ -264,9 +264,9 @@ def e2e_once(mode: str, streams: int, events: int, batch: int) -> dict[str, floa
     flags += ["--client-connection-limit", str(streams + 10), "--connection-rate", "100000"]
     flags += ["--publish-rate", "1000000", "--queue-size", "100000"]
     if mode != "plain":
-        flags += ["--gzip", "true"]
+        flags += ["--gzip"]
     if mode == "gzip, direct writes off":
-        flags += ["--direct-writes", "false"]
+        flags += ["--no-direct-writes"]
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     server = subprocess.Popen([*pin, sys.executable, "-m", "trio_sse", "serve", *flags], env=env)

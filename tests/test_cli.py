@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 import httpx
+import psutil
 import pytest
 
 from trio_sse.settings import Settings
@@ -75,10 +76,17 @@ def running(
     *,
     verify: ssl.SSLContext | None = None,
 ) -> Iterator[Server]:
-    """Start ``command`` and wait for its health check (over HTTPS when ``verify`` is given)."""
+    """Start ``command`` and wait for its health check (over HTTPS when ``verify`` is given).
+
+    The command runs in a session of its own, and the whole group is killed at the end:
+    hypercorn serves from a worker process, which survived a SIGKILL of hypercorn's main
+    process and kept listening after the test (and after the run).
+    """
     log = tmp_path / f"server-{port}.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env or clean_env())
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env=env or clean_env(), start_new_session=True
+        )
     server = Server(process, f"{'https' if verify else 'http'}://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -94,12 +102,33 @@ def running(
             time.sleep(0.05)
         yield server
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        # Even when the main process has exited (a test signalled it), its group may not have.
+        kill_group(process)
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL every process of ``process``'s group (its own session) and reap ``process``."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the whole group is gone already
+        pass
+    process.wait(timeout=10)
 
 
 COMMANDS = {"trio-sse serve": trio_sse_command, "hypercorn": hypercorn_command}
+
+
+def test_running_leaves_no_hypercorn_worker_behind(tmp_path: Path) -> None:
+    # hypercorn serves from a worker process; killing only its parent left the worker
+    # listening after the test, and after the run (one per ./scripts/test).
+    port = free_port()
+    with running(hypercorn_command(port), port, tmp_path) as server:
+        workers = psutil.Process(server.process.pid).children(recursive=True)
+        assert workers, "hypercorn serves from a worker process"
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert not [worker for worker in alive if worker.status() != psutil.STATUS_ZOMBIE], alive
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/sse/health", timeout=1)
 
 
 @pytest.mark.parametrize("kind", COMMANDS)
@@ -278,3 +307,58 @@ def test_serve_refuses_settings_it_cannot_run_with_as_a_usage_error(
     )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+BOOLEAN_SETTINGS = [field.name for field in attrs.fields(Settings) if field.type == "bool"]
+
+
+def serve_settings(monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str]) -> Settings:
+    """The settings ``trio-sse serve ARGS`` would run with, parsed by the real command (nothing served)."""
+    from click.testing import CliRunner
+
+    from trio_sse import cli
+
+    seen: list[Settings] = []
+
+    async def record(settings: Settings) -> None:
+        seen.append(settings)
+
+    monkeypatch.setattr(cli, "_serve", record)
+    monkeypatch.setattr(cli, "tune_gc", lambda: None)  # process-wide: not in the test process
+    monkeypatch.setattr(cli.logging, "basicConfig", lambda **kwargs: None)
+    clean = {key: None for key in os.environ if key.startswith("TRIO_SSE_")}
+    result = CliRunner().invoke(cli.main, ["serve", *args], env={**clean, **env})
+    assert result.exit_code == 0, result.output
+    (settings,) = seen
+    return settings
+
+
+def test_the_boolean_settings_found_include_gzip_and_direct_writes() -> None:
+    assert {"gzip", "direct_writes"} <= set(BOOLEAN_SETTINGS)
+
+
+@pytest.mark.parametrize("name", BOOLEAN_SETTINGS)
+def test_boolean_setting_takes_flag_and_no_flag(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # docs/settings.md lists `--gzip` as a plain flag: `trio-sse serve --gzip` must turn it on
+    # (it used to be refused with "Option '--gzip' requires an argument").
+    flag = "--" + name.replace("_", "-")
+    off = "--no-" + name.replace("_", "-")
+    env_name = "TRIO_SSE_" + name.upper()
+    assert getattr(serve_settings(monkeypatch, [flag], {env_name: "false"}), name) is True
+    assert getattr(serve_settings(monkeypatch, [off], {env_name: "true"}), name) is False
+    # Left out, the environment (and below it the file and the profile) decides.
+    assert getattr(serve_settings(monkeypatch, [], {env_name: "true"}), name) is True
+    assert getattr(serve_settings(monkeypatch, [], {env_name: "false"}), name) is False
+    assert getattr(serve_settings(monkeypatch, [], {}), name) is attrs.fields_dict(Settings)[name].default
+
+
+def test_serve_gzip_flag_serves_gzip_streams(tmp_path: Path) -> None:
+    port = free_port()
+    with running(trio_sse_command(port, "--gzip"), port, tmp_path) as server:
+        headers = {"Accept-Encoding": "gzip"}
+        with (
+            httpx.Client(base_url=server.base_url, timeout=5) as http,
+            http.stream("GET", "/sse/events", headers=headers) as response,
+        ):
+            assert response.status_code == 200
+            assert response.headers.get("content-encoding") == "gzip"

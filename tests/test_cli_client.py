@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -11,9 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import orjson
+import pytest
 import trio
+import trustme
 
 import trio_sse
 
@@ -179,3 +183,101 @@ async def test_tail_last_event_id_replays_what_followed_within_the_project(live_
     lines = tail.lines()
     assert lines[0]["event"] == "connected" and lines[0]["data"]["project_id"] == "p1"
     assert lines[1:] == [{"event": "commit", "id": wanted, "data": {"n": 2}}]
+
+
+def write_ca_and_certificate(directory: Path, host: str = "127.0.0.1") -> dict[str, str]:
+    """A trustme CA (its PEM in ``ca``) and a server certificate for ``host`` signed by it."""
+    ca = trustme.CA()
+    cert = ca.issue_cert(host)
+    files = {
+        "ca": str(directory / "ca.pem"),
+        "certfile": str(directory / "cert.pem"),
+        "keyfile": str(directory / "key.pem"),
+    }
+    ca.cert_pem.write_to_path(files["ca"])
+    cert.cert_chain_pems[0].write_to_path(files["certfile"])
+    cert.private_key_pem.write_to_path(files["keyfile"])
+    return files
+
+
+@pytest.mark.one_backend  # TLS is the same whatever the backend
+async def test_tls_failures_say_certificate_verify_failed_and_how_to_pass_a_ca_bundle(
+    live_server_factory, tmp_path: Path
+) -> None:
+    files = write_ca_and_certificate(tmp_path)
+    async with live_server_factory(certfile=files["certfile"], keyfile=files["keyfile"]) as server:
+        assert server.base_url.startswith("https://")
+        localhost = server.base_url.replace("127.0.0.1", "localhost")
+        # tail used to retry an unverifiable certificate forever, logging ConnectError('');
+        # it now ends at once (within TIMEOUT, or cli() fails) with the reason.
+        published, tailed, mismatch = await cli_all(
+            ("publish", server.base_url, "commit", "1"),
+            ("tail", server.base_url, "--max-events", "1"),
+            ("publish", localhost, "commit", "1", "--cacert", files["ca"]),
+        )
+    for result in (published, tailed):
+        stderr = result.stderr.decode()
+        assert result.returncode == 1 and result.stdout == b"", stderr
+        assert "certificate verify failed: unable to get local issuer certificate" in stderr
+        assert "--cacert FILE" in stderr and "SSL_CERT_FILE" in stderr
+        assert "ConnectError('')" not in stderr and "Traceback" not in stderr
+    stderr = mismatch.stderr.decode()
+    assert mismatch.returncode == 1 and "Hostname mismatch, certificate is not valid for 'localhost'" in stderr, stderr
+    assert "host name the certificate was issued for" in stderr
+
+
+@pytest.mark.one_backend  # TLS is the same whatever the backend
+async def test_cacert_trusts_the_servers_ca_for_tail_and_publish(live_server_factory, tmp_path: Path) -> None:
+    files = write_ca_and_certificate(tmp_path)
+    tail = Tail()
+    async with (
+        live_server_factory(certfile=files["certfile"], keyfile=files["keyfile"]) as server,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(tail.run, server.base_url, "--cacert", files["ca"], "--max-events", "1", "--types", "commit")
+        await wait_until(lambda: server.hub.snapshot()["active_connections"] == 1)
+        event_id = await cli_publish(server.base_url, "commit", {"over": "tls"}, "--cacert", files["ca"])
+        not_a_ca, missing = await cli_all(
+            ("publish", server.base_url, "commit", "1", "--cacert", files["keyfile"]),
+            ("publish", server.base_url, "commit", "1", "--cacert", str(tmp_path / "nope.pem")),
+        )
+    assert tail.lines()[1:] == [{"event": "commit", "id": event_id, "data": {"over": "tls"}}]
+    assert not_a_ca.returncode == 1 and b"cannot load the CA bundle" in not_a_ca.stderr
+    assert missing.returncode == 2 and b"does not exist" in missing.stderr
+
+
+async def test_a_certificate_failure_after_the_stream_worked_is_retried_with_its_reason() -> None:
+    # A running tail whose server changes to a bad certificate keeps retrying (it might be
+    # fixed), but the log line says why instead of ConnectError('').
+    from trio_sse.cli_client import _TlsFailed, _TlsReportingClient
+
+    def verify_failure(request: httpx.Request) -> httpx.ConnectError:
+        cause = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+        cause.verify_code, cause.verify_message = 19, "self-signed certificate in certificate chain"
+        try:
+            raise trio.BrokenResourceError from cause  # what httpcore's trio backend wraps
+        except trio.BrokenResourceError as broken:
+            error = httpx.ConnectError("", request=request)
+            error.__cause__ = broken
+            return error
+
+    answers: list[Any] = ["ok", "fail"]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if answers.pop(0) == "fail":
+            raise verify_failure(request)
+        return httpx.Response(200)
+
+    def always_fail(request: httpx.Request) -> httpx.Response:
+        raise verify_failure(request)
+
+    async with _TlsReportingClient(transport=httpx.MockTransport(always_fail)) as first:
+        with pytest.raises(_TlsFailed):  # before anything worked: the command ends
+            await first.get("https://127.0.0.1/")
+    async with _TlsReportingClient(transport=httpx.MockTransport(handler)) as later:
+        await later.get("https://127.0.0.1/")
+        with pytest.raises(httpx.ConnectError) as raised:
+            await later.get("https://127.0.0.1/")
+    message = str(raised.value)
+    assert "certificate verify failed: self-signed certificate in certificate chain" in message
+    assert "--cacert FILE" in message and "\n" not in message

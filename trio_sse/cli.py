@@ -45,7 +45,7 @@ HELP = {
     "shutdown_grace": "seconds streams get to end on SIGTERM/SIGINT",
     "memory_limit": "RSS bytes above which new streams are refused and the fullest shed (0 = off; prod: 70% of RAM)",
     "test_event": "open or admin: who may POST /sse/test-event",
-    "direct_writes": "write events straight to idle HTTP/1.1 sockets (true/false)",
+    "direct_writes": "write events straight to idle HTTP/1.1 sockets",
     "flush_interval": "minimum seconds between fan-out rounds: under load, events of one interval share a write",
     "cors_origins": "comma-separated allowed origins, or *",
     "event_types": "extra event types, comma-separated",
@@ -55,7 +55,7 @@ HELP = {
     "jwt_issuer": "required token issuer",
     "certfile": "PEM certificate (chain) to serve HTTPS with HTTP/2; needs --keyfile",
     "keyfile": "PEM private key of --certfile",
-    "gzip": "gzip streams for clients that send Accept-Encoding: gzip (true/false)",
+    "gzip": "gzip streams for clients that send Accept-Encoding: gzip",
 }
 
 
@@ -64,6 +64,11 @@ def _setting_options(func: Any) -> Any:
         flag = "--" + field.name.replace("_", "-")
         default = field.default
         shown = ",".join(default) if isinstance(default, tuple) else default
+        if str(field.type) == "bool":  # annotations are strings (from __future__ import annotations)
+            # A switch, as docs/settings.md shows it: ``--gzip`` turns it on, ``--no-gzip``
+            # off; left out (None), the environment, the file or the profile decides.
+            flag = f"{flag}/--no-{flag[2:]}"
+            shown = str(default).lower()
         func = click.option(
             flag,
             field.name,
@@ -130,6 +135,16 @@ def _run_client_command(main_fn: Any, *args: Any) -> Any:
         sys.exit(0)
 
 
+#: The CA bundle option of the client commands (see trio_sse.cli_client.tls_context).
+CACERT = click.option(
+    "--cacert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="PEM file of the CA(s) to verify an https:// server with, instead of the default bundle "
+    "(also: env SSL_CERT_FILE or SSL_CERT_DIR)",
+)
+
+
 @main.command()
 @click.argument("url")
 @click.option("--types", default=None, help="comma-separated event types (default: every type)")
@@ -153,6 +168,7 @@ def _run_client_command(main_fn: Any, *args: Any) -> Any:
     help="pretty on a terminal, JSON lines otherwise",
 )
 @click.option("--quiet", "-q", is_flag=True, help="do not report reconnections on stderr")
+@CACERT
 def tail(
     url: str,
     types: str | None,
@@ -163,6 +179,7 @@ def tail(
     silence_timeout: float,
     output: str,
     quiet: bool,
+    cacert: str | None,
 ) -> None:
     """Print the events of the server at URL as they arrive, reconnecting and resuming after a drop.
 
@@ -182,7 +199,7 @@ def tail(
         "last_event_id": last_event_id,
         "silence_timeout": silence_timeout,
     }
-    run = partial(run_tail, url, EventPrinter(pretty), max_events=max_events, **options)
+    run = partial(run_tail, url, EventPrinter(pretty), max_events=max_events, cacert=cacert, **options)
     _run_client_command(run)
 
 
@@ -192,7 +209,10 @@ def tail(
 @click.argument("data", metavar="JSON")
 @click.option("--project", default=None, help="the event's project (default: a broadcast)")
 @click.option("--token", default=None, help="bearer token with the publish right, when auth is on")
-def publish_command(url: str, event_type: str, data: str, project: str | None, token: str | None) -> None:
+@CACERT
+def publish_command(
+    url: str, event_type: str, data: str, project: str | None, token: str | None, cacert: str | None
+) -> None:
     """Publish one event of type TYPE with JSON data (- reads it from stdin) and print its id.
 
     URL is the server's base URL or any of its /sse/... URLs. A refusal prints the
@@ -207,7 +227,7 @@ def publish_command(url: str, event_type: str, data: str, project: str | None, t
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint="JSON") from None
-    run = partial(run_publish, url, event_type, value, project=project, token=token)
+    run = partial(run_publish, url, event_type, value, project=project, token=token, cacert=cacert)
     click.echo(_run_client_command(run))
 
 

@@ -547,3 +547,13 @@ async def test_a_token_with_an_empty_sub_is_refused_401(auth_client) -> None:
         assert (publish.status, publish.json()["error"]) == (401, "invalid_token")
         assert (await client.get("/sse/connections", headers=empty)).status == 401
         assert hub.snapshot()["events_published"] == 0
+
+
+def test_the_cookie_is_found_in_any_of_the_cookie_fields_http2_may_split_it_into() -> None:
+    # RFC 9113 8.2.3: an HTTP/2 client may send each cookie in a field of its own, and
+    # hypercorn passes them on as they came; the first field alone misses the token.
+    from trio_sse.http.auth import Authenticator
+
+    authenticator = Authenticator(Settings(jwt_secret=SECRET))
+    fields = [(b"cookie", b"theme=dark"), (b"cookie", f"sse_token={token('crumbs')}".encode()), (b"cookie", b"x=1")]
+    assert authenticator.authenticate(fields).sub == "crumbs"

@@ -233,3 +233,17 @@ async def test_max_head_bytes_is_also_the_bound_on_a_head_still_arriving(live_se
     async with live_server_factory() as server:
         status, headers, body = await exchange(port_of(server), raw[:30_000], raw[30_000:], pause=0.05)
         assert (status, body) == (431, b"") and "content-type" not in headers
+
+
+async def test_the_head_limit_holds_over_http2_too(live_server_factory, tls: Any) -> None:
+    # hypercorn's HTTP/2 limit (h2_max_header_list_size) is 64 KiB: the app's check is what
+    # holds max_head_bytes there, counting the head as HTTP/1.1 would carry it.
+    async with (
+        live_server_factory(certfile=tls.certfile, keyfile=tls.keyfile) as server,
+        httpx.AsyncClient(base_url=server.base_url, http2=True, verify=tls.client_context, timeout=TIMEOUT) as http,
+    ):
+        refused = await http.get("/sse/health", headers={"x-pad": "a" * 30_000})
+        assert refused.http_version == "HTTP/2"
+        assert (refused.status_code, refused.json()["error"]) == (431, "head_too_large")
+        served = await http.get("/sse/health", headers={"x-pad": "a" * 15_000})
+        assert (served.http_version, served.status_code) == ("HTTP/2", 200)

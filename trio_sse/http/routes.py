@@ -302,7 +302,8 @@ def _final_send_shielded(send: Any, timeout: float) -> Any:
 def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> None:
     """Serve the hot paths — ``GET {prefix}/sse/events`` and ``POST {prefix}/sse/publish`` —
     with lean ASGI handlers in front of ``app``'s ASGI callable; everything else goes to Quart.
-    CORS is applied here too, for every route (see :mod:`trio_sse.http.cors`).
+    CORS is applied here too, for every route (see :mod:`trio_sse.http.cors`), and so is
+    ``max_head_bytes``: a request whose head is larger gets a JSON 431 and reaches no route.
     """
     inner = app.asgi_app
     stream_path, publish_path = prefix + "/sse/events", prefix + "/sse/publish"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -101,21 +102,40 @@ def json_error(status: int, headers: dict[str, str], body: bytes) -> tuple[int, 
 BACKSLASH_COOKIE = 'sse_token="' + "\\" * 60_000 + '"'  # an even run: each backslash escapes the next
 
 
+ATTEMPTS = 3
+
+
 @pytest.mark.parametrize("target", ["/sse/events", "/sse/connections"], ids=["lean stream", "quart route"])
 async def test_a_60_kb_backslash_cookie_is_a_quick_401_that_another_stream_does_not_notice(
     live_server_factory, target: str
 ) -> None:
-    gap_while_refusing, gap_before = await stall_seen_by_a_stream(live_server_factory, target)
     # A stream gets an event every ~5 ms here: the refusal must not hold the loop for more
     # than ~50 ms (it held it 4.4 s before, 15 s on a loaded machine). What the same
     # stream saw as its worst gap just before is the machine's own noise, allowed on top.
-    assert gap_while_refusing < 0.05 + gap_before, (gap_while_refusing, gap_before)
+    # The stall was the same for every such request; a busy machine's pauses are not, so
+    # up to three requests are timed and one within the bound is enough.
+    seen = await stall_seen_by_a_stream(live_server_factory, target, lambda gap, before: gap < 0.05 + before)
+    gap_while_refusing, gap_before = seen[-1]
+    assert gap_while_refusing < 0.05 + gap_before, seen
 
 
-async def stall_seen_by_a_stream(live_server_factory: Any, target: str) -> tuple[float, float]:
-    """(worst gap between a stream's events while the hostile request is answered, worst gap
-    in as long a time before it)."""
+async def stall_seen_by_a_stream(
+    live_server_factory: Any, target: str, good_enough: Callable[[float, float], bool]
+) -> list[tuple[float, float]]:
+    """For up to :data:`ATTEMPTS` hostile requests, until one is ``good_enough``: (the
+    worst gap between a stream's events while it is answered, the worst gap in the quarter
+    of a second before it)."""
     arrivals: list[float] = []
+
+    def worst_gap(start: float, end: float, *, within: bool) -> float:
+        """The longest time between two successive events of the stream: both within
+        [start, end], or (``within=False``) any two whose interval meets it."""
+        pairs = itertools.pairwise(arrivals)
+        if within:
+            return max(b - a for a, b in pairs if a >= start and b <= end)
+        return max(b - a for a, b in pairs if b >= start and a <= end)
+
+    seen: list[tuple[float, float]] = []
     async with (
         live_server_factory(jwt_secret=SECRET, max_head_bytes=128 * 1024, flush_interval=0.001) as server,
         # Timeouts long enough for the stall before the fix (seconds), so that it fails
@@ -140,27 +160,21 @@ async def stall_seen_by_a_stream(live_server_factory: Any, target: str) -> tuple
 
             nursery.start_soon(publish)
             nursery.start_soon(read)
-            await trio.sleep(0.3)
-            sent = trio.current_time()
-            status, answer_headers, body = await exchange(
-                port_of(server), build("GET", target, ("cookie", BACKSLASH_COOKIE)), timeout=STALL_TIMEOUT
-            )
-            answered = trio.current_time()
-            await trio.sleep(0.1)
+            await trio.sleep(0.05)
+            for _ in range(ATTEMPTS):
+                await trio.sleep(0.25)
+                sent = trio.current_time()
+                status, answer_headers, body = await exchange(
+                    port_of(server), build("GET", target, ("cookie", BACKSLASH_COOKIE)), timeout=STALL_TIMEOUT
+                )
+                answered = trio.current_time()
+                assert json_error(status, answer_headers, body) == (401, "invalid_token")
+                await trio.sleep(0.05)
+                seen.append((worst_gap(sent, answered, within=False), worst_gap(sent - 0.25, sent, within=True)))
+                if good_enough(*seen[-1]):
+                    break
             nursery.cancel_scope.cancel()
-    assert json_error(status, answer_headers, body) == (401, "invalid_token")
-
-    def worst_gap(start: float, end: float, *, within: bool) -> float:
-        """The longest time between two successive events of the stream: both within
-        [start, end], or (``within=False``) any two whose interval meets it."""
-        pairs = itertools.pairwise(arrivals)
-        if within:
-            return max(b - a for a, b in pairs if a >= start and b <= end)
-        return max(b - a for a, b in pairs if b >= start and a <= end)
-
-    while_refusing = worst_gap(sent, answered, within=False)
-    before = worst_gap(sent - 0.25, sent, within=True)
-    return while_refusing, before
+    return seen
 
 
 # -- the head limit ------------------------------------------------------------------------

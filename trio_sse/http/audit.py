@@ -30,11 +30,10 @@ AUDIT_LOGGER = "trio_sse.audit"
 #: The longest a string field of an audit line may be, in characters; longer ones end
 #: in "…". Enough for every message trio_sse writes, a token ``sub``, a path.
 MAX_FIELD_CHARS = 256
-MAX_PATH_CHARS = MAX_FIELD_CHARS
 MAX_METHOD_CHARS = 16
 #: Written as JSON escapes: JSON allows them raw in strings, orjson writes them raw, and
 #: they are line breaks for str.splitlines() (NEL, U+2028, U+2029) or invisible controls.
-_RAW_BREAKS = re.compile("[\x80-\x9f\u2028\u2029]")
+_RAW_BREAKS = re.compile(r"[\x80-\x9f\u2028\u2029]")
 
 log = logging.getLogger(AUDIT_LOGGER)
 

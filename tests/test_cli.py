@@ -291,6 +291,7 @@ def test_serve_with_an_unreadable_certificate_exits_with_a_usage_error(tmp_path:
     ("args", "env", "message"),
     [
         (["--profile", "prod"], {}, "the prod profile requires token auth"),
+        (["--profile", "prod", "--jwt-secret", "k"], {}, "jwt_secret is 1 bytes; the prod profile requires at least"),
         ([], {"TRIO_SSE_JWT_PUBLIC_KEY": "/etc/hostname"}, "is not a PEM public key"),
         (["--backend", "redis://127.0.0.1:6379/abc"], {}, "must look like redis://host[:port][/db]"),
     ],

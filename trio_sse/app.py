@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from .http.auth import authenticator_for
+from .http.auth import MIN_SECRET_BYTES, authenticator_for
 from .http.routes import http_exception_response, make_blueprint
 from .runtime.gctune import tune_gc
 from .runtime.hub import Hub, open_hub
@@ -35,9 +35,17 @@ class _HubSlot:
 
 def check_servable(settings: Settings) -> None:
     """Raise :class:`SettingsError` for settings no server may run with: the prod profile
-    without token auth, or a key that cannot be loaded (checked now, not at the first request)."""
+    without token auth or with an HS256 secret under :data:`MIN_SECRET_BYTES`, or a key
+    that cannot be loaded (checked now, not at the first request)."""
     if settings.profile == "prod" and not settings.auth_enabled:
         raise SettingsError("the prod profile requires token auth: set jwt_secret or jwt_public_key")
+    if settings.profile == "prod" and settings.jwt_secret:
+        size = len(settings.jwt_secret.encode())
+        if size < MIN_SECRET_BYTES:
+            raise SettingsError(
+                f"jwt_secret is {size} bytes; the prod profile requires at least {MIN_SECRET_BYTES}"
+                " (an HS256 key as long as its 256-bit hash, RFC 7518 3.2): use 32 random bytes or more"
+            )
     authenticator_for(settings)
 
 

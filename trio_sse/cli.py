@@ -42,6 +42,7 @@ HELP = {
     "publish_rate": "events per publisher per second",
     "max_body_bytes": "largest request body accepted",
     "max_event_bytes": "largest event data accepted",
+    "max_head_bytes": "largest request head (request line and headers) accepted; beyond it 431",
     "shutdown_grace": "seconds streams get to end on SIGTERM/SIGINT",
     "memory_limit": "RSS bytes above which new streams are refused and the fullest shed (0 = off; prod: 70% of RAM)",
     "test_event": "open or admin: who may POST /sse/test-event",

@@ -34,6 +34,9 @@ def hypercorn_config(settings: Settings) -> Config:
     # clients reconnecting at once after a deploy must queue, not fail.
     config.backlog = 4096
     config.keep_alive_timeout = 75.0
+    # A head still arriving past the limit is refused by h11 (an empty 431); a complete
+    # one, whatever its size, reaches the app, which refuses it there (JSON 431).
+    config.h11_max_incomplete_size = settings.max_head_bytes
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.loglevel = settings.log_level.upper()

@@ -119,6 +119,7 @@ class Settings:
     publish_rate: int = attrs.field(default=10_000, validator=_positive)
     max_body_bytes: int = attrs.field(default=1024 * 1024, validator=_positive)
     max_event_bytes: int = attrs.field(default=64 * 1024, validator=_positive)
+    max_head_bytes: int = attrs.field(default=16 * 1024, validator=_positive)
     shutdown_grace: float = attrs.field(default=5.0, validator=_non_negative)
     memory_limit: int = attrs.field(default=0, validator=_non_negative)
     test_event: str = attrs.field(default="open", validator=_one_of("open", "admin"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trio_sse.core.errors import EventTooLarge, InvalidValue, UnknownEventTypes, ValidationError
 from trio_sse.core.events import DEFAULT_EVENT_TYPES
@@ -12,6 +14,7 @@ from trio_sse.core.validation import (
     NewEvent,
     check_event_types,
     check_project_id,
+    has_forbidden_characters,
     prepare_event,
 )
 
@@ -43,6 +46,30 @@ def test_valid_project_ids_are_returned_unchanged(value: str | None) -> None:
 def test_bad_project_ids_are_refused_as_invalid_values(value: object) -> None:
     with pytest.raises(InvalidValue, match="project_id"):
         check_project_id(value)
+
+
+#: Line breaks for someone: NEL, LS and PS (str.splitlines(), JavaScript before ES2019),
+#: VT, FF and the C0 separators (str.splitlines()), and every other C0 and C1 control.
+FORBIDDEN = sorted({*map(chr, range(0x20)), "\x7f", *map(chr, range(0x80, 0xA0)), "\u2028", "\u2029"})
+
+
+@pytest.mark.parametrize("char", FORBIDDEN, ids=[f"U+{ord(c):04X}" for c in FORBIDDEN])
+def test_project_ids_with_a_control_character_or_a_line_separator_are_refused(char: str) -> None:
+    for value in (f"p{char}1", char, f"p{char}"):
+        with pytest.raises(InvalidValue, match="without control characters or line separators"):
+            check_project_id(value)
+        assert has_forbidden_characters(value)
+
+
+def test_every_character_str_splitlines_breaks_at_is_forbidden() -> None:
+    breaks = {chr(c) for c in range(0x110000) if len(f"a{chr(c)}b".splitlines()) > 1}
+    assert breaks <= set(FORBIDDEN)
+
+
+@given(st.text(st.characters(blacklist_characters=FORBIDDEN), min_size=1, max_size=MAX_PROJECT_ID_LENGTH))
+def test_project_ids_without_them_are_accepted(value: str) -> None:
+    assert check_project_id(value) == value
+    assert not has_forbidden_characters(value)
 
 
 def test_registered_event_types_are_returned_as_a_set() -> None:

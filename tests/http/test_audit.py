@@ -219,3 +219,45 @@ async def test_an_audit_line_never_holds_the_query_string(client_factory, caplog
         await client.post("/sse/publish", query={"access_token": "leaked-looking-token-value"}, json=COMMIT)
     assert len(audit_lines(caplog)) == 2
     assert "leaked-looking-token-value" not in caplog.text
+
+
+async def test_every_field_of_an_audit_line_is_cut_so_no_request_can_make_a_long_line(
+    client_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 11, item 9: refusal messages quote what the client sent (a 1 MB unknown event
+    # type, a 1 MB connection id) and a sub is whatever the issuer signed: one line was 1 MB.
+    caplog.set_level(logging.INFO, logger="trio_sse.audit")
+    huge, long_sub = "x" * 1_000_000, "s" * 4000
+    async with client_factory(jwt_secret=SECRET, max_body_bytes=2 * 1024 * 1024) as (_, client):
+        publisher = bearer(long_sub, publish=True)
+        reply = await client.post("/sse/publish", json={"event_type": huge, "data": 1}, headers=publisher)
+        assert reply.status == 422
+        reply = await client.post("/sse/subscribe", json={"connection_id": huge, "event_types": []}, headers=publisher)
+        assert reply.status == 404
+        assert (await client.get("/" + "a" * 15_000)).status == 404  # within max_head_bytes
+        async with client.stream(headers=bearer(long_sub)) as stream:
+            change = {"connection_id": stream.headers["x-sse-connection-id"], "event_types": ["commit"]}
+            assert (await client.post("/sse/subscribe", json=change, headers=bearer("root", admin=True))).status == 200
+    raw = [r.getMessage() for r in caplog.records if r.name == "trio_sse.audit"]
+    lines = [orjson.loads(line) for line in raw]
+    assert [line["status"] for line in lines] == [422, 404, 404, 200]
+    assert lines[3]["action"] == "change_foreign_subscription"
+    assert max(len(line) for line in raw) < 2048
+    for line in lines:
+        for name, value in line.items():
+            if isinstance(value, str):
+                assert len(value) <= 256 + len("GET "), (name, len(value))
+    assert lines[0]["who"] == "s" * 255 + "…" and lines[3]["owner"] == "s" * 255 + "…"
+    assert lines[0]["why"].startswith("unknown event types: xxx") and lines[0]["why"].endswith("x…")
+
+
+async def test_an_audit_line_stays_one_line_for_readers_that_break_lines_at_nel_or_u2028(
+    client: SSETestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_sse.audit")
+    async with client.stream(query={"types": "a\u2028b\x85c\u2029d"}) as stream:
+        assert stream.status == 422  # the message names the unknown type as given
+    (raw,) = [r.getMessage() for r in caplog.records if r.name == "trio_sse.audit"]
+    assert len(raw.splitlines()) == 1 and not any(c in raw for c in "\u2028\u2029\x85")
+    assert "\\u2028" in raw and "\\u0085" in raw and "\\u2029" in raw
+    assert orjson.loads(raw)["why"] == "unknown event types: a\u2028b\x85c\u2029d"

@@ -504,3 +504,56 @@ async def test_a_signed_token_with_an_exp_beyond_any_float_is_served_not_a_500(a
         published = await client.post("/sse/publish", json={"event_type": "commit", "data": 1}, headers=bearer(far))
         assert published.status == 202
         assert (await client.get("/sse/connections", headers=bearer(far))).status == 200
+
+
+# -- issue 11, item 9: the secret's length and the subject ---------------------------------
+
+
+@pytest.mark.parametrize("secret", ["k", "x" * 31, "é" * 15 + "x"], ids=["1 byte", "31 bytes", "31 bytes of UTF-8"])
+def test_the_prod_profile_refuses_an_hs256_secret_under_32_bytes(secret: str) -> None:
+    from trio_sse.settings import SettingsError
+
+    # A short secret is found offline from one token by trying candidates (RFC 7518 3.2
+    # asks for a key as long as the hash, 256 bits); then anyone mints admin tokens.
+    with pytest.raises(SettingsError) as info:
+        trio_sse.create_app(settings=Settings.from_profile("prod", jwt_secret=secret))
+    size = len(secret.encode())
+    assert str(info.value).startswith(f"jwt_secret is {size} bytes; the prod profile requires at least 32")
+
+
+@pytest.mark.parametrize("secret", ["x" * 32, "é" * 16], ids=["32 bytes", "32 bytes of UTF-8"])
+def test_the_prod_profile_runs_with_a_secret_of_32_bytes(secret: str) -> None:
+    trio_sse.create_app(settings=Settings.from_profile("prod", jwt_secret=secret))
+
+
+def test_the_dev_profile_runs_with_a_short_secret_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_sse.auth")
+    trio_sse.create_app(settings=Settings(jwt_secret=f"{time.monotonic_ns():020d}"[-20:]))  # new: not cached
+    (record,) = [r for r in caplog.records if r.name == "trio_sse.auth"]
+    assert record.levelno == logging.WARNING
+    assert "jwt_secret is 20 bytes" in record.getMessage() and "32" in record.getMessage()
+
+
+async def test_a_token_with_an_empty_sub_is_refused_401(auth_client) -> None:
+    # Streams are owned, and per-client limits counted, by sub: every token with an empty
+    # one would share them.
+    empty = bearer(token(""))
+    async with auth_client as (hub, client):
+        status, (body, headers) = await open_stream_status(client, headers=empty)
+        assert (status, body["error"]) == (401, "invalid_token")
+        assert body["message"] == "sub must be a non-empty string"
+        assert headers["www-authenticate"].startswith("Bearer")
+        publish = await client.post("/sse/publish", json={"event_type": "commit", "data": 1}, headers=empty)
+        assert (publish.status, publish.json()["error"]) == (401, "invalid_token")
+        assert (await client.get("/sse/connections", headers=empty)).status == 401
+        assert hub.snapshot()["events_published"] == 0
+
+
+def test_the_cookie_is_found_in_any_of_the_cookie_fields_http2_may_split_it_into() -> None:
+    # RFC 9113 8.2.3: an HTTP/2 client may send each cookie in a field of its own, and
+    # hypercorn passes them on as they came; the first field alone misses the token.
+    from trio_sse.http.auth import Authenticator
+
+    authenticator = Authenticator(Settings(jwt_secret=SECRET))
+    fields = [(b"cookie", b"theme=dark"), (b"cookie", f"sse_token={token('crumbs')}".encode()), (b"cookie", b"x=1")]
+    assert authenticator.authenticate(fields).sub == "crumbs"

@@ -16,6 +16,7 @@ from .errors import EventTooLarge, InvalidValue, UnknownEventTypes, ValidationEr
 from .events import dumps_json
 
 __all__ = [
+    "FORBIDDEN_CHARACTERS",
     "MAX_EVENT_ID_LENGTH",
     "MAX_PROJECT_ID_LENGTH",
     "EventTooLarge",
@@ -25,12 +26,29 @@ __all__ = [
     "ValidationError",
     "check_event_types",
     "check_project_id",
+    "has_forbidden_characters",
     "prepare_event",
 ]
 
 MAX_PROJECT_ID_LENGTH = 256
 MAX_EVENT_ID_LENGTH = 256
-_PROJECT_ID = re.compile(rf"[^\x00-\x1f\x7f]{{1,{MAX_PROJECT_ID_LENGTH}}}")
+
+#: What no id or name a client or publisher gives may contain: the C0 controls (CR, LF,
+#: NUL, TAB, VT, FF, the separators U+001C-U+001E ...), DEL, the C1 controls (NEL U+0085
+#: among them) and the Unicode line and paragraph separators U+2028 and U+2029. The
+#: WHATWG EventSource parser ends lines at CR and LF only, but these values also travel
+#: inside JSON (``connected``, ``stream_reset``, the audit log), where orjson writes
+#: everything but the C0 controls raw; and ``str.splitlines()`` (in many SSE clients and
+#: log tools) breaks lines at VT, FF, U+001C-U+001E, NEL, U+2028 and U+2029, as JavaScript
+#: before ES2019 did at U+2028/U+2029 in string literals.
+FORBIDDEN_CHARACTERS = r"\x00-\x1f\x7f-\x9f\u2028\u2029"  # a regular expression class
+_FORBIDDEN = re.compile(f"[{FORBIDDEN_CHARACTERS}]")
+_PROJECT_ID = re.compile(f"[^{FORBIDDEN_CHARACTERS}]{{1,{MAX_PROJECT_ID_LENGTH}}}")
+
+
+def has_forbidden_characters(value: str) -> bool:
+    """Whether ``value`` holds a control character or a line separator (see :data:`FORBIDDEN_CHARACTERS`)."""
+    return _FORBIDDEN.search(value) is not None
 
 
 @attrs.frozen(slots=True)
@@ -47,7 +65,8 @@ def check_project_id(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not _PROJECT_ID.fullmatch(value):
         raise InvalidValue(
-            f"project_id must be a string of 1-{MAX_PROJECT_ID_LENGTH} characters without control characters"
+            f"project_id must be a string of 1-{MAX_PROJECT_ID_LENGTH} characters"
+            " without control characters or line separators"
         )
     return value
 

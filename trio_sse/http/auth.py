@@ -12,9 +12,9 @@ Rights come from the ``sse`` claim: ``{"projects": [...] | ["*"], "publish": boo
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Iterable, Sequence
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 import attrs
@@ -23,12 +23,19 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from ..settings import Settings, SettingsError
+from .cookies import cookie_value
 from .errors import ApiError
 
 __all__ = ["ANONYMOUS", "Authenticator", "Principal", "authenticator_for", "require_admin", "require_publish"]
 
 COOKIE_NAME = "sse_token"
 MAX_TOKEN_LENGTH = 8192
+#: The shortest ``jwt_secret`` the prod profile runs with: RFC 7518 section 3.2 asks for
+#: an HS256 key at least as long as the hash output (256 bits). A short secret can be
+#: found offline from one token by trying candidates, and then anyone can mint tokens.
+MIN_SECRET_BYTES = 32
+
+log = logging.getLogger("trio_sse.auth")
 
 
 @attrs.frozen(slots=True)
@@ -55,13 +62,14 @@ def _invalid(message: str) -> ApiError:
 def _token_from(
     headers: Sequence[tuple[bytes, bytes]], query_token: str | None, credential_origins: frozenset[str]
 ) -> str | None:
-    authorization = cookie = origin = host = fetch_site = None
+    authorization = origin = host = fetch_site = None
+    cookies: list[str] = []  # HTTP/2 may split one Cookie header into several fields
     for name, value in headers:
         name = name.lower()
         if name == b"authorization" and authorization is None:
             authorization = value.decode("latin-1")
-        elif name == b"cookie" and cookie is None:
-            cookie = value.decode("latin-1")
+        elif name == b"cookie":
+            cookies.append(value.decode("latin-1"))
         elif name == b"origin" and origin is None:
             origin = value.decode("latin-1")
         elif name == b"host" and host is None:
@@ -73,17 +81,14 @@ def _token_from(
         if scheme.lower() != "bearer" or not credentials.strip():
             raise _invalid("the Authorization header must be 'Bearer <token>'")
         return credentials.strip()
+    # Linear whatever the interpreter: SimpleCookie was quadratic in backslashes (see .cookies).
+    cookie = cookie_value(cookies, COOKIE_NAME) if cookies else None
     if cookie is not None:
-        try:
-            jar: SimpleCookie = SimpleCookie(cookie)
-        except CookieError:
-            jar = SimpleCookie()
-        if COOKIE_NAME in jar:
-            if _cookie_allowed(origin, host, fetch_site, credential_origins):
-                return jar[COOKIE_NAME].value
-            if query_token:
-                return query_token  # not ambient: the page had to know it
-            raise _invalid("the sse_token cookie is not accepted from this origin (not listed in cors_origins)")
+        if _cookie_allowed(origin, host, fetch_site, credential_origins):
+            return cookie
+        if query_token:
+            return query_token  # not ambient: the page had to know it
+        raise _invalid("the sse_token cookie is not accepted from this origin (not listed in cors_origins)")
     return query_token
 
 
@@ -116,8 +121,11 @@ def _rights(claims: dict[str, Any]) -> Principal:
     if not isinstance(publish, bool) or not isinstance(admin, bool):
         raise _invalid("sse.publish and sse.admin must be booleans")
     sub = claims["sub"]
-    if not isinstance(sub, str):
-        raise _invalid("sub must be a string")
+    if not isinstance(sub, str) or not sub:
+        # An empty subject would be everyone's: streams are owned, and per-client limits
+        # counted, by sub, so every such token would share them (and, with the audit log
+        # naming the address for a missing sub, hide who acted).
+        raise _invalid("sub must be a non-empty string")
     allowed = None if "*" in projects else frozenset(projects)
     try:
         expires_at = float(claims["exp"])  # PyJWT has checked it is an integer in the future
@@ -140,6 +148,13 @@ class Authenticator:
         self._algorithms: list[str] = []
         if settings.jwt_secret:
             self._key, self._algorithms = settings.jwt_secret, ["HS256"]
+            if settings.profile != "prod" and len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
+                # prod refuses to start (trio_sse.app.check_servable); dev runs, once warned.
+                log.warning(
+                    "jwt_secret is %d bytes: the prod profile refuses secrets under %d bytes (RFC 7518 3.2)",
+                    len(settings.jwt_secret.encode()),
+                    MIN_SECRET_BYTES,
+                )
         elif settings.jwt_public_key:
             self._key = _load_public_key(settings.jwt_public_key)
             self._algorithms = ["RS256"] if isinstance(self._key, rsa.RSAPublicKey) else ["ES256"]

@@ -8,10 +8,11 @@ from urllib.parse import parse_qsl
 
 import attrs
 
-from ..core.validation import MAX_EVENT_ID_LENGTH
+from ..core.errors import InvalidValue
+from ..core.validation import MAX_EVENT_ID_LENGTH, check_project_id, has_forbidden_characters
 from .errors import ApiError
 
-__all__ = ["MAX_QUERY_FIELDS", "MAX_TYPES", "StreamParams", "parse_stream_params"]
+__all__ = ["MAX_QUERY_FIELDS", "MAX_TYPES", "StreamParams", "parse_stream_params", "request_head_size"]
 
 MAX_TYPES = 64
 MAX_QUERY_FIELDS = 100
@@ -58,6 +59,26 @@ def header(headers: Sequence[tuple[bytes, bytes]], name: bytes, encoding: str = 
     return None
 
 
+#: What a request line adds to its method and target: two spaces, ``HTTP/1.1`` and CRLF;
+#: plus the CRLF of the blank line that ends the head.
+_REQUEST_LINE_AND_END = 2 + len(b"HTTP/1.1") + 2 + 2
+
+
+def request_head_size(scope: dict[str, Any]) -> int:
+    """The bytes of an ASGI request's head as HTTP/1.1 puts it on the wire, as h11 counts
+    its receive buffer against ``h11_max_incomplete_size``: the request line
+    (``METHOD /path?query HTTP/1.1`` CRLF), one ``name: value`` CRLF line per header, the
+    blank line. Whitespace around header values, which h11 strips, is not seen, so this
+    never counts more than the client sent. HTTP/2 heads are counted the same way.
+    """
+    path = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string", b"")
+    size = len(scope["method"]) + len(path) + (len(query) + 1 if query else 0) + _REQUEST_LINE_AND_END
+    for name, value in scope.get("headers", ()):
+        size += len(name) + len(value) + 4  # ": " and CRLF
+    return size
+
+
 def client_address(scope: dict[str, Any]) -> str | None:
     """The peer address of an ASGI request, if the server gave one."""
     client = scope.get("client")
@@ -74,8 +95,10 @@ def _single(values: list[str], name: str) -> str | None:
 def _event_id(value: str | None, where: str) -> str | None:
     if value is None or value == "":
         return None
-    if len(value) > MAX_EVENT_ID_LENGTH or any(c in value for c in "\r\n\x00"):
-        raise bad_request(f"{where} must be at most {MAX_EVENT_ID_LENGTH} characters without CR, LF or NUL")
+    if len(value) > MAX_EVENT_ID_LENGTH or has_forbidden_characters(value):
+        raise bad_request(
+            f"{where} must be at most {MAX_EVENT_ID_LENGTH} characters without control characters or line separators"
+        )
     return value
 
 
@@ -102,6 +125,10 @@ def parse_stream_params(query_string: bytes, headers: Sequence[tuple[bytes, byte
     project_id = _single(by_name.get("project", []) + by_name.get("project_id", []), "project")
     if project_id == "":
         raise bad_request("project is empty")
+    try:
+        check_project_id(project_id)  # here, so a malformed one is a 400 before any rights check
+    except InvalidValue as exc:
+        raise bad_request(str(exc)) from None
 
     last_event_id = _event_id(header(headers, b"last-event-id"), "Last-Event-ID") or _event_id(
         _single(by_name.get("last_event_id", []), "last_event_id"), "last_event_id"

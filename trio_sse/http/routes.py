@@ -21,9 +21,10 @@ from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
 from ..core.errors import ValidationError
-from ..core.validation import MAX_EVENT_ID_LENGTH, check_project_id
+from ..core.validation import MAX_EVENT_ID_LENGTH, check_project_id, has_forbidden_characters
 from ..runtime.backends import BackendUnavailable
 from ..runtime.hub import UNSET, Hub, PublishRateExceeded, TooManyPendingChanges, UnknownConnection
+from ..settings import Settings
 from .audit import audit_admin
 from .auth import Principal, authenticator_for, require_admin, require_project, require_publish
 from .bodies import json_object, parse_json, too_large
@@ -31,7 +32,7 @@ from .cors import CorsPolicy
 from .dashboard import register_browser_routes
 from .errors import ApiError, log_refusal, send_refusal, to_api_error
 from .metrics import make_registry, render_metrics
-from .params import header
+from .params import header, request_head_size
 from .publish import serve_publish
 from .stats_stream import serve_stats_stream
 from .stream import serve_stream
@@ -39,6 +40,8 @@ from .stream import serve_stream
 __all__ = ["json_response", "make_blueprint", "mount_lean_handlers"]
 
 MAX_CONNECTIONS_PAGE = 1000
+#: The ``max_head_bytes`` default, for requests that arrive before the hub is running.
+DEFAULT_MAX_HEAD_BYTES = Settings().max_head_bytes
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -179,10 +182,15 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
             raise ApiError(400, "invalid_request", "mode must be one of replace, add, remove")
         last_event_id = body.get("last_event_id")
         if last_event_id is not None and (
-            not isinstance(last_event_id, str) or not 0 < len(last_event_id) <= MAX_EVENT_ID_LENGTH
+            not isinstance(last_event_id, str)
+            or not 0 < len(last_event_id) <= MAX_EVENT_ID_LENGTH
+            or has_forbidden_characters(last_event_id)
         ):
             raise ApiError(
-                400, "invalid_request", f"last_event_id must be a string of 1-{MAX_EVENT_ID_LENGTH} characters"
+                400,
+                "invalid_request",
+                f"last_event_id must be a string of 1-{MAX_EVENT_ID_LENGTH} characters"
+                " without control characters or line separators",
             )
         connection = hub.get_connection(connection_id)
         foreign = hub.settings.auth_enabled and connection.client.owner != principal.sub
@@ -225,7 +233,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
         require_admin(principal, hub.settings)
         limit = _int_param("limit", 100, 1, MAX_CONNECTIONS_PAGE)
         offset = _int_param("offset", 0, 0)
-        project = request.args.get("project", request.args.get("project_id"))
+        project = check_project_id(request.args.get("project", request.args.get("project_id")))
         live = hub.connections()
         if project is not None:
             live = [c for c in live if c.subscription.project_id == project]
@@ -294,11 +302,18 @@ def _final_send_shielded(send: Any, timeout: float) -> Any:
 def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> None:
     """Serve the hot paths — ``GET {prefix}/sse/events`` and ``POST {prefix}/sse/publish`` —
     with lean ASGI handlers in front of ``app``'s ASGI callable; everything else goes to Quart.
-    CORS is applied here too, for every route (see :mod:`trio_sse.http.cors`).
+    CORS is applied here too, for every route (see :mod:`trio_sse.http.cors`), and so is
+    ``max_head_bytes``: a request whose head is larger gets a JSON 431 and reaches no route.
     """
     inner = app.asgi_app
     stream_path, publish_path = prefix + "/sse/events", prefix + "/sse/publish"
     stats_stream_path = prefix + "/sse/stats/stream"
+
+    def current_settings() -> Settings | None:
+        try:
+            return get_hub().settings
+        except RuntimeError:  # no hub yet: the app's other routes are still served
+            return None
 
     async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -307,6 +322,16 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
         cors_headers: list[tuple[bytes, bytes]] = []
         request_headers = scope.get("headers", [])
         origin = header(request_headers, b"origin", "latin-1")
+        # Every request passes here, whatever route serves it: h11 bounds only a head still
+        # arriving (h11_max_incomplete_size), so a bigger one sent in one piece gets here.
+        settings = current_settings()
+        limit = DEFAULT_MAX_HEAD_BYTES if settings is None else settings.max_head_bytes
+        size = request_head_size(scope)
+        if size > limit:
+            error = ApiError(431, "head_too_large", f"the request head is {size} bytes; the limit is {limit}")
+            allowed = None if settings is None else _cors_for(settings.cors_origins).response_headers(origin)
+            await send_refusal(send, scope, error, allowed)
+            return
         if origin is not None:
             policy = _cors_for(get_hub().settings.cors_origins)
             if scope["method"] == "OPTIONS" and header(

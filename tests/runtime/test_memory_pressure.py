@@ -22,6 +22,7 @@ from trio_sse.runtime.memory import (
     SAMPLE_INTERVAL,
     fullest_first,
     history_keep,
+    regrown_bound,
     release_freed_memory,
     shed_count,
 )
@@ -87,6 +88,30 @@ def test_shed_count_is_the_share_of_streams_equal_to_the_share_of_memory_over_th
     live: int, rss: int, expected: int
 ) -> None:
     assert shed_count(live, rss, LIMIT) == expected
+
+
+@pytest.mark.parametrize(
+    ("held", "rss", "expected"),
+    [
+        (64_000_000, LIMIT, None),  # not over: nothing to do
+        (64_000_000, LIMIT + 1_000, 32_000_000),  # a little over: half goes
+        (64_000_000, LIMIT + 40_000_000, 24_000_000),  # more over than half: the overshoot goes
+        (64_000_000, LIMIT + 100_000_000, HISTORY_FLOOR),  # more than it holds: down to the floor
+        (2 * HISTORY_FLOOR, LIMIT + 1_000, HISTORY_FLOOR),
+        (HISTORY_FLOOR, LIMIT * 10, None),  # already small: shed streams instead
+        (0, LIMIT * 10, None),
+    ],
+)
+def test_history_keep_evicts_half_or_the_overshoot_whichever_is_more_down_to_the_floor(
+    held: int, rss: int, expected: int | None
+) -> None:
+    assert history_keep(held, rss, LIMIT) == expected
+
+
+def test_the_history_bound_grows_back_by_a_sixteenth_and_never_past_the_setting() -> None:
+    assert regrown_bound(0, 1600) == 100
+    assert regrown_bound(1550, 1600) == 1600
+    assert regrown_bound(5, 10) == 6  # at least a byte
 
 
 def test_shed_count_is_zero_when_the_guard_is_off() -> None:

@@ -321,3 +321,16 @@ def test_profiles_only_change_known_settings() -> None:
     assert set(PROFILES) == {"dev", "prod"}
     for values in PROFILES.values():
         assert set(values) <= names
+
+
+def test_history_bytes_is_128_mib_in_dev_and_a_quarter_of_the_memory_limit_in_prod() -> None:
+    from trio_sse.settings import default_history_bytes, default_memory_limit
+
+    assert Settings().history_bytes == 128 * MiB
+    prod = Settings.from_profile("prod")
+    assert prod.history_bytes == default_history_bytes() == default_memory_limit() // 4
+    assert prod.history_bytes < prod.memory_limit
+    assert load_settings({"history_bytes": "1000"}, env={"TRIO_SSE_PROFILE": "prod"}).history_bytes == 1000
+    assert load_settings(env={"TRIO_SSE_HISTORY_BYTES": "2048"}).history_bytes == 2048
+    with pytest.raises(SettingsError, match="history_bytes must be > 0"):
+        load_settings(env={"TRIO_SSE_HISTORY_BYTES": "0"})

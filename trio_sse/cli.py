@@ -45,6 +45,7 @@ HELP = {
     "max_head_bytes": "largest request head (request line and headers) accepted; beyond it 431",
     "shutdown_grace": "seconds streams get to end on SIGTERM/SIGINT",
     "memory_limit": "RSS bytes above which new streams are refused and the fullest shed (0 = off; prod: 70% of RAM)",
+    "history_bytes": "bytes the replay history may hold, oldest out first (prod: a quarter of memory_limit)",
     "test_event": "open or admin: who may POST /sse/test-event",
     "direct_writes": "write events straight to idle HTTP/1.1 sockets",
     "flush_interval": "minimum seconds between fan-out rounds: under load, events of one interval share a write",

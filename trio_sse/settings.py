@@ -18,7 +18,15 @@ import attrs
 
 from .core.events import DEFAULT_EVENT_TYPES, SYSTEM_EVENT_TYPES, is_valid_event_type
 
-__all__ = ["ENV_PREFIX", "PROFILES", "Settings", "SettingsError", "default_memory_limit", "load_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "PROFILES",
+    "Settings",
+    "SettingsError",
+    "default_history_bytes",
+    "default_memory_limit",
+    "load_settings",
+]
 
 ENV_PREFIX = "TRIO_SSE_"
 
@@ -122,6 +130,7 @@ class Settings:
     max_head_bytes: int = attrs.field(default=16 * 1024, validator=_positive)
     shutdown_grace: float = attrs.field(default=5.0, validator=_non_negative)
     memory_limit: int = attrs.field(default=0, validator=_non_negative)
+    history_bytes: int = attrs.field(default=128 * 1024 * 1024, validator=_positive)
     test_event: str = attrs.field(default="open", validator=_one_of("open", "admin"))
     direct_writes: bool = True
     flush_interval: float = attrs.field(default=0.005, validator=_non_negative)
@@ -172,6 +181,16 @@ def default_memory_limit() -> int:
     return int(0.7 * machine_memory_bytes())
 
 
+def default_history_bytes() -> int:
+    """A quarter of the default ``memory_limit`` (17.5 % of the memory this process may use).
+
+    The history is the one large thing a single publisher can fill (100,000 events of
+    64 KiB hold 12.5 GiB); a quarter of the limit leaves the other three for the streams
+    and their queues, and memory pressure evicts history before it sheds a stream.
+    """
+    return default_memory_limit() // 4
+
+
 #: What each profile sets; anything not listed keeps the attrs default (the dev value).
 #: A callable value is called when the profile is applied (a default that depends on the machine).
 PROFILES: dict[str, dict[str, Any]] = {
@@ -188,6 +207,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "publish_rate": 1000,
         "shutdown_grace": 30.0,
         "memory_limit": default_memory_limit,
+        "history_bytes": default_history_bytes,
     },
 }
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_sse.core.ratelimit import RateLimiter, TokenBucket
+from trio_sse.core.ratelimit import ZONE_SIZE, RateLimiter, TokenBucket
 
 
 def full_bucket(rate: float, per: float, now: float = 0.0) -> TokenBucket:
@@ -84,3 +87,99 @@ def test_limiter_forgets_fully_refilled_buckets_once_it_tracks_many_keys() -> No
     limiter.take("late", 5.0)  # a new key over the threshold: buckets refilled by now are dropped
     assert set(limiter._buckets) == {"busy", "late"}
     assert limiter.take("busy", 5.0) == pytest.approx(0.8)  # a bucket still refilling keeps its state
+
+
+# -- the zone: O(1) admission, bounded memory (issue 11, item 5) -------------------------------
+
+
+def _best_cost_per_admission(limiter: RateLimiter, prefix: str, *, ops: int = 2000, repeats: int = 7) -> float:
+    """Seconds per admission of a never-seen key, the best of ``repeats`` runs of ``ops``.
+
+    Best-of, with the garbage collector off, so a busy machine only makes some runs slow.
+    Stops repeating after 2 s: a limiter that pays per key is measured once, not seven times.
+    """
+    best = float("inf")
+    spent = 0.0
+    gc.disable()
+    try:
+        for run in range(repeats):
+            keys = [f"{prefix}-{run}-{i}" for i in range(ops)]
+            started = time.perf_counter()
+            for key in keys:
+                limiter.take(key, 0.0)
+            elapsed = time.perf_counter() - started
+            best = min(best, elapsed / ops)
+            spent += elapsed
+            if spent > 2.0:
+                break
+    finally:
+        gc.enable()
+    return best
+
+
+def test_admitting_a_new_key_costs_the_same_with_0_10_000_or_100_000_keys_tracked() -> None:
+    # The prod connection_rate; every key admitted at the same instant, so none refills
+    # (nothing can be forgotten for free: the worst case for a limiter that rescans).
+    empty = _best_cost_per_admission(RateLimiter(120, 60.0), "a")
+    for tracked in (10_000, 100_000):
+        limiter = RateLimiter(120, 60.0)
+        for i in range(tracked):
+            limiter.take(f"existing-{i}", 0.0)
+        cost = _best_cost_per_admission(limiter, "b")
+        assert cost < 3 * empty, (tracked, cost, empty)
+        assert len(limiter) <= ZONE_SIZE
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    max_keys=st.integers(1, 6),
+    plan=st.lists(st.tuples(st.integers(0, 12), st.floats(0, 2, allow_nan=False)), max_size=80),
+)
+def test_the_zone_never_holds_more_buckets_than_its_size(max_keys: int, plan: list[tuple[int, float]]) -> None:
+    limiter = RateLimiter(3, 1.0, max_keys=max_keys)
+    now = 0.0
+    for key, step in plan:
+        now += step
+        assert limiter.take(f"k{key}", now) >= 0.0
+        assert len(limiter) <= max_keys
+        assert f"k{key}" in limiter._buckets  # the key just admitted is the most recent: never evicted
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    plan=st.lists(
+        st.tuples(st.integers(0, 4), st.floats(0, 1, allow_nan=False), st.sampled_from([1.0, 2.0, 5.0])),
+        max_size=80,
+    )
+)
+def test_with_room_for_every_key_the_zone_answers_exactly_as_one_bucket_per_key(plan) -> None:
+    """Forgetting refilled buckets changes nothing: a full bucket is the same as a new one."""
+    limiter = RateLimiter(3, 1.0, max_keys=5)
+    reference: dict[int, TokenBucket] = {}
+    now = 0.0
+    for key, step, amount in plan:
+        now += step
+        bucket = reference.setdefault(key, full_bucket(3, 1.0, now))
+        assert limiter.take(f"k{key}", now, amount) == pytest.approx(bucket.take(now, amount))
+
+
+def test_a_full_zone_evicts_the_least_recently_used_bucket() -> None:
+    limiter = RateLimiter(2, 60, max_keys=3)
+    for key in ("a", "b", "c"):
+        limiter.take(key, 0.0)
+    limiter.take("a", 0.0)  # a is now the most recent, and has spent its burst
+    limiter.take("d", 0.0)  # the zone is full and nothing has refilled: b goes
+    assert list(limiter._buckets) == ["c", "a", "d"]
+    assert limiter.take("a", 0.0) > 0.0  # a kept its state
+
+
+def test_an_evicted_bucket_starts_again_full_the_documented_approximation() -> None:
+    limiter = RateLimiter(2, 60, max_keys=1)
+    assert [limiter.take("a", 0.0) for _ in range(3)][2] > 0.0
+    limiter.take("b", 0.0)  # pushes a out before it refilled
+    assert limiter.take("a", 0.0) == 0.0  # one burst more than the rate: what ZONE_SIZE bounds
+
+
+def test_a_zone_smaller_than_one_bucket_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_keys"):
+        RateLimiter(1, 1, max_keys=0)

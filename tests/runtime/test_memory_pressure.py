@@ -6,6 +6,7 @@ RSS comes from a fake reader the test sets, and samples are taken on the virtual
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -16,8 +17,16 @@ import trio
 import trio_sse
 from trio_sse.runtime.connection import ClientInfo, Connection
 from trio_sse.runtime.hub import Hub
-from trio_sse.runtime.memory import SAMPLE_INTERVAL, fullest_first, shed_count
-from trio_sse.runtime.stats import machine_memory_bytes
+from trio_sse.runtime.memory import (
+    HISTORY_FLOOR,
+    SAMPLE_INTERVAL,
+    fullest_first,
+    history_keep,
+    regrown_bound,
+    release_freed_memory,
+    shed_count,
+)
+from trio_sse.runtime.stats import machine_memory_bytes, memory_rss_bytes
 from trio_sse.settings import Settings, default_memory_limit
 from trio_sse.testing import SSETestClient
 
@@ -79,6 +88,30 @@ def test_shed_count_is_the_share_of_streams_equal_to_the_share_of_memory_over_th
     live: int, rss: int, expected: int
 ) -> None:
     assert shed_count(live, rss, LIMIT) == expected
+
+
+@pytest.mark.parametrize(
+    ("held", "rss", "expected"),
+    [
+        (64_000_000, LIMIT, None),  # not over: nothing to do
+        (64_000_000, LIMIT + 1_000, 32_000_000),  # a little over: half goes
+        (64_000_000, LIMIT + 40_000_000, 24_000_000),  # more over than half: the overshoot goes
+        (64_000_000, LIMIT + 100_000_000, HISTORY_FLOOR),  # more than it holds: down to the floor
+        (2 * HISTORY_FLOOR, LIMIT + 1_000, HISTORY_FLOOR),
+        (HISTORY_FLOOR, LIMIT * 10, None),  # already small: shed streams instead
+        (0, LIMIT * 10, None),
+    ],
+)
+def test_history_keep_evicts_half_or_the_overshoot_whichever_is_more_down_to_the_floor(
+    held: int, rss: int, expected: int | None
+) -> None:
+    assert history_keep(held, rss, LIMIT) == expected
+
+
+def test_the_history_bound_grows_back_by_a_sixteenth_and_never_past_the_setting() -> None:
+    assert regrown_bound(0, 1600) == 100
+    assert regrown_bound(1550, 1600) == 1600
+    assert regrown_bound(5, 10) == 6  # at least a byte
 
 
 def test_shed_count_is_zero_when_the_guard_is_off() -> None:
@@ -255,3 +288,175 @@ async def test_a_shed_stream_reconnects_after_the_pressure_and_catches_up_from_h
         async with client.stream(query={"types": "commit"}, headers={"Last-Event-ID": first}) as again:
             assert (await again.next_event()).event == "connected"
             assert [e.id for e in await again.events(3, timeout=5)] == missed
+
+
+# -- history goes first (issue 11, item 4) ------------------------------------------------------
+
+MiB = 1024 * 1024
+BASE = 100 * MiB
+#: ~64 KB of JSON data: an event that counts ~128 KB against history_bytes (wire + data).
+BIG = "x" * 64_000
+
+
+class HistoryRss:
+    """A process whose resident memory is ``base`` plus what its history holds."""
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+        self.hub: Hub | None = None
+
+    def __call__(self) -> int:
+        history = self.hub.backend.history if self.hub is not None else None  # type: ignore[attr-defined]
+        return self.base + (history.nbytes if history is not None else 0)
+
+
+@asynccontextmanager
+async def history_pressured_hub(rss: HistoryRss, **settings: object) -> AsyncIterator[tuple[Hub, SSETestClient]]:
+    defaults = {"memory_limit": BASE + 4 * MiB, "history_bytes": 8 * MiB, "connection_rate": 10_000}
+    config = Settings(**{**defaults, **settings})  # type: ignore[arg-type]
+    with trio.fail_after(DEADLINE):
+        async with trio_sse.open_hub(config, read_rss=rss) as hub:
+            rss.hub = hub
+            async with SSETestClient(trio_sse.create_app(hub=hub)) as client:
+                yield hub, client
+
+
+async def fill_history(hub: Hub, nbytes: int) -> list[str]:
+    history = hub.backend.history  # type: ignore[attr-defined]
+    ids = []
+    while history.nbytes < nbytes:
+        ids.append(await hub.publish("commit", BIG))
+    await trio.sleep(0.1)  # one fan-out round
+    return ids
+
+
+async def test_memory_pressure_evicts_history_before_shedding_any_stream(autojump_clock) -> None:
+    rss = HistoryRss(BASE)
+    async with history_pressured_hub(rss) as (hub, _), AsyncExitStack() as stack:
+        connections = [
+            await stack.enter_async_context(hub.connect(hub.subscription(None, None), client=ClientInfo(f"10.0.0.{i}")))
+            for i in range(5)
+        ]
+        history = hub.backend.history  # type: ignore[attr-defined]
+        await fill_history(hub, 8 * MiB - 200_000)  # rss ~4 MiB over the limit, all of it history
+        held = history.nbytes
+        assert rss() > hub.memory.limit
+        assert [c.pending for c in connections] == [len(history)] * 5
+
+        await after_samples(hub, 1)
+        assert [c.close_reason for c in connections] == [None] * 5  # no stream shed...
+        assert history.nbytes <= held // 2  # ...history was evicted instead, oldest first
+        assert history.max_bytes == history_keep(held, BASE + held, BASE + 4 * MiB)
+        assert rss() <= hub.memory.limit
+        assert hub.snapshot()["disconnects"] == {}
+
+        await after_samples(hub, 1)
+        assert not hub.memory.over
+        await hub.publish("commit", {"after": "pressure"})
+        await trio.sleep(0.1)
+        assert [c.pending for c in connections] == [connections[0].pending] * 5  # all still fed
+
+
+async def test_after_history_pressure_new_streams_are_accepted_and_evicted_ids_get_history_gap(autojump_clock) -> None:
+    rss = HistoryRss(BASE)
+    async with history_pressured_hub(rss) as (hub, client):
+        ids = await fill_history(hub, 8 * MiB - 200_000)
+        await after_samples(hub, 1)
+        assert hub.memory.over  # this sample found the pressure and evicted history...
+        status, _, body = await stream_status(client)
+        assert (status, body["error"]) == (503, "memory_pressure")  # type: ignore[index]
+
+        await after_samples(hub, 1)  # ...the next finds memory back under the limit
+        assert not hub.memory.over
+        assert (await stream_status(client))[0] == 200
+        async with client.stream(headers={"Last-Event-ID": ids[0]}) as stream:
+            assert (await stream.next_event()).event == "connected"
+            reset = await stream.next_event()
+            assert (reset.event, json.loads(reset.data)["reason"]) == ("stream_reset", "history_gap")
+        async with client.stream(headers={"Last-Event-ID": ids[-2]}) as stream:
+            assert (await stream.next_event()).event == "connected"
+            assert (await stream.next_event()).id == ids[-1]  # what was kept still replays
+        assert hub.snapshot()["disconnects"].get("memory_pressure") is None
+
+
+async def test_the_history_bound_grows_back_a_sixteenth_per_sample_once_the_pressure_is_gone(autojump_clock) -> None:
+    rss = HistoryRss(BASE)
+    async with history_pressured_hub(rss) as (hub, client):
+        history = hub.backend.history  # type: ignore[attr-defined]
+        await fill_history(hub, 8 * MiB - 200_000)
+        await after_samples(hub, 1)
+        cut = history.max_bytes
+        assert cut < 8 * MiB
+        bounds = []
+        for _ in range(20):
+            await after_samples(hub, 1)
+            bounds.append(history.max_bytes)
+        step = 8 * MiB // 16
+        assert bounds[:3] == [cut + step, cut + 2 * step, cut + 3 * step]
+        assert bounds[-1] == 8 * MiB
+        stats = (await client.get("/sse/stats")).json()["history"]
+        assert (stats["max_bytes"], stats["bytes"]) == (8 * MiB, history.nbytes)
+
+
+async def test_streams_are_shed_only_for_the_overshoot_that_evicting_history_did_not_cover(autojump_clock) -> None:
+    rss = HistoryRss(BASE)
+    async with history_pressured_hub(rss) as (hub, _), AsyncExitStack() as stack:
+        connections = [
+            await stack.enter_async_context(hub.connect(hub.subscription(None, None), client=ClientInfo(f"10.0.0.{i}")))
+            for i in range(10)
+        ]
+        history = hub.backend.history  # type: ignore[attr-defined]
+        await fill_history(hub, 2 * MiB)  # history: 2 MiB
+        held = history.nbytes
+        rss.base = BASE + 10 * MiB  # and 10 MiB over the limit from elsewhere (the streams)
+        await after_samples(hub, 1)
+        evicted = held - history.nbytes
+        assert history.max_bytes == HISTORY_FLOOR  # cut as far as it goes first...
+        over = rss.base + held - hub.memory.limit
+        assert 0 < evicted < over
+        shed = [c for c in connections if c.close_reason == "memory_pressure"]
+        # ...then streams for the rest, counted against the memory left after the eviction.
+        assert len(shed) == shed_count(10, rss.base + held - evicted, hub.memory.limit) > 0
+
+        await after_samples(hub, 1)  # history already small: only streams go now
+        assert history.max_bytes == HISTORY_FLOOR
+        assert sum(c.close_reason == "memory_pressure" for c in connections) > len(shed)
+
+
+async def test_evicting_history_under_pressure_brings_real_rss_back_under_the_limit(autojump_clock) -> None:
+    """With the process's real RSS: evicted events must be handed back to the system
+    (glibc keeps freed blocks of this size), or RSS stays over and streams are shed."""
+    if not release_freed_memory():
+        pytest.skip("the C allocator cannot hand free memory back here (not glibc)")
+    start = memory_rss_bytes()
+    config = Settings(memory_limit=start + 96 * MiB, history_bytes=512 * MiB, connection_rate=10_000)
+    with trio.fail_after(DEADLINE):
+        async with trio_sse.open_hub(config) as hub, hub.connect(hub.subscription(["file_change"], None)) as stream:
+            history = hub.backend.history  # type: ignore[attr-defined]
+            while history.nbytes < 160 * MiB:
+                await hub.publish("commit", BIG)
+            await after_samples(hub, 0)
+            assert memory_rss_bytes() > hub.memory.limit
+            await after_samples(hub, 4)
+            assert not hub.memory.over, (hub.memory.rss - start) // MiB
+            assert stream.close_reason is None
+            assert history.nbytes > HISTORY_FLOOR
+            async with hub.connect(hub.subscription(None, None)):
+                pass  # admitted
+
+
+async def test_history_bytes_bounds_the_history_of_either_backend_without_any_pressure(autojump_clock) -> None:
+    from trio_sse.runtime.backends.redis import RedisBackend
+
+    async with trio_sse.open_hub(Settings(history_bytes=1 * MiB)) as hub:
+        history = hub.backend.history  # type: ignore[attr-defined]
+        for _ in range(50):
+            await hub.publish("commit", BIG)
+        assert 0 < history.nbytes <= 1 * MiB
+        assert len(history) == 1 * MiB // 128_100
+        stats = hub.snapshot()["history"]
+        assert (stats["size"], stats["bytes"], stats["max_bytes"]) == (len(history), history.nbytes, 1 * MiB)
+    # The Redis backend's copy of what it read is memory of this process too.
+    redis = RedisBackend("redis://127.0.0.1:1", 10_000)
+    Hub(Settings(history_bytes=12_345), redis)
+    assert redis.history.max_bytes == 12_345

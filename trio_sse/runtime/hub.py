@@ -27,6 +27,7 @@ import trio
 
 from ..core.errors import InvalidValue
 from ..core.events import Event, EventOrder, system_event
+from ..core.history import History
 from ..core.matching import Subscription, SubscriptionIndex
 from ..core.ratelimit import RateLimiter
 from ..core.validation import NewEvent, check_event_types, check_project_id, prepare_event
@@ -90,6 +91,7 @@ class Hub:
         self.stats = HubStats()
         #: ``read_rss`` (bytes) is injectable so memory pressure can be tested without using memory.
         self.memory = MemoryGuard(settings.memory_limit, read_rss or memory_rss_bytes)
+        self._history = self._bound_local_history()
         self.event_types = settings.registered_event_types
         self._sorted_types = sorted(self.event_types)
         self._connections: dict[str, Connection] = {}
@@ -213,25 +215,63 @@ class Hub:
             self.check_memory()
 
     def check_memory(self) -> None:
-        """Take one RSS sample; while over ``memory_limit``, shed the fullest streams (see runtime/memory.py).
+        """Take one RSS sample; while over ``memory_limit``, evict history, then shed the fullest streams.
 
-        Shed streams are closed with reason ``memory_pressure``: out of the index at once,
-        so they cost the publisher nothing more, and they reconnect and catch up from
-        history once the pressure is gone.
+        History goes first (see runtime/memory.py): streams are shed only for the part of
+        the overshoot that evicting history did not cover. Shed streams are closed with
+        reason ``memory_pressure``: out of the index at once, so they cost the publisher
+        nothing more, and they reconnect and catch up from history once the pressure is gone.
         """
         guard = self.memory
         if guard.sample():
             state = "above" if guard.over else "back under"
             log.warning("memory %s memory_limit: rss %d bytes, limit %d", state, guard.rss, guard.limit)
         if not guard.over:
+            self._regrow_history()
+            return
+        relieved = self._shrink_history()
+        if relieved >= guard.rss - guard.limit:
             return
         live = [c for c in self._connections.values() if c.close_reason is None]
-        shed = guard.to_shed(live)
+        shed = guard.to_shed(live, relieved)
         for connection in shed:
             self._index.remove(connection)
             connection.close("memory_pressure")
         if shed:
             log.warning("memory pressure: shed %d of %d streams, fullest queues first", len(shed), len(live))
+
+    def _bound_local_history(self) -> History | None:
+        """The backend's in-process ring, bounded by ``history_bytes``; ``None`` if it has none.
+
+        The memory backend's ring is its history; the Redis backend's is its copy of the
+        events it read (replays it cannot answer go to Redis). Either is memory of this
+        process, so ``history_bytes`` and memory pressure apply to both.
+        """
+        history = getattr(self.backend, "history", None)
+        if not isinstance(history, History):
+            return None
+        history.max_bytes = self.settings.history_bytes
+        return history
+
+    def _shrink_history(self) -> int:
+        """Over ``memory_limit``: evict history first (runtime/memory.py); the bytes evicted."""
+        history = self._history
+        if history is None:
+            return 0
+        events = len(history)
+        evicted = self.memory.shrink_history(history)
+        if evicted:
+            log.warning(
+                "memory pressure: history cut to %d bytes (%d events and %d bytes evicted, oldest first)",
+                history.max_bytes,
+                events - len(history),
+                evicted,
+            )
+        return evicted
+
+    def _regrow_history(self) -> None:
+        if self._history is not None:
+            self.memory.regrow_history(self._history, self.settings.history_bytes)
 
     def get_connection(self, connection_id: str) -> Connection:
         try:

@@ -59,6 +59,8 @@ class MemoryBackend:
         return {
             "size": len(self.history),
             "capacity": self.history.capacity,
+            "bytes": self.history.nbytes,
+            "max_bytes": self.history.max_bytes,
             "oldest_id": oldest.id if oldest else None,
             "newest_id": newest.id if newest else None,
         }

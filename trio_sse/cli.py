@@ -37,6 +37,8 @@ HELP = {
     "queue_size": "events queued per connection before the overflow policy applies",
     "overflow": "disconnect (default) or drop, when a connection's queue is full",
     "connection_limit": "maximum concurrent streams",
+    "idle_timeout": "seconds a connection with no request in progress is kept open",
+    "idle_connection_limit": "maximum connections with no request in progress; the oldest is closed beyond it",
     "client_connection_limit": "maximum concurrent streams per client",
     "connection_rate": "new streams per client per minute",
     "publish_rate": "events per publisher per second",

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import resource
 import socket
@@ -56,6 +57,8 @@ from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import ShutdownError, parse_socket_addr, raise_shutdown, repr_socket_addr, wrap_app
 from quart_trio.asgi import TrioASGILifespan
 
+from ..runtime.hub import PROCESS_FIGURES
+
 __all__ = [
     "COUNTERS",
     "IdleConnections",
@@ -75,6 +78,8 @@ CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EN
 #: Seconds between two accepts while out of descriptors: short, so the server serves again
 #: within this long of a descriptor freeing; an accept that fails costs a few microseconds.
 RETRY_INTERVAL = 0.01
+#: Seconds without a failed accept after which a shortage of descriptors is over (and logged so).
+EPISODE_QUIET = 1.0
 #: Idle connections closed per failed accept while out of descriptors: a few at a time, so
 #: a short shortage does not empty the keep-alive pool.
 EVICT_BATCH = 8
@@ -332,21 +337,32 @@ class ReserveDescriptor:
 
 
 class DescriptorShortage:
-    """The state of an "out of descriptors" episode shared by every accept loop of a server.
+    """An "out of descriptors" episode, shared by every accept loop of a server.
 
-    One warning when accepts start failing, one when they succeed again, with what was
-    done meanwhile: never one line per failed accept.
+    It starts at the first failed accept and ends once no accept has failed for
+    :data:`EPISODE_QUIET` seconds, so a server held at its limit by a flood (accepts
+    failing, then succeeding as room is made, then failing again) logs one episode:
+    one warning when it starts, one line when it ends with what was done meanwhile.
+    Serving does not wait for the end: every accept that can succeed does.
     """
 
     def __init__(self, counters: ServerCounters = COUNTERS) -> None:
         self.counters = counters
         self.started_at: float | None = None
+        self.last_failure = -math.inf
         self.failed = self.evicted = self.refused = 0
 
+    @property
+    def ends_at(self) -> float:
+        """When the episode under way ends if no accept fails before (inf when there is none)."""
+        return math.inf if self.started_at is None else self.last_failure + EPISODE_QUIET
+
     def accept_failed(self, exc: OSError) -> None:
+        now = trio.current_time()
         self.counters.failed_accepts += 1
+        self.last_failure = now
         if self.started_at is None:
-            self.started_at = trio.current_time()
+            self.started_at = now
             self.failed = self.evicted = self.refused = 0
             self.counters.descriptor_episodes += 1
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -361,14 +377,14 @@ class DescriptorShortage:
             )
         self.failed += 1
 
-    def accept_succeeded(self) -> None:
-        if self.started_at is None:
+    def end_if_quiet(self) -> None:
+        if self.started_at is None or trio.current_time() < self.ends_at:
             return
         log.warning(
-            "accepting again after %.2f s out of descriptors: %d accepts failed, %d idle connections closed, "
+            "accepting again: %d accepts failed in %.2f s out of descriptors, %d idle connections closed, "
             "%d pending connections refused",
-            trio.current_time() - self.started_at,
             self.failed,
+            self.last_failure - self.started_at,
             self.evicted,
             self.refused,
         )
@@ -388,29 +404,35 @@ async def accept_loop(
     """Accept connections on ``listener`` forever and run ``handle`` on each in ``handler_nursery``.
 
     ``raw`` is the listening socket under ``listener`` (for the reserve trick, which must
-    not await), ``ssl_context`` (or None) wraps each in TLS as ``trio.SSLListener`` would. Out of
-    descriptors (or buffers, or memory): close up to :data:`EVICT_BATCH` of the oldest idle
-    connections, or when none is idle shed one pending connection through ``reserve``,
-    then retry after :data:`RETRY_INTERVAL`. Any other error ends the loop (and the server).
+    not await), ``ssl_context`` (or None) wraps each in TLS as ``trio.SSLListener`` would.
+    Out of descriptors (or buffers, or memory): close up to :data:`EVICT_BATCH` of the
+    oldest idle connections, or when none is idle shed as many pending connections
+    through ``reserve``, then retry after :data:`RETRY_INTERVAL`. Any other error ends
+    the loop (and the server), as it does ``trio.serve_listeners``.
     """
     while True:
-        try:
-            stream: trio.abc.Stream = await listener.accept()
-        except OSError as exc:
-            if exc.errno not in CAPACITY_ERRNOS:
-                raise
-            shortage.accept_failed(exc)
-            evicted = idle.close_oldest(EVICT_BATCH)
-            shortage.evicted += evicted
-            if not evicted and reserve.refuse_one(raw):
-                shortage.refused += 1
-                shortage.counters.refused_at_capacity += 1
-            await trio.sleep(RETRY_INTERVAL)
+        with trio.move_on_at(shortage.ends_at):
+            try:
+                stream: trio.abc.Stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in CAPACITY_ERRNOS:
+                    raise
+                shortage.accept_failed(exc)
+                evicted = idle.close_oldest(EVICT_BATCH)
+                shortage.evicted += evicted
+                if not evicted:
+                    refused = 0
+                    while refused < EVICT_BATCH and reserve.refuse_one(raw):
+                        refused += 1
+                    shortage.refused += refused
+                    shortage.counters.refused_at_capacity += refused
+                await trio.sleep(RETRY_INTERVAL)
+                continue
+            if ssl_context is not None:
+                stream = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
+            handler_nursery.start_soon(_run_connection, handle, stream)
             continue
-        shortage.accept_succeeded()
-        if ssl_context is not None:
-            stream = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
-        handler_nursery.start_soon(_run_connection, handle, stream)
+        shortage.end_if_quiet()
 
 
 async def _run_connection(handle: Callable[[trio.abc.Stream], Awaitable[None]], stream: trio.abc.Stream) -> None:
@@ -443,6 +465,7 @@ async def worker_serve(
         max_requests = config.max_requests + randint(0, config.max_requests_jitter)
     context = WorkerContext(max_requests)
     idle = IdleConnections(idle_connection_limit)
+    PROCESS_FIGURES["server"] = server_figures
     reserve = ReserveDescriptor()
 
     try:

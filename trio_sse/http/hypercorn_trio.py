@@ -36,7 +36,6 @@ import math
 import os
 import resource
 import socket
-import weakref
 from collections.abc import Awaitable, Callable
 from functools import partial
 from random import randint
@@ -75,6 +74,25 @@ log = logging.getLogger("trio_sse.server")
 
 #: accept() errors that mean "no room now" (descriptors, buffers, memory), not a broken listener.
 CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Errors of one connection that accept() may report; the next one may succeed (trio's list).
+IGNORABLE_ACCEPT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+    )
+    if hasattr(errno, name)
+)
+#: Connections accepted per wake-up of the accept loop before other tasks run.
+ACCEPT_BATCH = 64
 #: Seconds between two accepts while out of descriptors: short, so the server serves again
 #: within this long of a descriptor freeing; an accept that fails costs a few microseconds.
 RETRY_INTERVAL = 0.01
@@ -92,6 +110,8 @@ class ServerCounters:
     idle_closed_at_limit: int = 0
     idle_closed_for_descriptors: int = 0
     idle_timed_out: int = 0
+    #: connections whose client had closed them before they were read: closed at accept
+    closed_before_reading: int = 0
     descriptor_episodes: int = 0
     failed_accepts: int = 0
     refused_at_capacity: int = 0
@@ -99,12 +119,13 @@ class ServerCounters:
 
 #: Process-wide, like the descriptor table they are about.
 COUNTERS = ServerCounters()
-_REGISTRIES: weakref.WeakSet[IdleConnections] = weakref.WeakSet()
+#: The idle registries of the workers serving now.
+_SERVING: set[IdleConnections] = set()
 
 
 def server_figures() -> dict[str, Any]:
     """The ``server`` section of ``/sse/stats``: idle connections now, and the counters."""
-    registries = list(_REGISTRIES)
+    registries = list(_SERVING)
     return {
         "idle_connections": sum(len(r) for r in registries),
         "idle_connection_limit": sum(r.limit for r in registries),
@@ -128,7 +149,6 @@ class IdleConnections:
         self.limit = limit
         self.counters = counters
         self._idle: dict[_Closable, None] = {}
-        _REGISTRIES.add(self)
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -392,8 +412,7 @@ class DescriptorShortage:
 
 
 async def accept_loop(
-    listener: trio.SocketListener,
-    raw: socket.socket,
+    listener: socket.socket,
     ssl_context: Any,
     handle: Callable[[trio.abc.Stream], Awaitable[None]],
     handler_nursery: trio.Nursery,
@@ -401,20 +420,35 @@ async def accept_loop(
     shortage: DescriptorShortage,
     reserve: ReserveDescriptor,
 ) -> None:
-    """Accept connections on ``listener`` forever and run ``handle`` on each in ``handler_nursery``.
+    """Accept connections on the (non-blocking) ``listener`` forever; run ``handle`` on each in ``handler_nursery``.
 
-    ``raw`` is the listening socket under ``listener`` (for the reserve trick, which must
-    not await), ``ssl_context`` (or None) wraps each in TLS as ``trio.SSLListener`` would.
+    Each time the listener is readable, up to :data:`ACCEPT_BATCH` connections are
+    accepted without awaiting. A connection whose client has already closed it (a
+    connect-then-close, the shape of a descriptor flood) is closed there and then: no
+    task, no protocol object, a few microseconds, so a flood cannot queue the real
+    clients behind it in the backlog. The others become ``trio.SocketStream`` (as
+    ``trio.SocketListener`` makes them), wrapped in TLS when ``ssl_context`` is given
+    (as ``trio.SSLListener`` does).
+
     Out of descriptors (or buffers, or memory): close up to :data:`EVICT_BATCH` of the
     oldest idle connections, or when none is idle shed as many pending connections
-    through ``reserve``, then retry after :data:`RETRY_INTERVAL`. Any other error ends
-    the loop (and the server), as it does ``trio.serve_listeners``.
+    through ``reserve``, then retry after :data:`RETRY_INTERVAL`. Errors of one
+    connection (``ECONNABORTED`` ...) are skipped as trio skips them; any other error
+    ends the loop (and the server), as it does ``trio.serve_listeners``.
     """
+    counters = shortage.counters
     while True:
         with trio.move_on_at(shortage.ends_at):
+            await trio.lowlevel.wait_readable(listener)
+        shortage.end_if_quiet()
+        for _ in range(ACCEPT_BATCH):
             try:
-                stream: trio.abc.Stream = await listener.accept()
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                break
             except OSError as exc:
+                if exc.errno in IGNORABLE_ACCEPT_ERRNOS:
+                    continue
                 if exc.errno not in CAPACITY_ERRNOS:
                     raise
                 shortage.accept_failed(exc)
@@ -422,17 +456,31 @@ async def accept_loop(
                 shortage.evicted += evicted
                 if not evicted:
                     refused = 0
-                    while refused < EVICT_BATCH and reserve.refuse_one(raw):
+                    while refused < EVICT_BATCH and reserve.refuse_one(listener):
                         refused += 1
                     shortage.refused += refused
-                    shortage.counters.refused_at_capacity += refused
+                    counters.refused_at_capacity += refused
                 await trio.sleep(RETRY_INTERVAL)
+                break
+            sock.setblocking(False)
+            if client_has_gone(sock):
+                sock.close()
+                counters.closed_before_reading += 1
                 continue
+            stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
             if ssl_context is not None:
                 stream = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
             handler_nursery.start_soon(_run_connection, handle, stream)
-            continue
-        shortage.end_if_quiet()
+
+
+def client_has_gone(sock: socket.socket) -> bool:
+    """True when the client has already closed (EOF first in the receive queue) or reset ``sock``."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False  # connected, nothing sent yet
+    except OSError:
+        return True  # reset
 
 
 async def _run_connection(handle: Callable[[trio.abc.Stream], Awaitable[None]], stream: trio.abc.Stream) -> None:
@@ -467,6 +515,7 @@ async def worker_serve(
     idle = IdleConnections(idle_connection_limit)
     PROCESS_FIGURES["server"] = server_figures
     reserve = ReserveDescriptor()
+    _SERVING.add(idle)
 
     try:
         async with trio.open_nursery() as lifespan_nursery:
@@ -482,16 +531,16 @@ async def worker_serve(
                         sock.listen(config.backlog)
 
                 ssl_context = config.create_ssl_context()
-                listeners: list[tuple[trio.SocketListener, socket.socket, Any]] = []
+                listeners: list[tuple[socket.socket, Any]] = []
                 binds = []
                 for sock in sockets.secure_sockets:
-                    listeners.append((trio.SocketListener(trio.socket.from_stdlib_socket(sock)), sock, ssl_context))
+                    listeners.append((sock, ssl_context))
                     bind = repr_socket_addr(sock.family, sock.getsockname())
                     binds.append(f"https://{bind}")
                     await config.log.info(f"Running on https://{bind} (CTRL + C to quit)")
 
                 for sock in sockets.insecure_sockets:
-                    listeners.append((trio.SocketListener(trio.socket.from_stdlib_socket(sock)), sock, None))
+                    listeners.append((sock, None))
                     bind = repr_socket_addr(sock.family, sock.getsockname())
                     binds.append(f"http://{bind}")
                     await config.log.info(f"Running on http://{bind} (CTRL + C to quit)")
@@ -515,9 +564,10 @@ async def worker_serve(
                         if shutdown_trigger is not None:
                             nursery.start_soon(raise_shutdown, shutdown_trigger)
                         nursery.start_soon(raise_shutdown, context.terminate.wait)
-                        for listener, raw, tls in listeners:
+                        for listener, tls in listeners:
+                            listener.setblocking(False)
                             nursery.start_soon(
-                                accept_loop, listener, raw, tls, handle, server_nursery, idle, shortage, reserve
+                                accept_loop, listener, tls, handle, server_nursery, idle, shortage, reserve
                             )
                         await trio.sleep_forever()
                 except BaseExceptionGroup as error:
@@ -531,6 +581,7 @@ async def worker_serve(
             await lifespan.wait_for_shutdown()
             lifespan_nursery.cancel_scope.cancel()
     finally:
+        _SERVING.discard(idle)
         reserve.close()
 
 

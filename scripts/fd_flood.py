@@ -10,6 +10,10 @@ timeout. Two seconds (``--settle``) after the flood, the server's descriptors ar
 counted in ``/proc/<pid>/fd`` (the pid is ``--pid``, else ``process_id`` from
 ``/sse/stats``) and printed as one JSON line with the count before the flood.
 
+On the server's own machine, run it at a lower priority (``nice -n 15 python
+scripts/fd_flood.py ...``): an attacker has CPUs of its own, and at equal priority
+the flood's threads (their kernel work) take the CPU the server needs to accept.
+
 The clients bind to rotating loopback addresses (127.0.0.2, 127.0.0.3, ...) so the
 flood never runs out of ephemeral ports, whatever is left in TIME_WAIT by an earlier
 run. Only 127.0.0.0/8 is ever contacted.

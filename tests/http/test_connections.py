@@ -171,3 +171,32 @@ async def test_streams_are_not_idle_connections_and_outlive_the_idle_limit_and_t
             assert chunk, "the stream was closed"
             data += chunk
         await sse.aclose()
+
+
+async def test_under_hypercorns_own_worker_the_app_sets_its_keep_alive_to_idle_timeout(autojump_clock) -> None:
+    # The `hypercorn --worker-class trio 'trio_sse.app:create_app()'` path: hypercorn's worker
+    # and Config, our app (opening its own hub); hypercorn's keep-alive here is 60 s.
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hypercorn_serve
+
+    import trio_sse
+    from trio_sse.settings import Settings
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.keep_alive_timeout = 60
+    config.accesslog = config.errorlog = None
+    app = trio_sse.create_app(settings=Settings(idle_timeout=IDLE_TIMEOUT, log_level="warning"))
+    async with trio.open_nursery() as nursery:
+        stop = trio.Event()
+        binds = await nursery.start(
+            lambda task_status: hypercorn_serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+        )
+        url = urlsplit(binds[0])
+        assert url.hostname is not None and url.port is not None
+        stream = await trio.open_tcp_stream(url.hostname, url.port)
+        elapsed = await seconds_until_eof(stream)
+        assert IDLE_TIMEOUT <= elapsed < IDLE_TIMEOUT + AT_ONCE
+        assert config.keep_alive_timeout == IDLE_TIMEOUT
+        await stream.aclose()
+        stop.set()

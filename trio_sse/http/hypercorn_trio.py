@@ -516,6 +516,7 @@ async def worker_serve(
     PROCESS_FIGURES["server"] = server_figures
     reserve = ReserveDescriptor()
     _SERVING.add(idle)
+    owned: list[socket.socket] = []
 
     try:
         async with trio.open_nursery() as lifespan_nursery:
@@ -525,6 +526,7 @@ async def worker_serve(
             async with trio.open_nursery() as server_nursery:
                 if sockets is None:
                     sockets = config.create_sockets()
+                    owned = [*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets]
                     for sock in sockets.secure_sockets:
                         sock.listen(config.backlog)
                     for sock in sockets.insecure_sockets:
@@ -583,6 +585,8 @@ async def worker_serve(
     finally:
         _SERVING.discard(idle)
         reserve.close()
+        for sock in owned:  # hypercorn leaves them to the garbage collector
+            sock.close()
 
 
 async def serve(

@@ -148,6 +148,21 @@ def test_flood_of_connect_close_leaves_the_server_up_answering_with_its_streams_
             time.sleep(2.0)
             held = count_fds(pid)
             assert held <= baseline + 5, (baseline, held)
+
+            # Keep-alive connections closed by their clients after an answer: the server's
+            # descriptors go back within a fraction of a second, not after idle_timeout (5 s).
+            keep_alive = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(100)]
+            for sock in keep_alive:
+                sock.sendall(b"GET /sse/health HTTP/1.1\r\nhost: test\r\n\r\n")
+            for sock in keep_alive:
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            assert count_fds(pid) >= baseline + 100
+            for sock in keep_alive:
+                sock.close()
+            deadline = time.monotonic() + 0.5
+            while count_fds(pid) > baseline + 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert count_fds(pid) <= baseline + 5, (baseline, count_fds(pid))
         finally:
             for stream in streams:
                 stream.close()

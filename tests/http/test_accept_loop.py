@@ -21,6 +21,8 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trio_sse.http import hypercorn_trio
 from trio_sse.http.hypercorn_trio import (
@@ -280,3 +282,36 @@ def test_server_figures_report_idle_connections_and_the_process_counters() -> No
         "idle_closed_for_descriptors",
         "idle_timed_out",
     }
+
+
+@given(
+    limit=st.integers(min_value=1, max_value=5),
+    ops=st.lists(st.tuples(st.sampled_from(["add", "discard", "evict"]), st.integers(0, 9)), max_size=60),
+)
+def test_idle_registry_matches_a_model_oldest_idle_first(limit: int, ops: list[tuple[str, int]]) -> None:
+    closed: list[int] = []
+    idle = IdleConnections(limit, ServerCounters())
+    connections = [FakeConnection(n, closed) for n in range(10)]
+    model: list[int] = []  # idle connections, oldest first
+    expected_closed: list[int] = []
+    for op, n in ops:
+        if op == "add":
+            if n in model:
+                model.remove(n)
+            model.append(n)
+            while len(model) > limit:
+                expected_closed.append(model.pop(0))
+            idle.add(connections[n])
+        elif op == "discard":
+            if n in model:
+                model.remove(n)
+            idle.discard(connections[n])
+        else:
+            count = n % 3
+            oldest = model[:count]
+            expected_closed += oldest
+            del model[:count]
+            assert idle.close_oldest(count) == len(oldest)
+        assert closed == expected_closed
+        assert len(idle) == len(model) <= limit
+        assert all((c.name in model) == (c in idle) for c in connections)

@@ -17,9 +17,11 @@ timeout, same ``task_status.started(binds)``) with two parts replaced:
   progress it is *idle*: it is in an :class:`IdleConnections` registry with a bound,
   and the oldest one is closed when a new one would go over it (as nginx reuses its
   keep-alive connections under pressure).
-- the accept loop, :func:`accept_loop`, instead of ``trio.serve_listeners``. At
-  ``EMFILE``/``ENFILE``/``ENOBUFS``/``ENOMEM`` that one logs a traceback and sleeps
-  0.1 s, over and over. Ours logs one line when the shortage starts and one when it
+- the accept loop, :func:`accept_loop`, instead of ``trio.serve_listeners``. It
+  closes a connection whose client has already gone at accept, without a task (a
+  connect+close flood costs microseconds per connection). At
+  ``EMFILE``/``ENFILE``/``ENOBUFS``/``ENOMEM`` ``trio.serve_listeners`` logs a traceback
+  and sleeps 0.1 s, over and over. Ours logs one line when the shortage starts and one when it
   ends, closes the oldest idle connections to make room, sheds a pending connection
   through a reserved descriptor when nothing idle is left, and retries every
   :data:`RETRY_INTERVAL`, so the server answers again as soon as descriptors free.

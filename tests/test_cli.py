@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -20,6 +21,7 @@ import httpx
 import psutil
 import pytest
 
+from trio_sse.cli import DESCRIPTOR_HEADROOM, descriptors_needed, plan_descriptor_limit
 from trio_sse.settings import Settings
 
 BIN = Path(sys.executable).parent
@@ -363,3 +365,36 @@ def test_serve_gzip_flag_serves_gzip_streams(tmp_path: Path) -> None:
         ):
             assert response.status_code == 200
             assert response.headers.get("content-encoding") == "gzip"
+
+
+# -- RLIMIT_NOFILE at start (issue 11, item 1; the real process is in test_descriptors.py) ----
+
+INFINITY = resource.RLIM_INFINITY
+
+
+def test_descriptors_needed_are_the_streams_twice_the_idle_limit_and_head_room() -> None:
+    assert descriptors_needed(Settings()) == 100 + 2 * 256 + DESCRIPTOR_HEADROOM
+    assert descriptors_needed(Settings(connection_limit=10_000, idle_connection_limit=1000)) == 12_000 + 64
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "needed", "target", "warns"),
+    [
+        (1024, 524_288, 12_064, 524_288, False),  # raised to the hard limit
+        (1024, 4096, 676, 4096, False),
+        (1024, 4096, 12_064, 4096, True),  # raised, and still too low
+        (4096, 4096, 4096, 4096, False),  # exactly enough
+        (4096, 4096, 4097, 4096, True),
+        (1024, INFINITY, 12_064, 12_064, False),  # no hard limit: at least what is needed
+        (50_000, INFINITY, 12_064, 50_000, False),  # never lowered
+        (INFINITY, INFINITY, 12_064, INFINITY, False),
+    ],
+)
+def test_soft_descriptor_limit_is_raised_to_the_hard_limit_with_a_warning_when_still_too_low(
+    soft: int, hard: int, needed: int, target: int, warns: bool
+) -> None:
+    planned, warning = plan_descriptor_limit(soft, hard, needed)
+    assert planned == target
+    assert (warning is not None) == warns
+    if warning:
+        assert f"RLIMIT_NOFILE {target}" in warning and str(needed) in warning and "connection_limit" in warning

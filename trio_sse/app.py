@@ -14,6 +14,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .http.auth import MIN_SECRET_BYTES, authenticator_for
+from .http.hypercorn_trio import lifespan_adopting_idle_timeout
 from .http.routes import http_exception_response, make_blueprint
 from .runtime.gctune import tune_gc
 from .runtime.hub import Hub, open_hub
@@ -74,6 +75,9 @@ def create_app(hub: Hub | None = None, settings: Settings | None = None) -> Quar
                     yield
                 finally:
                     slot.hub = None
+
+        # This app owns the server (the hypercorn CLI): its keep-alive is our idle_timeout.
+        app.asgi_lifespan_class = lifespan_adopting_idle_timeout(owned_settings.idle_timeout)
 
     check_servable(settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 from functools import partial
 from typing import Any
@@ -37,6 +38,8 @@ HELP = {
     "queue_size": "events queued per connection before the overflow policy applies",
     "overflow": "disconnect (default) or drop, when a connection's queue is full",
     "connection_limit": "maximum concurrent streams",
+    "idle_timeout": "seconds a connection with no request in progress is kept open",
+    "idle_connection_limit": "maximum connections with no request in progress; the oldest is closed beyond it",
     "client_connection_limit": "maximum concurrent streams per client",
     "connection_rate": "new streams per client per minute",
     "publish_rate": "events per publisher per second",
@@ -101,6 +104,7 @@ def serve(config_file: str | None, **flags: Any) -> None:
     # coredis reports every connection attempt at INFO; our backend reports the state
     # that matters (status degraded/ok in /sse/health and /sse/stats).
     logging.getLogger("coredis").setLevel(logging.WARNING)
+    raise_descriptor_limit(settings)
     tune_gc()
     try:
         trio.run(_serve, settings)
@@ -109,6 +113,60 @@ def serve(config_file: str | None, **flags: Any) -> None:
     except KeyboardInterrupt:  # pragma: no cover - second Ctrl-C
         pass
     sys.exit(0)
+
+
+#: Descriptors the process needs besides its streams and connections: listening sockets,
+#: the log, the backend's connections, the reserve descriptor, what libraries open.
+DESCRIPTOR_HEADROOM = 64
+
+
+def descriptors_needed(settings: Settings) -> int:
+    """Descriptors a server with ``settings`` may hold at once.
+
+    One per stream (``connection_limit``); ``idle_connection_limit`` twice: once for the
+    idle connections, once for requests in progress that are not streams (publishes,
+    health checks; the idle limit is our measure of how many short-lived connections
+    the deployment expects); and :data:`DESCRIPTOR_HEADROOM`.
+    """
+    return settings.connection_limit + 2 * settings.idle_connection_limit + DESCRIPTOR_HEADROOM
+
+
+def plan_descriptor_limit(soft: int, hard: int, needed: int) -> tuple[int, str | None]:
+    """``(soft RLIMIT_NOFILE to set, warning or None)`` for current ``soft``/``hard`` limits.
+
+    The soft limit goes up to the hard one (an unprivileged process may, and Python's
+    default 1,024 is far below what a hub with thousands of streams holds). An unlimited
+    hard limit cannot be a soft one (Linux caps it at ``fs.nr_open``): then at least
+    ``needed``. The warning says what does not fit, and how to fix it.
+    """
+    infinity = resource.RLIM_INFINITY
+    if soft == infinity:
+        return soft, None
+    target = hard if hard != infinity else max(soft, needed)
+    if target >= needed:
+        return target, None
+    return target, (
+        f"the descriptor limit (RLIMIT_NOFILE {target}) is below the {needed} this server may need "
+        f"(connection_limit + 2 x idle_connection_limit + {DESCRIPTOR_HEADROOM}): raise the hard limit "
+        "(ulimit -Hn, LimitNOFILE= in systemd, --ulimit nofile= in docker) or lower connection_limit"
+    )
+
+
+def raise_descriptor_limit(settings: Settings) -> int:
+    """Raise this process's soft RLIMIT_NOFILE as :func:`plan_descriptor_limit` says; the limit now.
+
+    Logs a warning when it stays below :func:`descriptors_needed`.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target, warning = plan_descriptor_limit(soft, hard, descriptors_needed(settings))
+    if target != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            target, warning = plan_descriptor_limit(soft, soft, descriptors_needed(settings))
+    if warning:
+        logging.getLogger("trio_sse.server").warning(warning)
+    return target
 
 
 async def _serve(settings: Settings) -> None:

@@ -1,7 +1,10 @@
 """``serve(app, settings)``: run an app under hypercorn's trio worker with clean shutdown.
 
 On SIGTERM or SIGINT the hub refuses new streams and ends every live one with a final
-chunk, then hypercorn stops within ``shutdown_grace``.
+chunk, then hypercorn stops within ``shutdown_grace``. The worker is hypercorn's, run
+through :mod:`trio_sse.http.hypercorn_trio`: connections whose client has gone are
+closed at once, idle ones are bounded by ``idle_timeout`` and ``idle_connection_limit``,
+and running out of descriptors is one log line and a quick recovery, not a crash.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
 from quart import Quart
 
+from .http import hypercorn_trio
 from .runtime.hub import OPEN_HUBS
 from .settings import Settings, SettingsError
 
@@ -33,7 +36,8 @@ def hypercorn_config(settings: Settings) -> Config:
     # hypercorn's default listen backlog (100) drops connection bursts: thousands of
     # clients reconnecting at once after a deploy must queue, not fail.
     config.backlog = 4096
-    config.keep_alive_timeout = 75.0
+    # Seconds a connection with no request in progress is kept (see docs/decisions.md).
+    config.keep_alive_timeout = settings.idle_timeout
     # A head still arriving past the limit is refused by h11 (an empty 431); a complete
     # one, whatever its size, reaches the app, which refuses it there (JSON 431).
     config.h11_max_incomplete_size = settings.max_head_bytes
@@ -83,7 +87,13 @@ async def serve(
     trigger = shutdown_trigger or wait_for_signal
     config = hypercorn_config(settings)
     check_tls(config)
-    await hypercorn_serve(asgi_entry(app), config, shutdown_trigger=trigger, task_status=task_status)
+    await hypercorn_trio.serve(
+        asgi_entry(app),
+        config,
+        idle_connection_limit=settings.idle_connection_limit,
+        shutdown_trigger=trigger,
+        task_status=task_status,
+    )
 
 
 def asgi_entry(app: Any) -> Any:

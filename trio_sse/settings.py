@@ -122,6 +122,8 @@ class Settings:
     queue_size: int = attrs.field(default=1000, validator=_positive)
     overflow: str = attrs.field(default="disconnect", validator=_one_of("disconnect", "drop"))
     connection_limit: int = attrs.field(default=100, validator=_positive)
+    idle_timeout: float = attrs.field(default=5.0, validator=_positive)
+    idle_connection_limit: int = attrs.field(default=256, validator=_positive)
     client_connection_limit: int = attrs.field(default=50, validator=_positive)
     connection_rate: int = attrs.field(default=600, validator=_positive)
     publish_rate: int = attrs.field(default=10_000, validator=_positive)
@@ -197,6 +199,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "dev": {},
     "prod": {
         "connection_limit": 10_000,
+        "idle_connection_limit": 1000,
         "log_level": "info",
         "send_timeout": 60.0,
         "history_size": 100_000,

@@ -6,6 +6,7 @@ RSS comes from a fake reader the test sets, and samples are taken on the virtual
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -224,6 +225,41 @@ async def test_without_a_memory_limit_nothing_is_sampled_or_refused(autojump_clo
             pass
         assert hub.health()[1]["checks"]["memory_pressure"] == {"state": "off", "rss_bytes": None, "memory_limit": None}
         assert hub.snapshot()["memory_limit"] is None
+
+
+class FailingRss(FakeRss):
+    """A reader that raises what psutil raises at the descriptor limit, while ``failing``."""
+
+    failing = False
+
+    def __call__(self) -> int:
+        if self.failing:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self.value
+
+
+async def test_failed_rss_samples_are_skipped_and_counted_and_the_guard_keeps_sampling(autojump_clock) -> None:
+    # Issue 11: at the descriptor limit psutil's read of /proc raised EMFILE out of the
+    # guard task, which took the hub's nursery (and the process) down.
+    rss = FailingRss(LIMIT // 2)
+    async with pressured_hub(rss) as (hub, client):
+        rss.failing = True
+        await after_samples(hub, 5)
+        assert hub.memory_samples_failed == 5
+        assert (await stream_status(client))[0] == 200  # judged by the last good sample
+        reply = await client.get("/sse/health")
+        assert reply.status == 200
+        assert reply.json()["checks"]["memory_pressure"]["rss_bytes"] == LIMIT // 2
+        stats = (await client.get("/sse/stats")).json()
+        assert stats["memory_rss_bytes"] == LIMIT // 2  # the last sample stands in
+        assert stats["memory_samples_failed"] == 7  # the two reads of the stats and health count too
+
+        rss.failing = False
+        rss.value = LIMIT * 2
+        await after_samples(hub, 1)  # the guard is still sampling
+        assert hub.memory.over
+        assert (await stream_status(client))[0] == 503
+        assert hub.memory_samples_failed == 7
 
 
 # -- shedding ---------------------------------------------------------------------------------

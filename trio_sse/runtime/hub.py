@@ -54,6 +54,10 @@ log = logging.getLogger("trio_sse.hub")
 
 #: Seconds a descriptor count is reused for (see ``Hub._open_fds``).
 FDS_MAX_AGE = 1.0
+#: Figures of the process that other layers own, added to every ``/sse/stats`` snapshot
+#: under their name: the HTTP server's connection and accept-loop counters register here
+#: (``runtime`` must not import ``http``).
+PROCESS_FIGURES: dict[str, Callable[[], dict[str, Any]]] = {}
 
 
 class ConnectionRefused(Exception):
@@ -114,6 +118,10 @@ class Hub:
         self.started_at = trio.current_time()
         self._shared_snapshot: tuple[float, dict[str, Any]] | None = None
         self._fds: tuple[float, int] = (-math.inf, 0)  # (counted at, count)
+        #: RSS reads that failed (``OSError``, e.g. ``EMFILE`` when the process is out of
+        #: descriptors): each is skipped, the last good sample stands.
+        self.memory_samples_failed = 0
+        self._machine_memory = 0  # the last machine_memory_bytes() that could be read
 
     # -- subscriptions --------------------------------------------------------------
 
@@ -223,7 +231,15 @@ class Hub:
         nothing more, and they reconnect and catch up from history once the pressure is gone.
         """
         guard = self.memory
-        if guard.sample():
+        try:
+            changed = guard.sample()
+        except OSError as exc:
+            # Reading RSS opens /proc: at the descriptor limit it fails, and the guard
+            # task must not die of it (it would take the hub's nursery, and the process,
+            # down). The sample is skipped; the last one stands until the next.
+            self._rss_failed(exc)
+            return
+        if changed:
             state = "above" if guard.over else "back under"
             log.warning("memory %s memory_limit: rss %d bytes, limit %d", state, guard.rss, guard.limit)
         if not guard.over:
@@ -272,6 +288,19 @@ class Hub:
     def _regrow_history(self) -> None:
         if self._history is not None:
             self.memory.regrow_history(self._history, self.settings.history_bytes)
+
+    def _rss_failed(self, exc: OSError) -> None:
+        self.memory_samples_failed += 1
+        if self.memory_samples_failed == 1 or self.memory_samples_failed % 100 == 0:
+            log.warning("memory: RSS sample failed (%s), skipped (%d so far)", exc, self.memory_samples_failed)
+
+    def _read_rss(self) -> int:
+        """RSS now for the stats, or the last sample when it cannot be read (counted)."""
+        try:
+            return int(self.memory.read_rss())
+        except OSError as exc:
+            self._rss_failed(exc)
+            return self.memory.rss
 
     def get_connection(self, connection_id: str) -> Connection:
         try:
@@ -489,6 +518,7 @@ class Hub:
             "process_id": os.getpid(),
             "open_fds": self._open_fds(),
             "trio_tasks": trio_tasks(),
+            **{name: figures() for name, figures in PROCESS_FIGURES.items()},
         }
 
     def _open_fds(self) -> int:
@@ -498,7 +528,10 @@ class Hub:
         counted_at, count = self._fds
         now = trio.current_time()
         if now - counted_at >= FDS_MAX_AGE:
-            count = open_file_descriptors()
+            try:
+                count = open_file_descriptors()
+            except OSError:  # listing /proc/self/fd needs a descriptor: keep the last count
+                return count
             self._fds = (now, count)
         return count
 
@@ -543,7 +576,8 @@ class Hub:
             "backend": {"kind": self.backend.kind, "status": self.backend.status, **self._backend_details()},
             "connection_limit": self.settings.connection_limit,
             "uptime_seconds": round(trio.current_time() - self.started_at, 3),
-            "memory_rss_bytes": self.memory.read_rss(),
+            "memory_rss_bytes": self._read_rss(),
+            "memory_samples_failed": self.memory_samples_failed,
             "memory_limit": self.memory.limit or None,
             "memory_pressure": self.memory.over,
             "errors_last_minute": stats.errors_last_minute(trio.current_time()),
@@ -558,7 +592,7 @@ class Hub:
         """``(status code, body)`` of ``GET /sse/health``."""
         snap = self._figures()
         limit = self.settings.connection_limit
-        machine = machine_memory_bytes()
+        machine = self._machine_memory_bytes()
 
         def indicator(value: float, bound: float) -> dict[str, Any]:
             return {"value": value, "limit": bound, "state": "ok" if value < bound else "warn"}
@@ -580,6 +614,14 @@ class Hub:
             status = "ok"
         checks["limits"] = {"state": "exhausted" if snap["active_connections"] >= limit else "ok"}
         return (200 if status == "ok" else 503), {"status": status, "checks": checks}
+
+    def _machine_memory_bytes(self) -> int:
+        """The machine's memory, or the last figure read when /proc cannot be opened (out of descriptors)."""
+        try:
+            self._machine_memory = machine_memory_bytes()
+        except OSError:
+            pass
+        return self._machine_memory
 
     def _memory_check(self) -> dict[str, Any]:
         """The ``memory_pressure`` health check: the last RSS sample against ``memory_limit``.

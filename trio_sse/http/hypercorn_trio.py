@@ -1,0 +1,635 @@
+"""hypercorn's trio worker as trio_sse runs it: gone clients closed at once, idle connections
+bounded, and an accept loop that lives through running out of descriptors.
+
+Why a module of its own: everything here leans on hypercorn's internals (``TCPServer``,
+``Lifespan``, ``WorkerContext``, the ``Updated(idle=...)`` events its protocols send),
+as of hypercorn 0.18; no other module of trio_sse should. :func:`worker_serve` is
+``hypercorn.trio.run.worker_serve`` (same lifespan, same shutdown trigger and graceful
+timeout, same ``task_status.started(binds)``) with two parts replaced:
+
+- the connection, :class:`TCPServer`. hypercorn's keeps a connection whose client sent
+  EOF while no request is in progress (a bare connect-then-close, or a keep-alive
+  connection after its answer) until its keep-alive timeout: the idle timer is a task
+  in the connection's nursery, so the socket sits in CLOSE-WAIT that long. Ours stops
+  the idle timer as soon as nothing more can be read, so the connection closes at once
+  (a request still in progress has been told ``http.disconnect`` by hypercorn and the
+  connection closes when it ends, as before). While a connection has no request in
+  progress it is *idle*: it is in an :class:`IdleConnections` registry with a bound,
+  and the oldest one is closed when a new one would go over it (as nginx reuses its
+  keep-alive connections under pressure).
+- the accept loop, :func:`accept_loop`, instead of ``trio.serve_listeners``. It
+  closes a connection whose client has already gone at accept, without a task (a
+  connect+close flood costs microseconds per connection). At
+  ``EMFILE``/``ENFILE``/``ENOBUFS``/``ENOMEM`` ``trio.serve_listeners`` logs a traceback
+  and sleeps 0.1 s, over and over. Ours logs one line when the shortage starts and one when it
+  ends, closes the oldest idle connections to make room, sheds a pending connection
+  through a reserved descriptor when nothing idle is left, and retries every
+  :data:`RETRY_INTERVAL`, so the server answers again as soon as descriptors free.
+
+It must never hold a connection whose client has gone, nor let one failed accept end
+the server.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import resource
+import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+from random import randint
+from typing import Any, Protocol
+
+import attrs
+import trio
+from hypercorn.config import Config, Sockets
+from hypercorn.events import Event, Updated
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.statsd import StatsdLogger
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import TCPServer as HypercornTCPServer
+from hypercorn.trio.udp_server import UDPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
+from hypercorn.utils import ShutdownError, parse_socket_addr, raise_shutdown, repr_socket_addr, wrap_app
+from quart_trio.asgi import TrioASGILifespan
+
+from ..runtime.hub import PROCESS_FIGURES
+
+__all__ = [
+    "COUNTERS",
+    "IdleConnections",
+    "ServerCounters",
+    "TCPServer",
+    "accept_loop",
+    "lifespan_adopting_idle_timeout",
+    "serve",
+    "server_figures",
+    "worker_serve",
+]
+
+log = logging.getLogger("trio_sse.server")
+
+#: accept() errors that mean "no room now" (descriptors, buffers, memory), not a broken listener.
+CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Errors of one connection that accept() may report; the next one may succeed (trio's list).
+IGNORABLE_ACCEPT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+    )
+    if hasattr(errno, name)
+)
+#: Connections accepted per wake-up of the accept loop before other tasks run.
+ACCEPT_BATCH = 64
+#: Seconds between two accepts while out of descriptors: short, so the server serves again
+#: within this long of a descriptor freeing; an accept that fails costs a few microseconds.
+RETRY_INTERVAL = 0.01
+#: Seconds without a failed accept after which a shortage of descriptors is over (and logged so).
+EPISODE_QUIET = 1.0
+#: Idle connections closed per failed accept while out of descriptors: a few at a time, so
+#: a short shortage does not empty the keep-alive pool.
+EVICT_BATCH = 8
+
+
+@attrs.define
+class ServerCounters:
+    """What the connections and accept loops of this process have done (``/sse/stats`` ``server``)."""
+
+    idle_closed_at_limit: int = 0
+    idle_closed_for_descriptors: int = 0
+    idle_timed_out: int = 0
+    #: connections whose client had closed them before they were read: closed at accept
+    closed_before_reading: int = 0
+    descriptor_episodes: int = 0
+    failed_accepts: int = 0
+    refused_at_capacity: int = 0
+
+
+#: Process-wide, like the descriptor table they are about.
+COUNTERS = ServerCounters()
+#: The idle registries of the workers serving now.
+_SERVING: set[IdleConnections] = set()
+
+
+def server_figures() -> dict[str, Any]:
+    """The ``server`` section of ``/sse/stats``: idle connections now, and the counters."""
+    registries = list(_SERVING)
+    return {
+        "idle_connections": sum(len(r) for r in registries),
+        "idle_connection_limit": sum(r.limit for r in registries),
+        **attrs.asdict(COUNTERS),
+    }
+
+
+class _Closable(Protocol):
+    def close_idle(self) -> None: ...
+
+
+class IdleConnections:
+    """The connections with no request in progress, oldest idle first, at most ``limit``.
+
+    :meth:`add` past the limit closes the oldest (not the newest: it is the one least
+    likely to carry another request soon). Closing only asks the connection to close
+    (its own task does it, at its next turn), so nothing here awaits.
+    """
+
+    def __init__(self, limit: int, counters: ServerCounters = COUNTERS) -> None:
+        self.limit = limit
+        self.counters = counters
+        self._idle: dict[_Closable, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def __contains__(self, connection: object) -> bool:
+        return connection in self._idle
+
+    def add(self, connection: _Closable) -> None:
+        """``connection`` is idle from now on (the newest); the oldest is closed if that makes one too many."""
+        self._idle.pop(connection, None)
+        self._idle[connection] = None
+        while len(self._idle) > self.limit:
+            self.counters.idle_closed_at_limit += 1
+            self._close_oldest()
+
+    def discard(self, connection: _Closable) -> None:
+        """``connection`` is busy or gone (nothing if it was not idle)."""
+        self._idle.pop(connection, None)
+
+    def close_oldest(self, count: int) -> int:
+        """Close up to ``count`` of the oldest idle connections (to free descriptors); how many."""
+        closed = 0
+        while closed < count and self._idle:
+            self._close_oldest()
+            closed += 1
+        self.counters.idle_closed_for_descriptors += closed
+        return closed
+
+    def _close_oldest(self) -> None:
+        oldest = next(iter(self._idle))
+        del self._idle[oldest]
+        oldest.close_idle()
+
+
+class TCPServer(HypercornTCPServer):
+    """hypercorn's connection, closed at once when its client has gone, and idle under a bound.
+
+    *Idle* is hypercorn's own notion: from the accept (the TLS handshake included) to the
+    first request, and between the end of an answer and the next request; hypercorn
+    reports the changes with ``Updated(idle=...)`` through :meth:`protocol_send`. An
+    idle connection is closed after ``config.keep_alive_timeout`` (trio_sse's
+    ``idle_timeout``), when the registry needs room, or when the client closes it.
+
+    The chain ``HTTPStream.app_send -> protocol.send -> TCPServer.stream`` that
+    ``trio_sse.http.fastpath`` walks to reach the socket is hypercorn's, unchanged.
+    """
+
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: Config,
+        context: WorkerContext,
+        state: ConnectionState,
+        stream: Any,
+        *,
+        idle: IdleConnections,
+    ) -> None:
+        super().__init__(app, config, context, state, stream)
+        self.idle = idle
+        #: The deadline of the current idle spell; cancelling it closes the connection.
+        self._idle_scope: trio.CancelScope | None = None
+        #: False once nothing more can be read: the client has gone (or we closed).
+        self._reading = True
+
+    def close_idle(self) -> None:
+        """Close this idle connection now (its idle timer's task closes it at its next turn)."""
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
+
+    async def run(self) -> None:
+        """hypercorn's ``TCPServer.run``, with the TLS handshake counted as idle time."""
+        try:
+            if isinstance(self.stream, trio.SSLStream):
+                if not await self._handshake():
+                    return
+                alpn_protocol = self.stream.selected_alpn_protocol()
+                sock = self.stream.transport_stream.socket
+                ssl = True
+            else:
+                alpn_protocol = "http/1.1"
+                sock = self.stream.socket
+                ssl = False
+            client = parse_socket_addr(sock.family, sock.getpeername())
+            server = parse_socket_addr(sock.family, sock.getsockname())
+            async with TaskGroup() as task_group:
+                self._task_group = task_group
+                self.protocol = ProtocolWrapper(
+                    self.app,
+                    self.config,
+                    self.context,
+                    task_group,
+                    ConnectionState(self.state),
+                    ssl,
+                    client,
+                    server,
+                    self.protocol_send,
+                    alpn_protocol,
+                )
+                await self.protocol.initiate()
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                await self._read_data()
+        except OSError:
+            pass
+        finally:
+            self._leave_idle()
+            await self._close()
+
+    async def _handshake(self) -> bool:
+        """The TLS handshake, within the idle timeout (and hypercorn's handshake timeout); True if done."""
+        timeout = min(self.config.ssl_handshake_timeout, self.config.keep_alive_timeout)
+        with trio.move_on_after(timeout) as scope:
+            self._enter_idle(scope)
+            try:
+                await self.stream.do_handshake()
+            except trio.BrokenResourceError:
+                return False
+            finally:
+                self._leave_idle(scope)
+        return not scope.cancelled_caught
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, Updated):
+            if event.idle and self._reading:
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+            else:
+                self._leave_idle()
+                await self.idle_task.stop()
+        else:
+            await super().protocol_send(event)
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        # EOF, a broken connection, or our own close: nothing more will arrive, so no
+        # idle timer may hold the connection open. Once any request in progress has
+        # ended (hypercorn has already told it http.disconnect) the nursery is empty and
+        # the socket is closed.
+        self._reading = False
+        self._leave_idle()
+        await self.idle_task.stop()
+
+    async def _idle_timeout(self) -> None:
+        with trio.move_on_after(self.config.keep_alive_timeout) as scope:
+            self._enter_idle(scope)
+            try:
+                await self.context.terminated.wait()
+            finally:
+                self._leave_idle(scope)
+        if scope.cancelled_caught and trio.current_time() >= scope.deadline:
+            self.idle.counters.idle_timed_out += 1
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
+
+    def _enter_idle(self, scope: trio.CancelScope) -> None:
+        self._idle_scope = scope
+        self.idle.add(self)
+
+    def _leave_idle(self, scope: trio.CancelScope | None = None) -> None:
+        """Out of the registry; with ``scope``, only if that is still the current idle spell
+        (hypercorn starts the next idle timer before the cancelled one has finished)."""
+        if scope is None or self._idle_scope is scope:
+            self._idle_scope = None
+            self.idle.discard(self)
+
+
+class ReserveDescriptor:
+    """One descriptor held back for the moment the process has none left.
+
+    At ``EMFILE`` a pending connection can neither be accepted nor refused, so it waits in
+    the backlog while the listener stays readable. Releasing the spare lets one accept
+    through, to close that connection at once (the client gets a prompt close instead
+    of a hang), then the spare is taken again. (libuv's and libev's trick.)
+    """
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self.take()
+
+    def take(self) -> None:
+        if self._fd is None:
+            try:
+                self._fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self._fd = None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def refuse_one(self, sock: socket.socket) -> bool:
+        """Accept the oldest pending connection of ``sock`` (non-blocking) through the spare
+        and close it; True if there was one."""
+        if self._fd is None:
+            self.take()
+            return False
+        self.close()
+        try:
+            refused, _ = sock.accept()
+        except OSError:  # none pending (BlockingIOError), or still no room
+            return False
+        else:
+            refused.close()
+            return True
+        finally:
+            self.take()
+
+
+class DescriptorShortage:
+    """An "out of descriptors" episode, shared by every accept loop of a server.
+
+    It starts at the first failed accept and ends once no accept has failed for
+    :data:`EPISODE_QUIET` seconds, so a server held at its limit by a flood (accepts
+    failing, then succeeding as room is made, then failing again) logs one episode:
+    one warning when it starts, one line when it ends with what was done meanwhile.
+    Serving does not wait for the end: every accept that can succeed does.
+    """
+
+    def __init__(self, counters: ServerCounters = COUNTERS) -> None:
+        self.counters = counters
+        self.started_at: float | None = None
+        self.last_failure = -math.inf
+        self.failed = self.evicted = self.refused = 0
+
+    @property
+    def ends_at(self) -> float:
+        """When the episode under way ends if no accept fails before (inf when there is none)."""
+        return math.inf if self.started_at is None else self.last_failure + EPISODE_QUIET
+
+    def accept_failed(self, exc: OSError) -> None:
+        now = trio.current_time()
+        self.counters.failed_accepts += 1
+        self.last_failure = now
+        if self.started_at is None:
+            self.started_at = now
+            self.failed = self.evicted = self.refused = 0
+            self.counters.descriptor_episodes += 1
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            log.warning(
+                "accept failed: %s (%s): out of descriptors (RLIMIT_NOFILE %d, hard %d); closing the oldest idle "
+                "connections and retrying every %g s",
+                errno.errorcode.get(exc.errno or 0, exc.errno),
+                exc.strerror,
+                soft,
+                hard,
+                RETRY_INTERVAL,
+            )
+        self.failed += 1
+
+    def end_if_quiet(self) -> None:
+        if self.started_at is None or trio.current_time() < self.ends_at:
+            return
+        log.warning(
+            "accepting again: %d accepts failed in %.2f s out of descriptors, %d idle connections closed, "
+            "%d pending connections refused",
+            self.failed,
+            self.last_failure - self.started_at,
+            self.evicted,
+            self.refused,
+        )
+        self.started_at = None
+
+
+async def accept_loop(
+    listener: socket.socket,
+    ssl_context: Any,
+    handle: Callable[[trio.abc.Stream], Awaitable[None]],
+    handler_nursery: trio.Nursery,
+    idle: IdleConnections,
+    shortage: DescriptorShortage,
+    reserve: ReserveDescriptor,
+) -> None:
+    """Accept connections on the (non-blocking) ``listener`` forever; run ``handle`` on each in ``handler_nursery``.
+
+    Each time the listener is readable, up to :data:`ACCEPT_BATCH` connections are
+    accepted without awaiting. A connection whose client has already closed it (a
+    connect-then-close, the shape of a descriptor flood) is closed there and then: no
+    task, no protocol object, a few microseconds, so a flood cannot queue the real
+    clients behind it in the backlog. The others become ``trio.SocketStream`` (as
+    ``trio.SocketListener`` makes them), wrapped in TLS when ``ssl_context`` is given
+    (as ``trio.SSLListener`` does).
+
+    Out of descriptors (or buffers, or memory): close up to :data:`EVICT_BATCH` of the
+    oldest idle connections, or when none is idle shed as many pending connections
+    through ``reserve``, then retry after :data:`RETRY_INTERVAL`. Errors of one
+    connection (``ECONNABORTED`` ...) are skipped as trio skips them; any other error
+    ends the loop (and the server), as it does ``trio.serve_listeners``.
+    """
+    counters = shortage.counters
+    while True:
+        with trio.move_on_at(shortage.ends_at):
+            await trio.lowlevel.wait_readable(listener)
+        shortage.end_if_quiet()
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in IGNORABLE_ACCEPT_ERRNOS:
+                    continue
+                if exc.errno not in CAPACITY_ERRNOS:
+                    raise
+                shortage.accept_failed(exc)
+                evicted = idle.close_oldest(EVICT_BATCH)
+                shortage.evicted += evicted
+                if not evicted:
+                    refused = 0
+                    while refused < EVICT_BATCH and reserve.refuse_one(listener):
+                        refused += 1
+                    shortage.refused += refused
+                    counters.refused_at_capacity += refused
+                await trio.sleep(RETRY_INTERVAL)
+                break
+            sock.setblocking(False)
+            if client_has_gone(sock):
+                sock.close()
+                counters.closed_before_reading += 1
+                continue
+            stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            if ssl_context is not None:
+                stream = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
+            handler_nursery.start_soon(_run_connection, handle, stream)
+
+
+def client_has_gone(sock: socket.socket) -> bool:
+    """True when the client has already closed (EOF first in the receive queue) or reset ``sock``."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False  # connected, nothing sent yet
+    except OSError:
+        return True  # reset
+
+
+async def _run_connection(handle: Callable[[trio.abc.Stream], Awaitable[None]], stream: trio.abc.Stream) -> None:
+    try:
+        await handle(stream)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def worker_serve(
+    app: AppWrapper,
+    config: Config,
+    *,
+    idle_connection_limit: int,
+    sockets: Sockets | None = None,
+    shutdown_trigger: Callable[..., Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``hypercorn.trio.run.worker_serve`` with :class:`TCPServer` and :func:`accept_loop`.
+
+    Same lifespan, bind log lines, ``task_status.started(binds)``, shutdown (the trigger
+    returning, or ``max_requests``) and graceful timeout as hypercorn's.
+    """
+    config.set_statsd_logger_class(StatsdLogger)
+
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(app, config, lifespan_state)
+    max_requests = None
+    if config.max_requests is not None:
+        max_requests = config.max_requests + randint(0, config.max_requests_jitter)
+    context = WorkerContext(max_requests)
+    idle = IdleConnections(idle_connection_limit)
+    PROCESS_FIGURES["server"] = server_figures
+    reserve = ReserveDescriptor()
+    _SERVING.add(idle)
+    owned: list[socket.socket] = []
+
+    try:
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+
+            async with trio.open_nursery() as server_nursery:
+                if sockets is None:
+                    sockets = config.create_sockets()
+                    owned = [*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets]
+                    for sock in sockets.secure_sockets:
+                        sock.listen(config.backlog)
+                    for sock in sockets.insecure_sockets:
+                        sock.listen(config.backlog)
+
+                ssl_context = config.create_ssl_context()
+                listeners: list[tuple[socket.socket, Any]] = []
+                binds = []
+                for sock in sockets.secure_sockets:
+                    listeners.append((sock, ssl_context))
+                    bind = repr_socket_addr(sock.family, sock.getsockname())
+                    binds.append(f"https://{bind}")
+                    await config.log.info(f"Running on https://{bind} (CTRL + C to quit)")
+
+                for sock in sockets.insecure_sockets:
+                    listeners.append((sock, None))
+                    bind = repr_socket_addr(sock.family, sock.getsockname())
+                    binds.append(f"http://{bind}")
+                    await config.log.info(f"Running on http://{bind} (CTRL + C to quit)")
+
+                for sock in sockets.quic_sockets:
+                    await server_nursery.start(
+                        UDPServer(app, config, context, ConnectionState(lifespan_state.copy()), sock).run
+                    )
+                    bind = repr_socket_addr(sock.family, sock.getsockname())
+                    await config.log.info(f"Running on https://{bind} (QUIC) (CTRL + C to quit)")
+
+                connection = partial(TCPServer, app, config, context, ConnectionState(lifespan_state.copy()), idle=idle)
+
+                async def handle(stream: trio.abc.Stream) -> None:
+                    await connection(stream).run()
+
+                shortage = DescriptorShortage()
+                task_status.started(binds)
+                try:
+                    async with trio.open_nursery(strict_exception_groups=True) as nursery:
+                        if shutdown_trigger is not None:
+                            nursery.start_soon(raise_shutdown, shutdown_trigger)
+                        nursery.start_soon(raise_shutdown, context.terminate.wait)
+                        for listener, tls in listeners:
+                            listener.setblocking(False)
+                            nursery.start_soon(
+                                accept_loop, listener, tls, handle, server_nursery, idle, shortage, reserve
+                            )
+                        await trio.sleep_forever()
+                except BaseExceptionGroup as error:
+                    _, other_errors = error.split((ShutdownError, KeyboardInterrupt))
+                    if other_errors is not None:
+                        raise other_errors from None
+                finally:
+                    await context.terminated.set()
+                    server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
+    finally:
+        _SERVING.discard(idle)
+        reserve.close()
+        for sock in owned:  # hypercorn leaves them to the garbage collector
+            sock.close()
+
+
+async def serve(
+    app: Any,
+    config: Config,
+    *,
+    idle_connection_limit: int,
+    shutdown_trigger: Callable[..., Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``hypercorn.trio.serve`` through :func:`worker_serve`: an ASGI app until ``shutdown_trigger`` returns."""
+    await worker_serve(
+        wrap_app(app, config.wsgi_max_body_size, None),
+        config,
+        idle_connection_limit=idle_connection_limit,
+        shutdown_trigger=shutdown_trigger,
+        task_status=task_status,
+    )
+
+
+def adopt_idle_timeout(receive: Any, idle_timeout: float) -> bool:
+    """Set the keep-alive timeout of the hypercorn serving this app, if it is one; True if set.
+
+    hypercorn passes its ``Lifespan.asgi_receive`` to the app's lifespan, and that object
+    holds the worker's ``Config``, the one every connection reads its keep-alive timeout
+    from: this is how ``hypercorn 'trio_sse.app:create_app()'`` gets ``idle_timeout``.
+    """
+    config = getattr(getattr(receive, "__self__", None), "config", None)
+    if not isinstance(config, Config):
+        return False
+    config.keep_alive_timeout = idle_timeout
+    return True
+
+
+def lifespan_adopting_idle_timeout(idle_timeout: float) -> type[TrioASGILifespan]:
+    """A quart-trio lifespan class (``app.asgi_lifespan_class``) that applies ``idle_timeout``
+    to the hypercorn serving the app, at startup, before any connection is accepted."""
+
+    class AdoptingLifespan(TrioASGILifespan):  # type: ignore[misc]
+        async def __call__(self, receive: Any, send: Any) -> None:
+            adopt_idle_timeout(receive, idle_timeout)
+            await super().__call__(receive, send)
+
+    return AdoptingLifespan

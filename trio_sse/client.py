@@ -10,8 +10,11 @@ It reconnects by itself: after the server ends or drops the stream, after an HTT
 429/5xx, after a network error, and when nothing at all (not even a heartbeat
 comment) arrives for ``silence_timeout`` seconds. Each reconnection sends
 ``Last-Event-ID`` so the server replays what was missed, and waits the server's
-``retry:`` delay, doubled after each failed attempt up to ``max_backoff``, plus up
-to 25 % random jitter (so that clients dropped together do not come back together).
+``retry:`` delay (at least ``min_backoff``), doubled after each failed attempt, never
+more than ``max_backoff``, with random jitter (so that clients dropped together do
+not come back together): see :func:`trio_sse.core.backoff.reconnect_delay`. A line or
+an event longer than ``max_line_bytes`` / ``max_event_bytes`` drops the connection
+like a failed attempt, so a server cannot make the client buffer without end.
 
 The client starts no task: all work happens inside ``__anext__``, in the caller's
 task. So leaving the ``async with`` block — normally, by an exception or by
@@ -38,7 +41,8 @@ import httpx
 import orjson
 import trio
 
-from .core.parser import ParsedEvent, SSEParser
+from .core.backoff import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, reconnect_delay
+from .core.parser import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_LINE_BYTES, ParsedEvent, SSELimitError, SSEParser
 
 __all__ = [
     "SYSTEM_EVENTS",
@@ -61,9 +65,6 @@ SYSTEM_EVENTS = frozenset({"connected", "subscription_updated", "stream_reset"})
 
 DEFAULT_RETRY = 3.0
 """Seconds to wait before reconnecting until the server sends ``retry:`` (what browsers use)."""
-
-JITTER = 0.25
-"""Reconnection delays are stretched by a random 0 to 25 %, never shortened below ``retry``."""
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 """Statuses worth trying again: the server is busy, restarting or behind a failing proxy.
@@ -99,7 +100,13 @@ class SSEHTTPError(SSEClientError):
 
 
 class SSEProtocolError(SSEClientError):
-    """A successful answer that is not an event stream (wrong URL, or not an SSE server)."""
+    """A successful answer that is not an event stream (wrong URL, or not an SSE server),
+    or a stream that broke the client's limits (``max_line_bytes``, ``max_event_bytes``).
+
+    The first is raised; the second drops the connection and counts as a failed
+    attempt (it is the ``__cause__`` of the internal retry, and so of
+    :class:`SSEConnectionError` if ``max_attempts`` runs out).
+    """
 
 
 class SSEConnectionError(SSEClientError):
@@ -150,19 +157,6 @@ def endpoint_url(url: str | httpx.URL, path: str = "/sse/events") -> httpx.URL:
     return parsed.copy_with(path=base + path)
 
 
-def reconnect_delay(failures: int, retry: float, max_backoff: float, rand: float) -> float:
-    """Seconds to wait before the next connection attempt.
-
-    ``retry`` after a stream that worked (``failures == 0``), doubling with each
-    consecutive failed attempt up to ``max_backoff`` (or ``retry`` if the server asks
-    for more), then stretched by ``rand * JITTER`` (``rand`` in [0, 1)). Never less
-    than ``retry``: that is the server's request.
-    """
-    limit = max(max_backoff, retry)
-    base = min(limit, retry * 2.0 ** min(failures, 32))
-    return base * (1.0 + JITTER * rand)
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` in seconds (only the delay-seconds form; trio_sse sends no dates)."""
     if value is None or not value.strip().isdigit():
@@ -201,7 +195,7 @@ class _Retry(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
-        self.delivered = delivered  # the stream had delivered bytes: the server was healthy
+        self.delivered = delivered  # the stream had delivered an event or comment: the server was healthy
 
 
 def redacted(url: httpx.URL) -> str:
@@ -255,6 +249,9 @@ class EventSource:
         max_attempts: int | None,
         connect_timeout: float,
         rng: random.Random,
+        min_backoff: float = DEFAULT_MIN_BACKOFF,
+        max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
+        max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self.url = url
         self._shown_url = redacted(url)  # for log lines and messages: no token in them
@@ -267,13 +264,16 @@ class EventSource:
         self._headers = dict(headers)
         self._silence = math.inf if silence_timeout is None else silence_timeout
         self._max_backoff = max_backoff
+        self._min_backoff = min_backoff
+        self._limits = {"max_line_bytes": max_line_bytes, "max_event_bytes": max_event_bytes}
         self._max_attempts = max_attempts
         self._timeout = httpx.Timeout(connect_timeout, read=None)
         self._rng = rng
         self._chunks: AsyncGenerator[bytes, None] | None = None
-        self._parser = SSEParser()
+        self._parser = SSEParser(**self._limits)
         self._pending: deque[Event] = deque()
         self._failures = 0
+        self._delivered = False  # the current stream gave an event or a comment
         self._delay = 0.0
         self._closed = False
         self._ended = False  # the server answered 204: stop, as EventSource does
@@ -359,34 +359,50 @@ class EventSource:
             try:
                 chunk = await self._chunks.__anext__()
             except StopAsyncIteration:
-                raise _Retry("the server ended the stream", delivered=True) from None
+                raise _Retry("the server ended the stream", delivered=self._delivered) from None
             except httpx.RequestError as exc:
-                raise _Retry(f"the connection was lost ({exc!r})", delivered=True) from None
+                raise _Retry(f"the connection was lost ({exc!r})", delivered=self._delivered) from None
             except trio.Cancelled:
                 self._interrupted = True
                 raise
         if silence.cancelled_caught:
-            raise _Retry(f"nothing received for {self._silence:g} s", delivered=True)
-        self._failures = 0  # the server is talking: back to the plain retry delay
+            raise _Retry(f"nothing received for {self._silence:g} s", delivered=self._delivered)
         self._feed(chunk)
 
     def _feed(self, chunk: bytes) -> None:
-        for item in self._parser.feed(chunk):
+        # A stream that gave a whole event or comment resets the backoff; bytes alone do
+        # not (an endless line is bytes too), and a broken limit counts as a failure.
+        broken: SSELimitError | None = None
+        try:
+            items = self._parser.feed(chunk)
+        except SSELimitError as exc:
+            items, broken = exc.items, exc
+        self._delivered = self._delivered or bool(items)
+        for item in items:
             if isinstance(item, ParsedEvent):
                 self._pending.append(Event(item.event, item.data, item.id))
         if self._parser.retry is not None:
             self.retry = self._parser.retry / 1000.0
+        if broken is not None:
+            raise _Retry(f"protocol error ({broken})") from SSEProtocolError(f"{self._shown_url}: {broken}")
 
     # -- connecting -----------------------------------------------------------------
 
     def _schedule(self, failure: _Retry) -> None:
-        if not failure.delivered:
+        if failure.delivered:
+            self._failures = 0  # the server was talking: back to the plain retry delay
+        else:
             self._failures += 1
             if self._max_attempts is not None and self._failures >= self._max_attempts:
                 raise SSEConnectionError(f"gave up after {self._failures} failed attempts") from failure
-        delay = reconnect_delay(self._failures, self.retry, self._max_backoff, self._rng.random())
-        if failure.retry_after is not None:
-            delay = max(delay, failure.retry_after)
+        delay = reconnect_delay(
+            self._failures,
+            self.retry,
+            self._max_backoff,
+            self._rng.random(),
+            min_backoff=self._min_backoff,
+            retry_after=failure.retry_after,
+        )
         self._delay = delay
         log.info("stream to %s: %s; reconnecting in %.1f s", self._shown_url, failure.reason, delay)
 
@@ -432,7 +448,8 @@ class EventSource:
             # header's id, and a drop mid-replay must resume from what was received.
             self.last_event_id = response.headers.get("last-event-id") or None
         self.connections += 1
-        self._parser = SSEParser()
+        self._parser = SSEParser(**self._limits)
+        self._delivered = False
         # httpx's iterators are async generators: keep it typed as one so it can be aclose()d.
         self._chunks = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
 
@@ -484,13 +501,16 @@ async def connect(
     token: str | None = None,
     last_event_id: str | None = None,
     silence_timeout: float | None = 90.0,
-    max_backoff: float = 30.0,
+    max_backoff: float = DEFAULT_MAX_BACKOFF,
+    min_backoff: float = DEFAULT_MIN_BACKOFF,
     max_attempts: int | None = None,
     connect_timeout: float = 10.0,
     headers: Mapping[str, str] | None = None,
     http: httpx.AsyncClient | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     rng: random.Random | None = None,
+    max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
+    max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
 ) -> AsyncIterator[EventSource]:
     """Open an :class:`EventSource` on a trio_sse server for the duration of the block.
 
@@ -501,9 +521,14 @@ async def connect(
 
     ``silence_timeout`` (seconds, ``None`` to disable): reconnect when nothing — no
     event, no heartbeat comment — arrives for that long. The default, 90 s, is three
-    of the server's default 30 s heartbeat intervals. ``max_backoff`` caps the
-    doubling of the delay between failed attempts; ``max_attempts`` (default: never)
-    gives up with :class:`SSEConnectionError` after that many failed attempts in a row.
+    of the server's default 30 s heartbeat intervals. ``min_backoff`` and
+    ``max_backoff`` (seconds) bound the delay before a reconnection, whatever the
+    server's ``retry:`` (see :func:`~trio_sse.core.backoff.reconnect_delay`);
+    ``max_attempts`` (default: never) gives up with :class:`SSEConnectionError` after
+    that many failed attempts in a row. ``max_line_bytes`` and ``max_event_bytes``
+    (default 1 MiB each, ``None``: no limit) bound what one line and one event's data
+    may hold: past them the connection is dropped as a failed attempt
+    (:class:`SSEProtocolError` is its cause) and the client reconnects.
 
     The first connection is made on entering the block, so a refusal
     (:class:`SSEHTTPError`, e.g. 401, 403, 422) or a non-SSE answer
@@ -537,6 +562,9 @@ async def connect(
             max_attempts=max_attempts,
             connect_timeout=connect_timeout,
             rng=rng or random.Random(),
+            min_backoff=min_backoff,
+            max_line_bytes=max_line_bytes,
+            max_event_bytes=max_event_bytes,
         )
         stack.push_async_callback(source.aclose)
         await source._start()

@@ -58,8 +58,8 @@ def reconnect_delay(
     cap = max(max_backoff, 0.0)
     floor = min(max(min_backoff, 0.0), cap)
     wanted = min(max(retry, floor), cap)  # the server's retry:, floored and capped
-    # 2 ** 64 overflows nothing and is past any cap from any positive floor.
-    base = min(cap, wanted * 2.0 ** min(max(failures, 0), 64))
+    # 2.0 ** 1024 would raise OverflowError; a product past the float range is inf, which min() caps.
+    base = min(cap, wanted * 2.0 ** min(max(failures, 0), 1000))
     delay = base * (1.0 + JITTER * rand)
     if delay > cap:
         delay = 2.0 * cap - delay  # fold the overshoot back below the cap: within [0.75, 1] x cap

@@ -480,3 +480,72 @@ def test_the_default_limits_are_one_mib() -> None:
     assert (parser.max_line_bytes, parser.max_event_bytes) == (MIB, MIB)
     with pytest.raises(SSELimitError):
         parser.feed(b"data: " + b"x" * MIB)
+
+
+# -- web-platform-tests' eventsource format cases -----------------------------------------
+# The streams of WPT's eventsource/format-*.any.js (as their message.py sends them, with
+# the final blank line it adds), each with what a browser dispatches: (type, data, last id).
+
+WPT_FORMAT_CASES = {
+    "bom": (
+        b"\xef\xbb\xbfdata:1\n\n\xef\xbb\xbfdata:2\n\ndata:3\n\n",
+        [("message", "1", ""), ("message", "3", "")],
+        None,
+    ),
+    "bom-2": (
+        b"\xef\xbb\xbf\xef\xbb\xbfdata:1\n\ndata:2\n\ndata:3\n\n",
+        [("message", "2", ""), ("message", "3", "")],
+        None,
+    ),
+    "comments": (
+        b"data:1\r:\0\n:\r\ndata:2\n:" + b"x" * 2049 + b"\rdata:3\n:data:fail\r:" + b"y" * 2049 + b"\ndata:4\n\n",
+        [("message", "1\n2\n3\n4", "")],
+        None,
+    ),
+    "data-before-final-empty-line": (
+        b"retry:1000\ndata:test1\n\nid:test\ndata:test2",
+        [("message", "test1", "")],
+        1000,
+    ),
+    "field-data": (
+        b"data:\n\ndata\ndata\n\ndata:test\n\n",
+        [("message", "", ""), ("message", "\n", ""), ("message", "test", "")],
+        None,
+    ),
+    "field-event": (b"event:test\ndata:x\n\ndata:x\n\n", [("test", "x", ""), ("message", "x", "")], None),
+    "field-event-empty": (b"event: \ndata:data\n\n", [("message", "data", "")], None),
+    "field-id": (b"id: 1\ndata: x\n\nid:\ndata:y\n\n", [("message", "x", "1"), ("message", "y", "")], None),
+    "field-id-null": (b"id:1\x00\ndata:x\n\n", [("message", "x", "")], None),
+    "field-parsing": (
+        b"data:\0\ndata:  2\rData:1\ndata\0:2\ndata:1\r\0data:4\nda-ta:3\rdata_5\ndata:3\rdata:\r\n"
+        b" data:32\ndata:4\n\n",
+        [("message", "\0\n 2\n1\n3\n\n4", "")],
+        None,
+    ),
+    "field-retry": (b"retry:03000\ndata:x\n\n", [("message", "x", "")], 3000),
+    "field-retry-bogus": (b"retry:3000\nretry:1000x\ndata:x\n\n", [("message", "x", "")], 3000),
+    "field-retry-empty": (b"retry\ndata:test\n\n", [("message", "test", "")], None),
+    "field-unknown": (
+        b"data:test\n data\ndata\nfoobar:xxx\njustsometext\n:thisisacommentyay\ndata:test\n\n",
+        [("message", "test\n\ntest", "")],
+        None,
+    ),
+    "leading-space": (b"data:\x20\x20test\n\n", [("message", " test", "")], None),
+    "newlines": (b"data:test\r\ndata\ndata:test\r\n\r\n", [("message", "test\n\ntest", "")], None),
+    "null-character": (b"data:\0\n\n\n\n", [("message", "\0", "")], None),
+    "utf-8": (b"data:ok\xe2\x80\xa6\n\n", [("message", "ok\u2026", "")], None),
+}
+
+
+@pytest.mark.parametrize("name", list(WPT_FORMAT_CASES))
+def test_wpt_eventsource_format_cases_give_what_a_browser_dispatches(name: str) -> None:
+    stream, expected, retry = WPT_FORMAT_CASES[name]
+    for cuts in ([], list(range(len(stream))), *[[i] for i in range(len(stream))]):
+        parser = SSEParser()
+        items: list[ParsedEvent | Comment] = []
+        start = 0
+        for cut in [*cuts, len(stream)]:
+            items += parser.feed(stream[start:cut])
+            start = cut
+        assert [(e.event, e.data, e.last_event_id) for e in items if isinstance(e, ParsedEvent)] == expected, cuts
+        assert parser.retry == retry

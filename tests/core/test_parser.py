@@ -549,3 +549,44 @@ def test_wpt_eventsource_format_cases_give_what_a_browser_dispatches(name: str) 
             start = cut
         assert [(e.event, e.data, e.last_event_id) for e in items if isinstance(e, ParsedEvent)] == expected, cuts
         assert parser.retry == retry
+
+
+def feed_until_refused(stream: bytes, cuts: list[int], **limits: int) -> tuple[list[ParsedEvent | Comment], bool]:
+    """Everything parsed from ``stream`` fed in pieces, and whether a limit stopped it."""
+    parser = SSEParser(**limits)
+    out: list[ParsedEvent | Comment] = []
+    start = 0
+    for cut in [*sorted(cuts), len(stream)]:
+        try:
+            out += parser.feed(stream[start:cut])
+        except SSELimitError as exc:
+            return out + exc.items, True
+        start = cut
+    return out, False
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stream=sse_bytes,
+    max_line_bytes=st.integers(0, 24),
+    max_event_bytes=st.integers(0, 32),
+    data=st.data(),
+)
+def test_limits_refuse_the_same_streams_with_the_same_items_however_they_are_split(
+    stream: bytes, max_line_bytes: int, max_event_bytes: int, data
+) -> None:
+    limits = {"max_line_bytes": max_line_bytes, "max_event_bytes": max_event_bytes}
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=10), label="cuts")
+    whole = feed_until_refused(stream, [], **limits)
+    assert feed_until_refused(stream, cuts, **limits) == whole
+    assert feed_until_refused(stream, list(range(len(stream))), **limits) == whole
+    items, refused = whole
+    if not refused:  # under its limits a stream parses exactly as with none
+        assert items == SSEParser(max_line_bytes=None, max_event_bytes=None).feed(stream)
+
+
+def test_a_leading_bom_does_not_count_towards_the_first_line() -> None:
+    stream = b"\xef\xbb\xbfdata: xx\n\n"  # an 8-byte line after the BOM
+    for cut in range(len(stream) + 1):
+        parser = SSEParser(max_line_bytes=8)
+        assert parser.feed(stream[:cut]) + parser.feed(stream[cut:]) == [ParsedEvent("message", "xx", None, "")]

@@ -131,7 +131,8 @@ class SSEParser:
             for line in lines:
                 process(line, out)
         if tail:
-            if len(self._buffer) + len(tail) > self._line_limit:
+            # The first line may still lose a BOM, which is not part of the line.
+            if len(self._buffer) + len(tail) > self._line_limit + (len(_BOM) if self._first else 0):
                 self._fail(f"a line is longer than {self.max_line_bytes} bytes", out)
             self._buffer += tail
         return out

@@ -19,6 +19,8 @@ the line, so a line that never ends cannot grow the buffer without end.
 
 from __future__ import annotations
 
+import math
+
 import attrs
 
 __all__ = ["DEFAULT_MAX_EVENT_BYTES", "DEFAULT_MAX_LINE_BYTES", "Comment", "ParsedEvent", "SSELimitError", "SSEParser"]
@@ -83,6 +85,7 @@ class SSEParser:
     ) -> None:
         self.max_line_bytes = max_line_bytes
         self.max_event_bytes = max_event_bytes
+        self._line_limit = math.inf if max_line_bytes is None else max_line_bytes
         self._buffer = bytearray()  # the start of a line whose end has not arrived yet
         self._first = True
         self._pending_cr = False
@@ -136,10 +139,6 @@ class SSEParser:
                 self._fail(f"a line is longer than {self.max_line_bytes} bytes", out)
             self._buffer += tail
         return out
-
-    @property
-    def _line_limit(self) -> float:
-        return float("inf") if self.max_line_bytes is None else self.max_line_bytes
 
     def _fail(self, message: str, out: list[ParsedEvent | Comment]) -> None:
         self._broken = message

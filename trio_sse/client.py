@@ -225,7 +225,8 @@ class EventSource:
     - ``connection_id``: the server's id for the current stream (from the
       ``X-SSE-Connection-Id`` header, then the ``connected`` event); use it with
       ``POST /sse/subscribe``. ``None`` while disconnected.
-    - ``retry``: the current reconnection delay in seconds (the server's ``retry:``).
+    - ``retry``: the server's reconnection delay in seconds (its ``retry:``), before the
+      client's floor, cap and backoff.
     - ``connections``: how many streams were opened so far (1 + reconnections).
 
     Every event the server sends is returned, system events included (``connected``

@@ -257,6 +257,7 @@ class ReferenceParser:
         self.id: str | None = None
         self.has_id = False
         self.last_event_id = ""
+        self.dispatched_last_event_id = ""
         self.retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[ParsedEvent | Comment]:
@@ -283,6 +284,7 @@ class ReferenceParser:
 
     def line(self, line: str, out: list[ParsedEvent | Comment]) -> None:
         if line == "":
+            self.dispatched_last_event_id = self.last_event_id
             event_id = self.id if self.has_id else None
             if self.data:
                 out.append(
@@ -341,7 +343,11 @@ def test_parser_matches_the_plain_whatwg_algorithm_on_any_bytes_and_any_split(st
         assert chunks(stream, cuts) == expected
     parser = SSEParser()
     assert parser.feed(stream) == expected
-    assert (parser.last_event_id, parser.retry) == (reference.last_event_id, reference.retry)
+    assert (parser.last_event_id, parser.dispatched_last_event_id, parser.retry) == (
+        reference.last_event_id,
+        reference.dispatched_last_event_id,
+        reference.retry,
+    )
     assert bytes(parser._buffer) == reference.buffer  # the same unfinished line is kept
 
 

@@ -96,6 +96,9 @@ class SSEParser:
         self._has_id = False
         self._broken: str | None = None
         self.last_event_id = ""
+        #: ``last_event_id`` as of the last dispatched block (WHATWG's "last event ID
+        #: string"): moved by an ``id:``-only block too, but not by an unfinished one.
+        self.dispatched_last_event_id = ""
         self.retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[ParsedEvent | Comment]:
@@ -183,6 +186,7 @@ class SSEParser:
                 self.retry = int(digits or b"0") if len(digits) <= 15 else 10**15
 
     def _dispatch(self, out: list[ParsedEvent | Comment]) -> None:
+        self.dispatched_last_event_id = self.last_event_id
         event_id = self._id if self._has_id else None
         data, event = self._data, self._event
         self._data, self._data_bytes, self._event, self._id, self._has_id = [], 0, "", None, False

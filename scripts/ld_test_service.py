@@ -81,6 +81,9 @@ class Stream:
             "last_event_id": params.get("lastEventId") or None,
             "on_comment": lambda text: report({"kind": "comment", "comment": text}),
             "on_state": on_state,
+            # The harness sends 7 MB lines ("large message"): above the 1 MiB default bounds.
+            "max_line_bytes": None,
+            "max_event_bytes": None,
         }
         if params.get("initialDelayMs") is not None:
             options["initial_delay"] = params["initialDelayMs"] / 1000

@@ -14,8 +14,11 @@ It reconnects by itself: after the server ends or drops the stream, after an HTT
 429/5xx, after a network error, and when nothing at all (not even a heartbeat
 comment) arrives for ``silence_timeout`` seconds. Each reconnection sends
 ``Last-Event-ID`` so the server replays what was missed, and waits the server's
-``retry:`` delay, doubled after each failed attempt up to ``max_backoff``, plus up
-to 25 % random jitter (so that clients dropped together do not come back together).
+``retry:`` delay (at least ``min_backoff``), doubled after each failed attempt, never
+more than ``max_backoff``, with random jitter (so that clients dropped together do
+not come back together): see :func:`trio_sse.core.backoff.reconnect_delay`. A line or
+an event longer than ``max_line_bytes`` / ``max_event_bytes`` drops the connection
+like a failed attempt, so a server cannot make the client buffer without end.
 
 The client starts no task: all work happens inside ``__anext__``, in the caller's
 task. So leaving the ``async with`` block — normally, by an exception or by
@@ -49,7 +52,15 @@ import httpx
 import orjson
 import trio
 
-from .core.parser import Comment, ParsedEvent, SSEParser
+from .core.backoff import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, reconnect_delay
+from .core.parser import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_LINE_BYTES,
+    Comment,
+    ParsedEvent,
+    SSELimitError,
+    SSEParser,
+)
 
 __all__ = [
     "SYSTEM_EVENTS",
@@ -76,9 +87,6 @@ SYSTEM_EVENTS = frozenset({"connected", "subscription_updated", "stream_reset"})
 
 DEFAULT_RETRY = 3.0
 """Seconds to wait before reconnecting until the server sends ``retry:`` (what browsers use)."""
-
-JITTER = 0.25
-"""Reconnection delays are stretched by a random 0 to 25 %, never shortened below ``retry``."""
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 """Statuses worth trying again: the server is busy, restarting or behind a failing proxy.
@@ -120,7 +128,13 @@ class SSEHTTPError(SSEClientError):
 class SSEProtocolError(SSEClientError):
     """An answer that is not an event stream: a ``200`` of another content type (wrong
     URL, or not an SSE server), a redirect with no ``Location`` or to a non-HTTP URL, or
-    more than ``max_redirects`` redirects in a row. Retrying would get the same answer."""
+    more than ``max_redirects`` redirects in a row. Retrying would get the same answer.
+
+    Also a stream that broke the client's limits (``max_line_bytes``,
+    ``max_event_bytes``): that one is not raised; it drops the connection and counts as
+    a failed attempt (it is the ``__cause__`` of the retried :class:`SSEStreamError`,
+    and so of :class:`SSEConnectionError` if ``max_attempts`` runs out).
+    """
 
 
 class SSEStreamError(SSEClientError):
@@ -220,19 +234,6 @@ def endpoint_url(url: str | httpx.URL, path: str = "/sse/events") -> httpx.URL:
     return parsed.copy_with(path=base + path)
 
 
-def reconnect_delay(failures: int, retry: float, max_backoff: float, rand: float) -> float:
-    """Seconds to wait before the next connection attempt.
-
-    ``retry`` after a stream that worked (``failures == 0``), doubling with each
-    consecutive failed attempt up to ``max_backoff`` (or ``retry`` if the server asks
-    for more), then stretched by ``rand * JITTER`` (``rand`` in [0, 1)). Never less
-    than ``retry``: that is the server's request.
-    """
-    limit = max(max_backoff, retry)
-    base = min(limit, retry * 2.0 ** min(failures, 32))
-    return base * (1.0 + JITTER * rand)
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` in seconds (only the delay-seconds form; trio_sse sends no dates)."""
     if value is None or not value.strip().isdigit():
@@ -272,7 +273,7 @@ class _Retry(SSEStreamError):
     ) -> None:
         super().__init__(reason, status=status)
         self.retry_after = retry_after
-        self.delivered = delivered  # the stream had delivered bytes: the server was healthy
+        self.delivered = delivered  # the stream had delivered an event or comment: the server was healthy
 
 
 def _token_out_of_query(
@@ -323,8 +324,8 @@ class EventSource:
     - ``connection_id``: the server's id for the current stream (from the
       ``X-SSE-Connection-Id`` header, then the ``connected`` event); use it with
       ``POST /sse/subscribe``. ``None`` while disconnected.
-    - ``retry``: the current reconnection delay in seconds (the server's ``retry:``,
-      ``initial_delay`` until it sends one).
+    - ``retry``: the server's reconnection delay in seconds (its ``retry:``;
+      ``initial_delay`` until it sends one), before the client's floor, cap and backoff.
     - ``connections``: how many streams were opened so far (1 + reconnections).
     - ``state``: a :class:`State`: ``CONNECTING``, ``OPEN`` or ``CLOSED`` (``on_state``
       hears every change, errors included).
@@ -361,6 +362,9 @@ class EventSource:
         max_redirects: int = MAX_REDIRECTS,
         on_comment: Callable[[str], object] | None = None,
         on_state: Callable[[StateChange], object] | None = None,
+        min_backoff: float = DEFAULT_MIN_BACKOFF,
+        max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
+        max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self.url = url
         self._shown_url = redacted(url)  # for log lines and messages: no token in them
@@ -381,13 +385,16 @@ class EventSource:
         self._queued_id = ""  # the resume point once every pending event is returned
         self._silence = math.inf if silence_timeout is None else silence_timeout
         self._max_backoff = max_backoff
+        self._min_backoff = min_backoff
+        self._limits = {"max_line_bytes": max_line_bytes, "max_event_bytes": max_event_bytes}
         self._max_attempts = max_attempts
         self._timeout = httpx.Timeout(connect_timeout, read=None)
         self._rng = rng
         self._chunks: AsyncGenerator[bytes, None] | None = None
-        self._parser = SSEParser()
+        self._parser = SSEParser(**self._limits)
         self._pending: deque[Event | Comment | _ResumePoint] = deque()
         self._failures = 0
+        self._delivered = False  # the current stream gave an event or a comment
         self._delay = 0.0
         self._closed = False
         self._ended = False  # the server answered 204: stop, as EventSource does
@@ -513,21 +520,30 @@ class EventSource:
             try:
                 chunk = await self._chunks.__anext__()
             except StopAsyncIteration:
-                raise _Retry("the server ended the stream", delivered=True) from None
+                raise _Retry("the server ended the stream", delivered=self._delivered) from None
             except httpx.RequestError as exc:
-                raise _Retry(f"the connection was lost ({exc!r})", delivered=True) from exc
+                raise _Retry(f"the connection was lost ({exc!r})", delivered=self._delivered) from exc
             except trio.Cancelled:
                 self._interrupted = True
                 raise
         if silence.cancelled_caught:
-            raise _Retry(f"nothing received for {self._silence:g} s", delivered=True)
-        self._failures = 0  # the server is talking: back to the plain retry delay
+            raise _Retry(f"nothing received for {self._silence:g} s", delivered=self._delivered)
         self._feed(chunk)
 
     def _feed(self, chunk: bytes) -> None:
-        self._queue(self._parser.feed(chunk))
+        # A stream that gave a whole event or comment resets the backoff; bytes alone do
+        # not (an endless line is bytes too), and a broken limit counts as a failure.
+        broken: SSELimitError | None = None
+        try:
+            items = self._parser.feed(chunk)
+        except SSELimitError as exc:
+            items, broken = exc.items, exc
+        self._delivered = self._delivered or bool(items)
+        self._queue(items)
         if self._parser.retry is not None:
             self.retry = self._parser.retry / 1000.0
+        if broken is not None:
+            raise _Retry(f"protocol error ({broken})") from SSEProtocolError(f"{self._shown_url}: {broken}")
 
     def _queue(self, items: Iterable[ParsedEvent | Comment]) -> None:
         """Queue parsed events (and comments, for ``on_comment``) in stream order.
@@ -554,13 +570,20 @@ class EventSource:
     # -- connecting -----------------------------------------------------------------
 
     def _schedule(self, failure: _Retry) -> None:
-        if not failure.delivered:
+        if failure.delivered:
+            self._failures = 0  # the server was talking: back to the plain retry delay
+        else:
             self._failures += 1
             if self._max_attempts is not None and self._failures >= self._max_attempts:
                 raise SSEConnectionError(f"gave up after {self._failures} failed attempts") from failure
-        delay = reconnect_delay(self._failures, self.retry, self._max_backoff, self._rng.random())
-        if failure.retry_after is not None:
-            delay = max(delay, failure.retry_after)
+        delay = reconnect_delay(
+            self._failures,
+            self.retry,
+            self._max_backoff,
+            self._rng.random(),
+            min_backoff=self._min_backoff,
+            retry_after=failure.retry_after,
+        )
         self._delay = delay
         log.info("stream to %s: %s; reconnecting in %.1f s", self._shown_url, failure.reason, delay)
 
@@ -654,7 +677,8 @@ class EventSource:
             # header's id, and a drop mid-replay must resume from what was received.
             self.last_event_id = response.headers.get("last-event-id") or None
         self.connections += 1
-        self._parser = SSEParser()
+        self._parser = SSEParser(**self._limits)
+        self._delivered = False
         # The last event id belongs to the source, not to one connection (WHATWG): the
         # new parser starts from ours, so an event without an id keeps it.
         self._queued_id = self._parser.last_event_id = self._parser.dispatched_last_event_id = self.last_event_id or ""
@@ -733,7 +757,8 @@ async def connect(
     token: str | None = None,
     last_event_id: str | None = None,
     silence_timeout: float | None = 90.0,
-    max_backoff: float = 30.0,
+    max_backoff: float = DEFAULT_MAX_BACKOFF,
+    min_backoff: float = DEFAULT_MIN_BACKOFF,
     max_attempts: int | None = None,
     connect_timeout: float = 10.0,
     headers: Mapping[str, str] | None = None,
@@ -744,6 +769,8 @@ async def connect(
     max_redirects: int = MAX_REDIRECTS,
     on_comment: Callable[[str], object] | None = None,
     on_state: Callable[[StateChange], object] | None = None,
+    max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
+    max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
 ) -> AsyncIterator[EventSource]:
     """Open an :class:`EventSource` on a trio_sse server for the duration of the block.
 
@@ -757,10 +784,15 @@ async def connect(
     ``silence_timeout`` (seconds, ``None`` to disable): reconnect when nothing — no
     event, no heartbeat comment — arrives for that long. The default, 90 s, is three
     of the server's default 30 s heartbeat intervals. ``initial_delay`` is the
-    reconnection delay until the server sends ``retry:``. ``max_backoff`` caps the
-    doubling of the delay between failed attempts; ``max_attempts`` (default: never)
-    gives up with :class:`SSEConnectionError` after that many failed attempts in a row.
-    ``max_redirects`` bounds the redirects followed per attempt.
+    reconnection delay until the server sends ``retry:``. ``min_backoff`` and
+    ``max_backoff`` (seconds) bound the delay before a reconnection, whatever the
+    server's ``retry:`` (see :func:`~trio_sse.core.backoff.reconnect_delay`);
+    ``max_attempts`` (default: never) gives up with :class:`SSEConnectionError` after
+    that many failed attempts in a row. ``max_redirects`` bounds the redirects followed
+    per attempt. ``max_line_bytes`` and ``max_event_bytes`` (default 1 MiB each,
+    ``None``: no limit) bound what one line and one event's data may hold: past them the
+    connection is dropped as a failed attempt (:class:`SSEProtocolError` is its cause)
+    and the client reconnects.
 
     ``on_comment(text)`` is called with each comment line (without its ``:``), in
     stream order with the events; ``on_state(change)`` with each :class:`StateChange`
@@ -800,6 +832,9 @@ async def connect(
         max_redirects=max_redirects,
         on_comment=on_comment,
         on_state=on_state,
+        min_backoff=min_backoff,
+        max_line_bytes=max_line_bytes,
+        max_event_bytes=max_event_bytes,
     ) as source:
         yield source
 
@@ -813,7 +848,8 @@ async def open_url(
     token: str | None = None,
     last_event_id: str | None = None,
     silence_timeout: float | None = 90.0,
-    max_backoff: float = 30.0,
+    max_backoff: float = DEFAULT_MAX_BACKOFF,
+    min_backoff: float = DEFAULT_MIN_BACKOFF,
     max_attempts: int | None = None,
     connect_timeout: float = 10.0,
     headers: Mapping[str, str] | None = None,
@@ -824,6 +860,8 @@ async def open_url(
     max_redirects: int = MAX_REDIRECTS,
     on_comment: Callable[[str], object] | None = None,
     on_state: Callable[[StateChange], object] | None = None,
+    max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
+    max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
 ) -> AsyncIterator[EventSource]:
     """Open an :class:`EventSource` on exactly ``url``, any ``text/event-stream`` server.
 
@@ -864,6 +902,9 @@ async def open_url(
             max_redirects=max_redirects,
             on_comment=on_comment,
             on_state=on_state,
+            min_backoff=min_backoff,
+            max_line_bytes=max_line_bytes,
+            max_event_bytes=max_event_bytes,
         )
         stack.push_async_callback(source.aclose)
         await source._start()

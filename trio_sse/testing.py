@@ -223,7 +223,9 @@ class TestStream:
         self.headers: dict[str, str] = {}
         self.raw = b""
         self.ended = False
-        self.parser = SSEParser()
+        # No limits: this reads the app under test, whose output is the thing tested;
+        # a limit here would turn a big event into an error raised in the app's send().
+        self.parser = SSEParser(max_line_bytes=None, max_event_bytes=None)
         #: Set when the response is ``Content-Encoding: gzip``: bodies are inflated as they come.
         self.decompressor: Any = None
         self._client_gone = client_gone

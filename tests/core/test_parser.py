@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import signal
+import time
+
 import pytest
 from httpx_sse._decoders import SSEDecoder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_sse.core.parser import Comment, ParsedEvent, SSEParser
+from trio_sse.core.parser import Comment, ParsedEvent, SSELimitError, SSEParser
 from trio_sse.core.wire import WireFormatError, encode_comment, encode_event
 
 
@@ -234,3 +238,361 @@ def test_every_line_ending_dispatches(ending: bytes) -> None:
 def test_unterminated_event_is_not_dispatched() -> None:
     assert SSEParser().feed(b"data: x\n") == []
     assert SSEParser().feed(b"data: x") == []
+
+
+# -- the same events as the plain WHATWG algorithm, for any bytes and any chunking --------
+
+
+class ReferenceParser:
+    """The WHATWG algorithm written the plain way (main's parser before issue 11): the
+    whole buffer re-searched and re-sliced for each line. Quadratic, so only for small
+    inputs, but obviously right: the fast parser must agree with it on every stream."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.first = True
+        self.pending_cr = False
+        self.data: list[str] = []
+        self.event = ""
+        self.id: str | None = None
+        self.has_id = False
+        self.last_event_id = ""
+        self.dispatched_last_event_id = ""
+        self.retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[ParsedEvent | Comment]:
+        self.buffer += chunk
+        out: list[ParsedEvent | Comment] = []
+        while True:
+            buf = self.buffer
+            if self.pending_cr and buf:
+                buf = buf.removeprefix(b"\n")
+                self.pending_cr = False
+            ends = [i for i in (buf.find(b"\r"), buf.find(b"\n")) if i >= 0]
+            if not ends:
+                self.buffer = buf
+                return out
+            end = min(ends)
+            raw, skip = buf[:end], 2 if buf[end : end + 2] == b"\r\n" else 1
+            self.pending_cr = skip == 1 and buf[end : end + 1] == b"\r" and end + 1 == len(buf)
+            self.buffer = buf[end + skip :]
+            line = raw.decode("utf-8", errors="replace")
+            if self.first:
+                self.first = False
+                line = line.removeprefix("\ufeff")
+            self.line(line, out)
+
+    def line(self, line: str, out: list[ParsedEvent | Comment]) -> None:
+        if line == "":
+            self.dispatched_last_event_id = self.last_event_id
+            event_id = self.id if self.has_id else None
+            if self.data:
+                out.append(
+                    ParsedEvent(self.event or "message", "\n".join(self.data), event_id, self.last_event_id, self.retry)
+                )
+            self.data, self.event, self.id, self.has_id = [], "", None, False
+            return
+        if line.startswith(":"):
+            out.append(Comment(line[1:].removeprefix(" ")))
+            return
+        name, sep, value = line.partition(":")
+        if sep:
+            value = value.removeprefix(" ")
+        if name == "data":
+            self.data.append(value)
+        elif name == "event":
+            self.event = value
+        elif name == "id" and "\x00" not in value:
+            self.id, self.has_id, self.last_event_id = value, True, value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry = int(value)
+
+
+SSE_TOKENS = [
+    b"data",
+    b"event",
+    b"id",
+    b"retry",
+    b"dat",
+    b":",
+    b": ",
+    b" ",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\x00",
+    b"\xef\xbb\xbf",
+    b"\xef\xbb",
+    b"\xff",
+    b"\xe2\x82",
+    b"\xc3\xa9",
+    b"7",
+    b"0012",
+    b"x",
+]
+sse_bytes = st.lists(st.sampled_from(SSE_TOKENS) | st.binary(max_size=4), max_size=40).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(stream=sse_bytes, data=st.data())
+def test_parser_matches_the_plain_whatwg_algorithm_on_any_bytes_and_any_split(stream: bytes, data) -> None:
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=10), label="cuts")
+    reference = ReferenceParser()
+    expected = reference.feed(stream)
+    for chunks in (feed_in_chunks, lambda s, c: feed_in_chunks(s, list(range(len(s))))):
+        assert chunks(stream, cuts) == expected
+    parser = SSEParser()
+    assert parser.feed(stream) == expected
+    assert (parser.last_event_id, parser.dispatched_last_event_id, parser.retry) == (
+        reference.last_event_id,
+        reference.dispatched_last_event_id,
+        reference.retry,
+    )
+    assert bytes(parser._buffer) == reference.buffer  # the same unfinished line is kept
+
+
+def test_a_retry_too_long_for_int_means_never_and_does_not_crash() -> None:
+    parser = SSEParser()
+    parser.feed(b"retry: " + b"9" * 5000 + b"\n\n")  # int() refuses more than 4300 digits
+    assert parser.retry == 10**15  # 31,000 years: every client caps it anyway
+    parser.feed(b"retry: 000000000000000000000000250\n\n")
+    assert parser.retry == 250
+
+
+# -- linear time ---------------------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+class TooSlow(Exception):
+    pass
+
+
+def feed_time(chunks: list[bytes], budget: float) -> float:
+    """Seconds to feed ``chunks`` to a parser with no limits; ``TooSlow`` past ``budget``
+    (a quadratic parser would otherwise take minutes to fail)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TooSlow(f"more than {budget:.2f} s")
+
+    parser = SSEParser(max_line_bytes=None, max_event_bytes=None)
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, budget)
+    try:
+        start = time.perf_counter()
+        for chunk in chunks:
+            parser.feed(chunk)
+        return time.perf_counter() - start
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def short_lines(size: int) -> list[bytes]:
+    return [b"data: x\n\n" * (size // 9)]
+
+
+def one_long_line(size: int) -> list[bytes]:
+    return [b"data: " + b"x" * (size - 8) + b"\n\n"]
+
+
+def long_line_in_pieces(size: int) -> list[bytes]:
+    piece = 16 * 1024  # what a socket read returns while a server streams an endless line
+    return [b"data: ", *[b"x" * piece] * (size // piece), b"\n\n"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
+@pytest.mark.parametrize("shape", [short_lines, one_long_line, long_line_in_pieces])
+def test_parsing_time_grows_linearly_with_the_chunk(shape) -> None:
+    # 4 times the bytes must cost well under 8 times the time (a quadratic parser: 16
+    # times, and ~70 for main's parser on short lines). Best of 3 for the 1 MiB time; the
+    # 4 MiB one is tried up to 3 times, until one run is fast enough: the first run of
+    # the long-line shapes also pays for the allocator mapping fresh 4 MiB blocks.
+    small = min(feed_time(shape(MIB), 60) for _ in range(3))
+    # A floor for the sub-millisecond shapes, where page faults on fresh 4 MiB blocks (1 MiB
+    # ones reuse the heap) weigh more than the parsing: 4 MiB parsed in 50 ms is fine anyway.
+    budget = max(8 * small, 0.05)
+    ratios: list[float] = []
+    while len(ratios) < 3 and not (ratios and ratios[-1] * small < budget):
+        big = shape(4 * MIB)
+        try:
+            ratios.append(feed_time(big, budget) / small)
+        except TooSlow:
+            ratios.append(math.inf)
+    assert ratios[-1] * small < budget, (small, ratios)
+
+
+# -- bounds --------------------------------------------------------------------------------
+
+
+def test_a_line_longer_than_max_line_bytes_is_refused_with_what_came_before() -> None:
+    parser = SSEParser(max_line_bytes=100)
+    with pytest.raises(SSELimitError, match="line is longer than 100 bytes") as refused:
+        parser.feed(b"data: a\n\n: hi\n" + b"data: " + b"x" * 95 + b"\n\n")
+    assert refused.value.items == [ParsedEvent("message", "a", None, ""), Comment("hi")]
+    with pytest.raises(SSELimitError):  # broken for good: the caller must start again
+        parser.feed(b"data: b\n\n")
+
+
+def test_a_line_of_exactly_max_line_bytes_is_accepted() -> None:
+    line = b"data: " + b"x" * 94
+    assert len(line) == 100
+    for ending in (b"\n", b"\r", b"\r\n"):
+        expected = [ParsedEvent("message", "x" * 94, None, "")]
+        assert SSEParser(max_line_bytes=100).feed(line + ending + ending) == expected
+
+
+def test_a_line_that_never_ends_is_refused_once_it_passes_the_limit_and_holds_no_more() -> None:
+    parser = SSEParser(max_line_bytes=MIB)
+    parser.feed(b"data: ")
+    fed = 6
+    with pytest.raises(SSELimitError):
+        while True:
+            fed += 4096
+            parser.feed(b"x" * 4096)
+            assert len(parser._buffer) <= MIB
+    assert MIB < fed <= MIB + 4096  # refused at the chunk that crossed the limit, not at a line end
+    assert not parser._buffer  # and what it held is let go
+
+
+def test_an_event_whose_data_passes_max_event_bytes_is_refused() -> None:
+    parser = SSEParser(max_line_bytes=100, max_event_bytes=1000)
+    with pytest.raises(SSELimitError, match="event's data is longer than 1000 bytes"):
+        for _ in range(1000):
+            parser.feed(b"data: 123456789\n")  # 9 bytes + the joining LF each: refused at the 101st
+    assert not parser._data
+
+
+def test_an_event_of_exactly_max_event_bytes_is_accepted_and_the_count_restarts_after_it() -> None:
+    parser = SSEParser(max_event_bytes=20)
+    block = b"data: 123456789\ndata: 123456789\n: comments do not count\nevent: nor the type\n\n"
+    (event,) = [i for i in parser.feed(block) if isinstance(i, ParsedEvent)]
+    assert len(event.data.encode()) == 19
+    assert len([i for i in parser.feed(block * 50) if isinstance(i, ParsedEvent)]) == 50
+    assert parser.feed(b"data: 123456789\ndata: 1234567890\n\n")  # 9 + 1 + 10 = 20 is fine, 21 is not
+    with pytest.raises(SSELimitError):
+        SSEParser(max_event_bytes=20).feed(b"data: 123456789\ndata: 12345678901\n\n")
+
+
+def test_limits_of_none_accept_anything() -> None:
+    parser = SSEParser(max_line_bytes=None, max_event_bytes=None)
+    big = b"x" * (3 * MIB)
+    (event,) = parser.feed(b"data: " + big + b"\ndata: " + big + b"\n\n")
+    assert len(event.data) == 6 * MIB + 1
+
+
+def test_the_default_limits_are_one_mib() -> None:
+    parser = SSEParser()
+    assert (parser.max_line_bytes, parser.max_event_bytes) == (MIB, MIB)
+    with pytest.raises(SSELimitError):
+        parser.feed(b"data: " + b"x" * MIB)
+
+
+# -- web-platform-tests' eventsource format cases -----------------------------------------
+# The streams of WPT's eventsource/format-*.any.js (as their message.py sends them, with
+# the final blank line it adds), each with what a browser dispatches: (type, data, last id).
+
+WPT_FORMAT_CASES = {
+    "bom": (
+        b"\xef\xbb\xbfdata:1\n\n\xef\xbb\xbfdata:2\n\ndata:3\n\n",
+        [("message", "1", ""), ("message", "3", "")],
+        None,
+    ),
+    "bom-2": (
+        b"\xef\xbb\xbf\xef\xbb\xbfdata:1\n\ndata:2\n\ndata:3\n\n",
+        [("message", "2", ""), ("message", "3", "")],
+        None,
+    ),
+    "comments": (
+        b"data:1\r:\0\n:\r\ndata:2\n:" + b"x" * 2049 + b"\rdata:3\n:data:fail\r:" + b"y" * 2049 + b"\ndata:4\n\n",
+        [("message", "1\n2\n3\n4", "")],
+        None,
+    ),
+    "data-before-final-empty-line": (
+        b"retry:1000\ndata:test1\n\nid:test\ndata:test2",
+        [("message", "test1", "")],
+        1000,
+    ),
+    "field-data": (
+        b"data:\n\ndata\ndata\n\ndata:test\n\n",
+        [("message", "", ""), ("message", "\n", ""), ("message", "test", "")],
+        None,
+    ),
+    "field-event": (b"event:test\ndata:x\n\ndata:x\n\n", [("test", "x", ""), ("message", "x", "")], None),
+    "field-event-empty": (b"event: \ndata:data\n\n", [("message", "data", "")], None),
+    "field-id": (b"id: 1\ndata: x\n\nid:\ndata:y\n\n", [("message", "x", "1"), ("message", "y", "")], None),
+    "field-id-null": (b"id:1\x00\ndata:x\n\n", [("message", "x", "")], None),
+    "field-parsing": (
+        b"data:\0\ndata:  2\rData:1\ndata\0:2\ndata:1\r\0data:4\nda-ta:3\rdata_5\ndata:3\rdata:\r\n"
+        b" data:32\ndata:4\n\n",
+        [("message", "\0\n 2\n1\n3\n\n4", "")],
+        None,
+    ),
+    "field-retry": (b"retry:03000\ndata:x\n\n", [("message", "x", "")], 3000),
+    "field-retry-bogus": (b"retry:3000\nretry:1000x\ndata:x\n\n", [("message", "x", "")], 3000),
+    "field-retry-empty": (b"retry\ndata:test\n\n", [("message", "test", "")], None),
+    "field-unknown": (
+        b"data:test\n data\ndata\nfoobar:xxx\njustsometext\n:thisisacommentyay\ndata:test\n\n",
+        [("message", "test\n\ntest", "")],
+        None,
+    ),
+    "leading-space": (b"data:\x20\x20test\n\n", [("message", " test", "")], None),
+    "newlines": (b"data:test\r\ndata\ndata:test\r\n\r\n", [("message", "test\n\ntest", "")], None),
+    "null-character": (b"data:\0\n\n\n\n", [("message", "\0", "")], None),
+    "utf-8": (b"data:ok\xe2\x80\xa6\n\n", [("message", "ok\u2026", "")], None),
+}
+
+
+@pytest.mark.parametrize("name", list(WPT_FORMAT_CASES))
+def test_wpt_eventsource_format_cases_give_what_a_browser_dispatches(name: str) -> None:
+    stream, expected, retry = WPT_FORMAT_CASES[name]
+    for cuts in ([], list(range(len(stream))), *[[i] for i in range(len(stream))]):
+        parser = SSEParser()
+        items: list[ParsedEvent | Comment] = []
+        start = 0
+        for cut in [*cuts, len(stream)]:
+            items += parser.feed(stream[start:cut])
+            start = cut
+        assert [(e.event, e.data, e.last_event_id) for e in items if isinstance(e, ParsedEvent)] == expected, cuts
+        assert parser.retry == retry
+
+
+def feed_until_refused(stream: bytes, cuts: list[int], **limits: int) -> tuple[list[ParsedEvent | Comment], bool]:
+    """Everything parsed from ``stream`` fed in pieces, and whether a limit stopped it."""
+    parser = SSEParser(**limits)
+    out: list[ParsedEvent | Comment] = []
+    start = 0
+    for cut in [*sorted(cuts), len(stream)]:
+        try:
+            out += parser.feed(stream[start:cut])
+        except SSELimitError as exc:
+            return out + exc.items, True
+        start = cut
+    return out, False
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stream=sse_bytes,
+    max_line_bytes=st.integers(0, 24),
+    max_event_bytes=st.integers(0, 32),
+    data=st.data(),
+)
+def test_limits_refuse_the_same_streams_with_the_same_items_however_they_are_split(
+    stream: bytes, max_line_bytes: int, max_event_bytes: int, data
+) -> None:
+    limits = {"max_line_bytes": max_line_bytes, "max_event_bytes": max_event_bytes}
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=10), label="cuts")
+    whole = feed_until_refused(stream, [], **limits)
+    assert feed_until_refused(stream, cuts, **limits) == whole
+    assert feed_until_refused(stream, list(range(len(stream))), **limits) == whole
+    items, refused = whole
+    if not refused:  # under its limits a stream parses exactly as with none
+        assert items == SSEParser(max_line_bytes=None, max_event_bytes=None).feed(stream)
+
+
+def test_a_leading_bom_does_not_count_towards_the_first_line() -> None:
+    stream = b"\xef\xbb\xbfdata: xx\n\n"  # an 8-byte line after the BOM
+    for cut in range(len(stream) + 1):
+        parser = SSEParser(max_line_bytes=8)
+        assert parser.feed(stream[:cut]) + parser.feed(stream[cut:]) == [ParsedEvent("message", "xx", None, "")]

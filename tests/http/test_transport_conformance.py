@@ -481,3 +481,51 @@ async def test_under_the_hypercorn_cli_a_missing_config_path_is_counted(caplog: 
     assert any("Config" in message for message in _warnings(caplog))
     assert not hypercorn_trio.adopt_idle_timeout(lambda: None, 5.0)  # not hypercorn: nothing to miss
     assert ADAPTER.misses == 1
+
+
+async def test_under_the_hypercorn_cli_with_a_renamed_internal_send_timeout_ends_a_stuck_stream(
+    renamed_internal: None, caplog: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    # End to end: `hypercorn 'trio_sse.app:create_app()'` (hypercorn's worker, the app's own
+    # hub) under a hypercorn whose objects the adapter cannot walk. A client that stops
+    # reading is still ended at send_timeout, and /sse/stats and /metrics show the miss.
+    caplog.set_level(logging.WARNING, "trio_sse.server")
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = config.errorlog = None
+    config.graceful_timeout = 1
+    app = trio_sse.create_app(settings=Settings(send_timeout=SEND_TIMEOUT, log_level="warning"))
+    async with trio.open_nursery() as nursery:
+        stop = trio.Event()
+        binds = await nursery.start(
+            lambda task_status: hypercorn_serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+        )
+        url = urlsplit(binds[0])
+        assert url.hostname is not None and url.port is not None
+        stuck = await trio.open_tcp_stream(url.hostname, url.port)
+        await stuck.send_all(b"GET /sse/events HTTP/1.1\r\nhost: t\r\n\r\n")
+        head = b""
+        while b"event: connected" not in head:
+            head += await stuck.receive_some(65536)
+        try:
+            async with httpx.AsyncClient(base_url=binds[0]) as http:
+                started = trio.current_time()
+                pad = "x" * 60_000
+                for n in range(200):  # ~12 MB the client never reads: the stream's write gets stuck
+                    reply = await http.post("/sse/publish", json={"event_type": "commit", "data": {"n": n, "pad": pad}})
+                    assert reply.status_code == 202, reply.text
+                with trio.fail_after(3 * SEND_TIMEOUT):
+                    while True:
+                        stats = (await http.get("/sse/stats")).json()
+                        if stats["disconnects"].get("send_timeout") == 1:
+                            break
+                        await trio.sleep(0.5)
+                assert trio.current_time() - started < 3 * SEND_TIMEOUT
+                assert stats["active_connections"] == 0
+                assert stats["transport_adapter"] == {"misses": 1, "hypercorn": HYPERCORN_VERSION}
+                metrics = (await http.get("/metrics")).text
+                assert "trio_sse_transport_adapter_misses_total 1.0" in metrics
+        finally:
+            await trio.aclose_forcefully(stuck)  # frees a write still stuck when the check failed
+        stop.set()
+    assert len(_warnings(caplog)) == 1

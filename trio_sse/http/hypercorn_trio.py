@@ -1,30 +1,44 @@
-"""hypercorn's trio worker as trio_sse runs it: gone clients closed at once, idle connections
-bounded, and an accept loop that lives through running out of descriptors.
+"""Everything of trio_sse that leans on hypercorn's or quart-trio's internals: the trio
+worker as trio_sse runs it, and what a stream needs from the server under it.
 
-Why a module of its own: everything here leans on hypercorn's internals (``TCPServer``,
-``Lifespan``, ``WorkerContext``, the ``Updated(idle=...)`` events its protocols send),
-as of hypercorn 0.18; no other module of trio_sse should. :func:`worker_serve` is
-``hypercorn.trio.run.worker_serve`` (same lifespan, same shutdown trigger and graceful
-timeout, same ``task_status.started(binds)``) with two parts replaced:
+Why a module of its own: hypercorn promises ASGI, not its objects (``TCPServer``,
+``Lifespan``, ``WorkerContext``, ``H2Protocol.stream_buffers``, the ``Updated(idle=...)``
+events its protocols send). This module was checked against hypercorn 0.18 and
+quart-trio 0.12 (``pyproject.toml`` pins them; ``tests/http/test_transport_conformance.py``
+is the check), and no other module of trio_sse may name those internals
+(``tests/test_hypercorn_boundary.py``). What it offers:
 
-- the connection, :class:`TCPServer`. hypercorn's keeps a connection whose client sent
-  EOF while no request is in progress (a bare connect-then-close, or a keep-alive
-  connection after its answer) until its keep-alive timeout: the idle timer is a task
-  in the connection's nursery, so the socket sits in CLOSE-WAIT that long. Ours stops
-  the idle timer as soon as nothing more can be read, so the connection closes at once
-  (a request still in progress has been told ``http.disconnect`` by hypercorn and the
-  connection closes when it ends, as before). While a connection has no request in
-  progress it is *idle*: it is in an :class:`IdleConnections` registry with a bound,
-  and the oldest one is closed when a new one would go over it (as nginx reuses its
-  keep-alive connections under pressure).
-- the accept loop, :func:`accept_loop`, instead of ``trio.serve_listeners``. It
-  closes a connection whose client has already gone at accept, without a task (a
-  connect+close flood costs microseconds per connection). At
-  ``EMFILE``/``ENFILE``/``ENOBUFS``/``ENOMEM`` ``trio.serve_listeners`` logs a traceback
-  and sleeps 0.1 s, over and over. Ours logs one line when the shortage starts and one when it
-  ends, closes the oldest idle connections to make room, sheds a pending connection
-  through a reserved descriptor when nothing idle is left, and retries every
-  :data:`RETRY_INTERVAL`, so the server answers again as soon as descriptors free.
+- :func:`transport_for` (a stream: the socket for direct writes, the HTTP/2 buffer, an
+  abort that frees a write stuck in hypercorn's shielded send), :func:`final_send_shielded`
+  (the Quart routes) and :func:`lifespan_adopting_idle_timeout` (the app under the
+  hypercorn CLI). When one cannot find what it looks for (a hypercorn release renamed
+  something), it logs one WARNING naming the hypercorn version, counts the miss
+  (:data:`ADAPTER`: ``/sse/stats`` ``transport_adapter``, ``/metrics``) and falls back
+  (see :func:`transport_for`); it never fails silently.
+- :func:`worker_serve`, ``hypercorn.trio.run.worker_serve`` (same lifespan, same shutdown
+  trigger and graceful timeout, same ``task_status.started(binds)``) with two parts
+  replaced:
+
+  - the connection, :class:`TCPServer`. hypercorn's keeps a connection whose client sent
+    EOF while no request is in progress (a bare connect-then-close, or a keep-alive
+    connection after its answer) until its keep-alive timeout: the idle timer is a task
+    in the connection's nursery, so the socket sits in CLOSE-WAIT that long. Ours stops
+    the idle timer as soon as nothing more can be read, so the connection closes at once
+    (a request still in progress has been told ``http.disconnect`` by hypercorn and the
+    connection closes when it ends, as before). While a connection has no request in
+    progress it is *idle*: it is in an :class:`IdleConnections` registry with a bound,
+    and the oldest one is closed when a new one would go over it (as nginx reuses its
+    keep-alive connections under pressure). Each connection hands its requests its trio
+    stream through the scope's ``state`` (:data:`STREAM_KEY`), which is how
+    :func:`transport_for` reaches the socket without hypercorn's objects.
+  - the accept loop, :func:`accept_loop`, instead of ``trio.serve_listeners``. It
+    closes a connection whose client has already gone at accept, without a task (a
+    connect+close flood costs microseconds per connection). At
+    ``EMFILE``/``ENFILE``/``ENOBUFS``/``ENOMEM`` ``trio.serve_listeners`` logs a traceback
+    and sleeps 0.1 s, over and over. Ours logs one line when the shortage starts and one
+    when it ends, closes the oldest idle connections to make room, sheds a pending
+    connection through a reserved descriptor when nothing idle is left, and retries every
+    :data:`RETRY_INTERVAL`, so the server answers again as soon as descriptors free.
 
 It must never hold a connection whose client has gone, nor let one failed accept end
 the server.
@@ -206,8 +220,9 @@ class TCPServer(HypercornTCPServer):
     idle connection is closed after ``config.keep_alive_timeout`` (trio_sse's
     ``idle_timeout``), when the registry needs room, or when the client closes it.
 
-    The chain ``HTTPStream.app_send -> protocol.send -> TCPServer.stream`` that
-    ``trio_sse.http.fastpath`` walks to reach the socket is hypercorn's, unchanged.
+    Each connection gets a state of its own (a copy of the lifespan state) holding its trio
+    stream under :data:`STREAM_KEY`: hypercorn copies it into every request's scope, so
+    :func:`transport_for` finds the socket without walking hypercorn's objects.
     """
 
     def __init__(

@@ -193,6 +193,14 @@ def _config(flavor: Flavor, tls: Any) -> Config:
     return config
 
 
+async def start(nursery: trio.Nursery, server: Callable[..., Awaitable[None]], stop: trio.Event) -> tuple[str, int]:
+    """Start ``server`` (``hypercorn.trio.serve``'s signature) until ``stop``; its host and port."""
+    binds = await nursery.start(lambda task_status: server(shutdown_trigger=stop.wait, task_status=task_status))
+    url = urlsplit(binds[0])
+    assert url.hostname is not None and url.port is not None
+    return url.hostname, url.port
+
+
 @asynccontextmanager
 async def serving(flavor: Flavor, tls: Any) -> AsyncIterator[Served]:
     """A real server of ``flavor`` whose app holds its first request open, and that request."""
@@ -201,11 +209,10 @@ async def serving(flavor: Flavor, tls: Any) -> AsyncIterator[Served]:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            for stage in ("startup", "shutdown"):
+                assert (await receive())["type"] == f"lifespan.{stage}"
+                await send({"type": f"lifespan.{stage}.complete"})
+            return
         await requests_in.send((scope, receive, send))
         await release.wait()
 
@@ -216,14 +223,12 @@ async def serving(flavor: Flavor, tls: Any) -> AsyncIterator[Served]:
             server = functools.partial(hypercorn_trio.serve, app, config, idle_connection_limit=100)
         else:
             server = functools.partial(hypercorn_serve, app, config)
-        binds = await nursery.start(lambda task_status: server(shutdown_trigger=stop.wait, task_status=task_status))
-        url = urlsplit(binds[0])
-        assert url.hostname is not None and url.port is not None
+        host, port = await start(nursery, server, stop)
         client: trio.abc.Stream | None = None
         if flavor.http2:
-            nursery.start_soon(_http2_get, binds[0], tls.client_context)
+            nursery.start_soon(_http2_get, f"https://{host}:{port}", tls.client_context)
         else:
-            client = await trio.open_tcp_stream(url.hostname, url.port)
+            client = await trio.open_tcp_stream(host, port)
             if flavor.tls:
                 context = tls.client_context
                 context.set_alpn_protocols(["http/1.1"])
@@ -364,16 +369,10 @@ async def test_after_connection_close_the_final_chunk_is_written_and_the_socket_
     config = Settings(host="127.0.0.1", port=0, log_level="warning", **files)
     async with trio.open_nursery() as nursery, trio_sse.open_hub(config) as hub:
         stop = trio.Event()
-        app = trio_sse.create_app(hub=hub)
-        binds = await nursery.start(
-            lambda task_status: trio_sse.serve(app, config, task_status=task_status, shutdown_trigger=stop.wait)
-        )
-        url = urlsplit(binds[0])
-        assert url.hostname is not None and url.port is not None
+        host, port = await start(nursery, functools.partial(trio_sse.serve, trio_sse.create_app(hub=hub), config), stop)
 
         async def connect() -> trio.abc.Stream:
-            assert url.hostname is not None and url.port is not None
-            stream: trio.abc.Stream = await trio.open_tcp_stream(url.hostname, url.port)
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
             if tls_on:
                 context = tls.client_context
                 context.set_alpn_protocols(["http/1.1"])
@@ -490,25 +489,18 @@ async def test_under_the_hypercorn_cli_with_a_renamed_internal_send_timeout_ends
     # hub) under a hypercorn whose objects the adapter cannot walk. A client that stops
     # reading is still ended at send_timeout, and /sse/stats and /metrics show the miss.
     caplog.set_level(logging.WARNING, "trio_sse.server")
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = config.errorlog = None
-    config.graceful_timeout = 1
+    config = _config(Flavor("hypercorn-http1.1", ours=False, tls=False, http2=False), tls=None)
     app = trio_sse.create_app(settings=Settings(send_timeout=SEND_TIMEOUT, log_level="warning"))
     async with trio.open_nursery() as nursery:
         stop = trio.Event()
-        binds = await nursery.start(
-            lambda task_status: hypercorn_serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
-        )
-        url = urlsplit(binds[0])
-        assert url.hostname is not None and url.port is not None
-        stuck = await trio.open_tcp_stream(url.hostname, url.port)
+        host, port = await start(nursery, functools.partial(hypercorn_serve, app, config), stop)
+        stuck = await trio.open_tcp_stream(host, port)
         await stuck.send_all(b"GET /sse/events HTTP/1.1\r\nhost: t\r\n\r\n")
         head = b""
         while b"event: connected" not in head:
             head += await stuck.receive_some(65536)
         try:
-            async with httpx.AsyncClient(base_url=binds[0]) as http:
+            async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as http:
                 started = trio.current_time()
                 pad = "x" * 60_000
                 for n in range(200):  # ~12 MB the client never reads: the stream's write gets stuck

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import itertools
 import json
 import os
 import shutil
@@ -42,7 +43,8 @@ from typing import Any
 import httpx
 import trio
 
-REPO = Path(__file__).resolve().parents[1]
+#: The trio_sse checkout the instances run (``--code``): this one by default.
+CODE = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -92,17 +94,19 @@ class Redis:
             self.process = None
 
 
-def start_instance(redis_url: str, stream: str, history: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_instance(redis_url: str, stream: str, history: int, code: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(code.resolve()),
         "TRIO_SSE_BACKEND": redis_url,
         "TRIO_SSE_REDIS_STREAM": stream,
         "TRIO_SSE_HISTORY_SIZE": str(history),
         "TRIO_SSE_LOG_LEVEL": "warning",
         # The subscriber must not be shed as a slow consumer while it catches up.
         "TRIO_SSE_QUEUE_SIZE": "200000",
+        # The publishers catch up in bursts after the outage: no 429 for them.
+        "TRIO_SSE_PUBLISH_RATE": "1000000",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "trio_sse", "serve", "--port", str(port)],
@@ -129,7 +133,7 @@ async def one_run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     redis = Redis(directory, persist=not args.no_persist)
     redis.start()
     url = f"redis://127.0.0.1:{redis.port}/0"
-    instances = [start_instance(url, "kill", args.history) for _ in range(2)]
+    instances = [start_instance(url, "kill", args.history, args.code) for _ in range(2)]
     try:
         (_, a), (_, b) = instances
         await wait_healthy(a)
@@ -182,6 +186,7 @@ async def drive(args: argparse.Namespace, redis: Redis, a: str, b: str) -> dict[
                 if reply.status_code == 202:
                     accepted.extend(reply.json()["ids"])
                 else:
+                    assert reply.status_code == 503, reply.text
                     refused += args.batch
 
     async with trio.open_nursery() as nursery:
@@ -218,7 +223,7 @@ async def drive(args: argparse.Namespace, redis: Redis, a: str, b: str) -> dict[
         "refused": refused,
         "received": len(received),
         "duplicates": len(received) - len(got),
-        "out_of_order": sum(1 for x, y in zip(orders, orders[1:], strict=False) if x >= y),
+        "out_of_order": sum(1 for x, y in itertools.pairwise(orders) if x >= y),
         "missing": len(missing),
         "covered": covered,
         "lost": len(missing) - covered,
@@ -237,6 +242,9 @@ def main() -> None:
     parser.add_argument("--restart-at", type=float, default=8.0)
     parser.add_argument("--duration", type=float, default=13.0, help="seconds of publishing")
     parser.add_argument("--no-persist", action="store_true", help="Redis without AOF (a restart starts empty)")
+    parser.add_argument(
+        "--code", type=Path, default=CODE, help="a trio_sse source tree to run the instances from (e.g. `git archive`)"
+    )
     args = parser.parse_args()
     results = []
     for _ in range(args.runs):

@@ -37,9 +37,7 @@ from .events import EventOrder
 __all__ = ["lost_in_restart", "missed_before_read"]
 
 
-def missed_before_read(
-    *, was_stored: bool, still_stored: bool, trimmed_then: int, trimmed_now: int | None
-) -> bool:
+def missed_before_read(*, was_stored: bool, still_stored: bool, trimmed_then: int, trimmed_now: int | None) -> bool:
     """Whether entries after the position may be gone before the ``XREAD`` from it.
 
     Asked when the ``XREAD`` returned entries, before they are handed on.

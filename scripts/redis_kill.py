@@ -111,6 +111,7 @@ def start_instance(redis_url: str, stream: str, history: int, code: Path) -> tup
     process = subprocess.Popen(
         [sys.executable, "-m", "trio_sse", "serve", "--port", str(port)],
         env=env,
+        cwd=code,  # `-m` puts the working directory first on sys.path: run `code`, not this tree
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -148,6 +149,7 @@ async def one_run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
 
 async def drive(args: argparse.Namespace, redis: Redis, a: str, b: str) -> dict[str, Any]:
     accepted: list[str] = []
+    accepted_at: list[float] = []  # when each 202 came, seconds after the start
     refused = 0
     received: list[str] = []
     resets: list[int] = []  # len(received) when each stream_reset arrived
@@ -185,6 +187,7 @@ async def drive(args: argparse.Namespace, redis: Redis, a: str, b: str) -> dict[
                     continue
                 if reply.status_code == 202:
                     accepted.extend(reply.json()["ids"])
+                    accepted_at.extend([trio.current_time() - start] * args.batch)
                 else:
                     assert reply.status_code == 503, reply.text
                     refused += args.batch
@@ -216,9 +219,13 @@ async def drive(args: argparse.Namespace, redis: Redis, a: str, b: str) -> dict[
         # How many received ids come before it: a reset right there covers it.
         if bisect.bisect_left(orders, order(event_id)) in reset_points:
             covered += 1
+    # The rate that matters: right after the restart, while the readers come back.
+    window = [t for t in accepted_at if args.restart_at <= t < args.restart_at + 2]
     return {
         "attempted_rate": round((len(accepted) + refused) / published_for),
         "accepted_rate_while_up": round(len(accepted) / (published_for - (args.restart_at - args.kill_at))),
+        "rate_2s_after_restart": round(len(window) / 2),
+        "before_kill_rate": round(len([t for t in accepted_at if t < args.kill_at]) / args.kill_at),
         "accepted": len(accepted),
         "refused": refused,
         "received": len(received),

@@ -7,6 +7,9 @@ from contextlib import AsyncExitStack
 import orjson
 
 from trio_sse.core.parser import ParsedEvent
+from trio_sse.runtime.connection import CONTROL_RESERVE, LiveReset
+
+from .support import open_test_hub
 
 TIMEOUT = 300
 
@@ -36,3 +39,13 @@ async def test_history_gap_puts_one_stream_reset_between_the_events_before_and_a
         assert reset.event == "stream_reset" and reset.id is None
         assert orjson.loads(reset.data) == {"reason": "history_gap", "last_event_id": before[-1]}
         await risks_only.assert_no_event_within(1)
+
+
+async def test_a_stream_with_no_control_slot_left_is_closed_rather_than_left_unaware(autojump_clock) -> None:
+    async with open_test_hub() as hub, hub.connect(hub.subscription(None, None)) as connection:
+        # Its task is not running: the control slots fill up (eight filter changes pending).
+        for _ in range(CONTROL_RESERVE):
+            assert connection.push_control(LiveReset(b""))
+        hub.history_gap("1-0")
+        # It reconnects with its last id and gets a replay or a reset then.
+        assert connection.close_reason == "history_gap"

@@ -23,7 +23,8 @@ What the reader must never do is skip entries in silence. ``XREAD`` returns the
 entries *still stored* after an id: if the stream's trim removed some the reader had
 not read (it came back from an outage, or fell behind, by more than ``MAXLEN``), or
 Redis came back from a restart without them, the reply does not say so. So the reader
-checks, before it hands a read on, that its position is still stored (one ``XRANGE``;
+checks, before it hands a read on, that its position is still stored (an ``XRANGE`` in
+pipeline with the ``XREAD``, so no extra round trip;
 see :mod:`trio_sse.core.stream_gaps` for why that suffices), and after each
 reconnection that the stream did not come back older than its position. When either
 check fails it calls the hub's ``history_gap``: every live stream gets
@@ -87,6 +88,12 @@ INFO_INTERVAL = 2.0
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _trimmed(info: Any) -> int | None:
+    """How many entries a stream has trimmed, from its ``XINFO STREAM``; ``None`` before Redis 7."""
+    added = info.get("entries-added")
+    return int(added) - int(info["length"]) if added is not None else None
 
 
 class RedisBackend:
@@ -232,18 +239,30 @@ class RedisBackend:
         Raises a Redis error with nothing reported or handed on: the next try reads
         from the same position again.
         """
-        reply = await self._redis.xread({self.stream_key: self._last_id}, count=READ_COUNT, block=READ_BLOCK_MS)
+        # The check rides in the same round trip: Redis runs the second command once
+        # the XREAD has returned. A position still stored then was stored at the read,
+        # so nothing after it had been trimmed (trims remove a prefix); a floor is
+        # judged by the stream's trim count instead (only at a start or after a loss).
+        position = self._last_id
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                read = pipe.xread({self.stream_key: position}, count=READ_COUNT, block=READ_BLOCK_MS)
+                if self._position_stored:
+                    check = pipe.xrange(self.stream_key, position, position, count=1)
+                else:
+                    info = pipe.xinfo_stream(self.stream_key)
+        except coredis.exceptions.ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return ()  # the stream does not exist (yet): nothing was read
+            raise
+        reply = await read
         entries: tuple[Any, ...] = reply.get(self.stream_key.encode(), ()) if reply else ()
         if not entries:
             return ()
-        # Asked *after* the read: a position still stored now was stored then, so
-        # nothing after it had been trimmed (trims remove a prefix).
         if self._position_stored:
-            still = bool(await self._redis.xrange(self.stream_key, self._last_id, self._last_id, count=1))
-            trimmed = None
+            still, trimmed = bool(await check), None
         else:
-            facts = await self._stream_facts()
-            still, trimmed = False, facts[1] if facts is not None else 0
+            still, trimmed = False, _trimmed(await info)
         if missed_before_read(
             was_stored=self._position_stored,
             still_stored=still,
@@ -302,9 +321,7 @@ class RedisBackend:
             if "no such key" in str(exc).lower():
                 return None
             raise
-        added = info.get("entries-added")
-        trimmed = int(added) - int(info["length"]) if added is not None else None
-        return _text(info["last-generated-id"]), trimmed
+        return _text(info["last-generated-id"]), _trimmed(info)
 
     async def _refresh_info_forever(self) -> None:
         while True:

@@ -308,6 +308,26 @@ async def test_real_hypercorn_abort_frees_a_stuck_shielded_write(flavor: Flavor,
     assert ADAPTER.misses == 0
 
 
+@pytest.mark.parametrize("flavor", [FLAVORS[0], FLAVORS[2]], ids=lambda flavor: flavor.name)
+async def test_a_send_wrapped_by_a_middleware_gets_no_direct_writes_but_still_the_abort(
+    flavor: Flavor, tls: Any, autojump_clock: Any
+) -> None:
+    # An embedder's ASGI middleware around the app: bytes written to the socket directly
+    # would skip it, so the fast path stays off; aborting (closing the socket) is still safe.
+    async with serving(flavor, tls) as served:
+
+        async def wrapped(message: Any) -> None:
+            await served.send(message)
+
+        transport = AsgiTransport(served.receive, wrapped, [], http_version=flavor.http_version, scope=served.scope)
+        check_fast_path(transport._server, expect_socket=None)
+        if not flavor.http2:
+            await check_abort_frees_a_stuck_shielded_write(
+                transport.write, transport.abort, stall=lambda: None, rescue=_client_leaves(served)
+            )
+    assert ADAPTER.misses == 0  # a middleware is not a hypercorn that changed
+
+
 async def test_real_http2_abort_leaves_the_shared_connection_open(tls: Any, autojump_clock: Any) -> None:
     flavor = Flavor("ours-http2-tls", ours=True, tls=True, http2=True)
     async with serving(flavor, tls) as served:

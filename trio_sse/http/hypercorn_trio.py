@@ -743,34 +743,37 @@ def transport_for(scope: Mapping[str, Any], receive: Any, send: Any) -> ServerTr
        shuts the socket down by the addresses in the scope (:func:`shutdown_by_addresses`),
        so ``send_timeout`` still frees a stuck client. Counted and warned (:data:`ADAPTER`).
 
-    A server that is not hypercorn (an in-process test client) gets nothing, silently.
+    A ``send`` wrapped by a middleware gets no direct writes (they would skip it) but
+    still the abort; a server that is not hypercorn (an in-process test client) gets
+    nothing, silently.
     """
     version = scope.get("http_version", "1.1")
     http1 = version in ("1.0", "1.1")
+    # hypercorn's own send, not one wrapped by a middleware (whose bytes direct writes would skip).
+    own_send = _is_hypercorn(send)
     state = scope.get("state")
     stream = state.get(STREAM_KEY) if isinstance(state, dict) else None
-    hypercorn = stream is not None or _is_hypercorn(send)
+    direct = own_send  # through our worker's state: only when nothing stands between us and hypercorn
     if stream is None:
         stream = _stream_by_walk(send)
-        if stream is None and hypercorn:
+        direct = stream is not None  # the walk reached it through hypercorn's own objects
+        if stream is None and own_send:
             ADAPTER.missed(
                 "the connection's stream (HTTPStream.app_send -> protocol.send -> TCPServer.stream)",
                 "streams write through ASGI only (no direct writes); a stuck HTTP/1.x write is freed by "
                 "shutting its socket down by address",
             )
     sock = _socket_of(stream)
-    addresses = None
-    if http1 and sock is None and hypercorn:
-        addresses = (scope.get("server"), scope.get("client"))
+    addresses = (scope.get("server"), scope.get("client")) if http1 and sock is None and own_send else None
     h2_buffer = None
     if version == "2":
         h2_buffer = h2_stream_buffer_of(send)
-        if h2_buffer is None and hypercorn:
+        if h2_buffer is None and own_send:
             ADAPTER.missed(
                 "the HTTP/2 stream's buffer (H2Protocol.stream_buffers)",
                 "an HTTP/2 stream whose client stops reading is not detected until hypercorn's send blocks",
             )
-    plain = sock if version == "1.1" and isinstance(stream, trio.SocketStream) else None
+    plain = sock if direct and version == "1.1" and isinstance(stream, trio.SocketStream) else None
     return ServerTransport(plain, h2_buffer, sock if http1 else None, addresses)
 
 

@@ -94,7 +94,7 @@ class _StatsFeed(StreamDriver):
         """
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._until_shutdown)
-            await self.drive(self.transport, self._ticks)  # type: ignore[arg-type]
+            await self.drive(self.transport, self._ticks)
             nursery.cancel_scope.cancel()
         if self._timed_out_once:
             return CloseReason.SEND_TIMEOUT.value

@@ -184,7 +184,7 @@ class Connection(StreamDriver):
         response only when the reason allows a clean end (see ``can_finish``).
         """
         try:
-            await self.drive(transport, self._pump)  # type: ignore[arg-type]
+            await self.drive(transport, self._pump)
         finally:
             if self._direct is not None and self._direct.backlog:
                 self.send_failed()  # a half-written chunk cannot be followed by the final one

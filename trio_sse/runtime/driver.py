@@ -21,13 +21,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import trio
 
 from ..core.stream_state import CloseReason, ItemQueue, StreamMachine
 
 __all__ = ["StreamDriver", "Transport"]
+
+_T = TypeVar("_T", bound="Transport")
 
 
 class Transport(Protocol):
@@ -76,7 +78,7 @@ class StreamDriver(StreamMachine):
         if self._wait_scope is not None:
             self._wait_scope.cancel()
 
-    async def drive(self, transport: Transport, body: Callable[[Transport], Awaitable[None]]) -> None:
+    async def drive(self, transport: _T, body: Callable[[_T], Awaitable[None]]) -> None:
         """Run ``body`` until the stream ends; returns normally in every case.
 
         Afterwards the state is ``CLOSED`` and ``close_reason`` says why: the reason

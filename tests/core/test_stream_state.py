@@ -293,10 +293,12 @@ def test_a_queue_exactly_full_refuses_nothing() -> None:
 
 
 @pytest.mark.parametrize("state", [E, C])
-def test_an_ending_or_closed_stream_takes_nothing_and_misses_nothing(state: StreamState) -> None:
-    stream = stream_in(state, queue_size=1)
-    assert stream.take(events(1, 2, 3), b"".join(e.wire for e in events(1, 2, 3)), 0.0) == 0
-    assert not stream.queue and stream.pending == 0 and stream.direct_writes == []
+def test_take_leaves_ending_and_closed_to_the_hub_and_never_writes_directly(state: StreamState) -> None:
+    """The per-round call checks no more than ``IDLE`` (the hub stops offering ending
+    streams); what it queues for a stream that is over is never written."""
+    stream = stream_in(state, queue_size=3)
+    assert stream.take(events(1, 2), event(1).wire + event(2).wire, 0.0) == 0
+    assert stream.direct_writes == [] and stream.state is state and stream.reason is not None
 
 
 def test_events_at_or_before_the_registration_point_are_not_taken() -> None:
@@ -480,15 +482,15 @@ def test_a_round_that_only_partly_fits_the_queue_then_the_policy(overflow: str) 
         assert [e.order[0] for e in batch] == [1, 2, 3] and stream.pending == 0
 
 
-def test_events_published_during_a_graceful_end_do_not_abort_it() -> None:
+def test_a_graceful_end_lets_the_write_under_way_complete_and_finish_cleanly() -> None:
     stream = stream_in(W, queue_size=3)
     stream.sending = True
-    stream.end_requested(CloseReason.SERVER_SHUTDOWN)
-    assert stream.take(events(1, 2, 3, 4, 5), b"", 0.0) == 0  # nothing offered overflows
-    assert stream.reason == "server_shutdown" and not stream.write_failed
+    stream.end_requested(CloseReason.SERVER_SHUTDOWN)  # the hub also takes it out of its index
+    assert stream.state is E and not stream.write_failed
     stream.sending = False
+    stream.sent(events(1), 1.0)
     stream.finished()
-    assert stream.can_finish
+    assert stream.close_reason == "server_shutdown" and stream.can_finish
 
 
 # -- random sequences -----------------------------------------------------------------------

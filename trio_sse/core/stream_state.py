@@ -318,21 +318,22 @@ class StreamMachine:
 
         ``payload`` is the events' wire bytes joined. Events at or before ``last_order``
         are dropped as duplicates. In ``IDLE`` they are written at once (the driver's
-        :meth:`_write_direct`); ``ENDING`` and ``CLOSED`` take nothing more (the client
-        resumes by id); else they are queued. Returns how many did not fit in the queue
+        :meth:`_write_direct`), else queued. Returns how many did not fit in the queue
         (the hub applies the overflow policy to those). ``events`` is never modified.
+
+        ``ENDING`` and ``CLOSED`` are not checked here, to keep this call (once per
+        connection per flusher round) as cheap as it can be: the hub takes a stream out
+        of its index when it ends it, and what is queued for a stream that is closed is
+        never written (its client resumes by id).
         """
-        last = self.last_order
-        if events[0].order <= last:  # a replay already wrote some of them
+        if events[0].order <= self.last_order:  # a replay already wrote some of them
+            last = self.last_order
             events = [e for e in events if e.order > last]
             if not events:
                 return 0
             payload = b"".join(e.wire for e in events)
-        state = self.state
-        if state is _IDLE:
+        if self.state is _IDLE:
             self._write_direct(events, payload, now)
-            return 0
-        if state is _ENDING or state is _CLOSED:
             return 0
         room = self.queue_size - self.pending
         if room <= 0:
@@ -377,9 +378,10 @@ class StreamMachine:
         self.last_order = last
         return size
 
-    def sent(self, events: list[Event], now: float) -> None:
-        """Account for ``events`` (non-empty) just written, directly or by the task."""
-        self.events_sent += len(events)
+    def sent(self, events: list[Event], now: float) -> int:
+        """Account for ``events`` (non-empty) just written, directly or by the task; returns how many."""
+        count = len(events)
+        self.events_sent += count
         last = events[-1]
         self.last_event_id = last.id
         if last.order > self.last_order:
@@ -388,6 +390,7 @@ class StreamMachine:
         if self.first_order is None or first < self.first_order:
             self.first_order = first
         self.last_write = now
+        return count
 
     def replay_floor(self, last_event_id: str) -> EventOrder:
         """Where a replay after ``last_event_id`` leaves ``last_order`` if it writes nothing newer."""

@@ -166,8 +166,7 @@ class Connection(StreamDriver):
         except OSError:
             self.close(CloseReason.CLIENT_CLOSED)
             return
-        self.sent(events, now)
-        self.hub.stats.events_delivered += len(events)
+        self.hub.stats.events_delivered += self.sent(events, now)
         if not complete:
             self.backlogged()
 
@@ -278,8 +277,7 @@ class Connection(StreamDriver):
             return
         await self._write_parts(transport, [e.wire for e in events])
         now = trio.current_time()
-        self.sent(events, now)
-        self.hub.stats.events_delivered += len(events)
+        self.hub.stats.events_delivered += self.sent(events, now)
         if live:
             self.hub.stats.latencies.append(now - events[0].published_at)
 

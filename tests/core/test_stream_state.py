@@ -188,6 +188,7 @@ def test_close_reasons_are_the_strings_stats_count() -> None:
         "memory_pressure",
         "token_expired",
         "backend_unavailable",
+        "history_gap",
     }
     stream = stream_in(W)
     stream.close_requested("memory_pressure")

@@ -86,6 +86,9 @@ class CloseReason(enum.StrEnum):
     TOKEN_EXPIRED = "token_expired"
     #: A replay was asked and the backend could not answer: the client retries later.
     BACKEND_UNAVAILABLE = "backend_unavailable"
+    #: A shared backend may have skipped events and the stream had no control slot left
+    #: for the ``stream_reset``: it reconnects and gets a replay or a reset then.
+    HISTORY_GAP = "history_gap"
 
 
 #: Ends after which the client is not reading (or is gone): no final chunk may follow.

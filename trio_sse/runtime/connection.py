@@ -106,6 +106,17 @@ class Resubscribe:
     last_event_id: str | None
 
 
+@attrs.frozen(slots=True)
+class LiveReset:
+    """Queued control message: the backend may have skipped events here; write ``stream_reset``.
+
+    Queued behind the events delivered before the gap and ahead of those after it, so
+    the client learns exactly where events may be missing.
+    """
+
+    payload: bytes
+
+
 class Connection(StreamDriver):
     """A registered stream. Created and registered by :meth:`Hub.connect`, never directly.
 
@@ -262,7 +273,11 @@ class Connection(StreamDriver):
                 # A control message: write what came before it, then apply it, in order.
                 await self._send_events(transport, batch, live=True)
                 batch, size = [], 0
-                await self._resubscribe(transport, item)
+                if type(item) is LiveReset:
+                    self.control_taken()
+                    await self._write_parts(transport, [item.payload])
+                else:
+                    await self._resubscribe(transport, item)
             if size >= MAX_WRITE_BYTES:
                 break
             try:

@@ -33,7 +33,7 @@ from ..core.ratelimit import RateLimiter
 from ..core.validation import NewEvent, check_event_types, check_project_id, prepare_event
 from ..settings import Settings
 from .backends import Backend
-from .connection import ClientInfo, Connection, Resubscribe
+from .connection import ClientInfo, Connection, LiveReset, Resubscribe
 from .memory import SAMPLE_INTERVAL, MemoryGuard
 from .stats import HubStats, machine_memory_bytes, memory_rss_bytes, open_file_descriptors, trio_tasks
 
@@ -428,6 +428,24 @@ class Hub:
             self._newest_id = events[-1].id
             self._outbox_ready.set()
 
+    def history_gap(self, after_id: str | None) -> None:
+        """The backend may have skipped committed events after ``after_id``: tell every stream.
+
+        Called by a shared backend's reader when its stream was trimmed, or Redis came
+        back without entries, before the reader got to them (``None``: before anything
+        it delivered). Events already handed over go out first, then each stream gets
+        ``stream_reset`` (``history_gap``, ``last_event_id`` = ``after_id``), then what
+        follows. Never blocks. A stream whose control slots are all taken (eight filter
+        changes pending) is closed instead (``history_gap``): it reconnects with its
+        last id and gets a replay or a reset then, never silence.
+        """
+        self._flush_outbox()
+        reset = LiveReset(system_event("stream_reset", {"reason": "history_gap", "last_event_id": after_id}))
+        for connection in list(self._connections.values()):
+            if connection.close_reason is None and not connection.push_control(reset):
+                self._index.remove(connection)
+                connection.close("history_gap")
+
     async def run_flusher(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Fan out the outbox, one round at a time, for as long as the hub lives.
 
@@ -701,7 +719,7 @@ async def open_hub(
         await nursery.start(hub.run_flusher)
         if hub.memory.enabled:
             await nursery.start(hub.run_memory_guard)
-        await nursery.start(backend.run, hub.deliver)
+        await nursery.start(backend.run, hub.deliver, hub.history_gap)
         OPEN_HUBS.add(hub)
         try:
             yield hub

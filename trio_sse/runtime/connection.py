@@ -1,5 +1,11 @@
 """One SSE connection: its bounded queue, its filters, and the task that writes it.
 
+What the stream decides (its state, what is queued, what was already written, whether
+the response may end cleanly) is :class:`~trio_sse.core.stream_state.StreamMachine`'s;
+the watchdog and the deadlines are :class:`~trio_sse.runtime.driver.StreamDriver`'s.
+This module does the I/O between them: the direct writes, the queue's channel, the
+heartbeat wait, replays and filter changes. It never imports anything from ``http``.
+
 Life of a connection: the hub registers it (from then on it is offered every matching
 event), :meth:`Connection.run` writes the preamble (``retry``, ``connected``, replay),
 then loops: wait for the queue under a heartbeat deadline, drain everything queued,
@@ -8,12 +14,13 @@ write it in one send. It ends when the client goes away, when a write misses
 shuts down; the hub unregisters it on the way out.
 
 Two write paths. When the transport offers a :class:`DirectWriter` (hypercorn, plain
-HTTP/1.1) and the connection task is idle with nothing queued, the hub's flusher writes
-each round of events straight to the socket without waking the task: one ``writev``
-per connection per round, no await. Whatever the kernel does not take at once becomes
-a backlog, and the task takes over (drains the backlog under ``send_timeout``, then the
-queue) until it is idle again. Everything else — the preamble, replays, filter changes,
-heartbeats, and transports without a direct writer — goes through the task.
+HTTP/1.1) and the connection task is idle with nothing queued (state ``IDLE``), the
+hub's flusher writes each round of events straight to the socket without waking the
+task: one ``writev`` per connection per round, no await. Whatever the kernel does not
+take at once becomes a backlog (``BACKLOGGED``), and the task takes over (drains the
+backlog under ``send_timeout``, then the queue: ``WRITING``) until it is idle again.
+Everything else — the preamble, replays, filter changes, heartbeats, and transports
+without a direct writer — goes through the task.
 
 Edges:
 

@@ -420,7 +420,7 @@ async def test_after_connection_close_the_final_chunk_is_written_and_the_socket_
         # Once the first write has returned in the server too (the client may read its bytes
         # before the task that wrote them resumes; a close then ends a write in progress).
         await trio.sleep(1)
-        hub.get_connection(connection_id).close("kicked")
+        hub.get_connection(connection_id).close("token_expired")  # a clean end, as the token's exp
         with trio.fail_after(1):
             rest = await _read_to_eof(sse)
         assert (head + rest).endswith(b"0\r\n\r\n"), "the chunked body was not ended"

@@ -14,7 +14,8 @@ STUCK_FOREVER = 1000
 
 class ShieldedTransport:
     """Like hypercorn: a blocked write ignores cancellation; only an abort (then it raises)
-    or :meth:`unstick` (the client reads again) makes it return."""
+    or :meth:`unstick` (the client reads again) makes it return. ``tests/http/
+    test_transport_conformance.py`` runs the same check on it as on real hypercorn."""
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []

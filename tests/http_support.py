@@ -17,7 +17,8 @@ def assert_error(reply: TestResponse, status: int) -> dict[str, Any]:
 
 
 class _TCPServerLike:
-    """Shapes of hypercorn's objects, as ``plain_socket_of`` walks them."""
+    """Shapes of hypercorn's objects, as ``plain_socket_of`` walks them (held to real
+    hypercorn's by ``test_transport_conformance.py``)."""
 
     def __init__(self, stream: object) -> None:
         self.stream = stream

@@ -15,10 +15,10 @@ import ssl
 from typing import Any
 
 import trio
-from hypercorn.config import Config
 from quart import Quart
 
 from .http import hypercorn_trio
+from .http.hypercorn_trio import Config
 from .runtime.hub import OPEN_HUBS
 from .settings import Settings, SettingsError
 

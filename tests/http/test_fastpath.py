@@ -574,7 +574,7 @@ async def test_queue_overflow_behind_a_direct_backlog_closes_as_slow_consumer_wi
 async def test_under_tls_direct_writes_are_off_but_a_stuck_write_can_still_be_aborted() -> None:
     import ssl
 
-    from trio_sse.http.fastpath import plain_socket_of
+    from trio_sse.http.hypercorn_trio import plain_socket_of
 
     left, right = trio.socket.socketpair()
     plain = trio.SocketStream(left)

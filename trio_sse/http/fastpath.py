@@ -9,7 +9,9 @@ kernel takes the bytes, which it does for any client that keeps up. The final
 ``0\\r\\n\\r\\n`` still goes through hypercorn (ASGI ``more_body: False``) so its h11
 state ends where it expects.
 
-Only used when it is safe: hypercorn's trio worker, HTTP/1.1 (chunked), plain TCP.
+Only used when it is safe: hypercorn's trio worker, HTTP/1.1 (chunked), plain TCP (the
+socket comes from :func:`trio_sse.http.hypercorn_trio.transport_for`; this module knows
+nothing of hypercorn's objects).
 TLS (bytes must go through the SSL object), HTTP/2 (frames, flow control and other
 streams share the socket) and other servers keep the ASGI path. A gzip stream keeps the
 fast path: the writer compresses each write with the stream's own encoder before framing
@@ -21,53 +23,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
-__all__ = ["ChunkedSocketWriter", "h2_stream_buffer_of", "plain_socket_of"]
+__all__ = ["ChunkedSocketWriter"]
 
 #: writev takes at most this many buffers (Linux IOV_MAX is 1024; keep room for framing).
 _MAX_IOV = 1000
-
-
-def plain_socket_of(send: Any, *, through_tls: bool = False) -> trio.socket.SocketType | None:
-    """The TCP socket under hypercorn's ASGI ``send``, or None (other servers).
-
-    Walks the bound-method chain ``HTTPStream.app_send -> protocol.send -> TCPServer``
-    to hypercorn's ``TCPServer.stream``. Under TLS it answers None (bytes must go
-    through the SSL object) unless ``through_tls``, which is for closing the socket.
-    """
-    obj = getattr(send, "__self__", None)
-    for _ in range(6):
-        if obj is None:
-            return None
-        stream = getattr(obj, "stream", None)
-        if isinstance(stream, trio.SocketStream):
-            return stream.socket
-        if isinstance(stream, trio.SSLStream):
-            inner = stream.transport_stream
-            return inner.socket if through_tls and isinstance(inner, trio.SocketStream) else None
-        obj = getattr(getattr(obj, "send", None), "__self__", None)
-    return None
-
-
-def h2_stream_buffer_of(send: Any) -> Any:
-    """hypercorn's outgoing buffer for the HTTP/2 stream under ASGI ``send``, or None.
-
-    Why: hypercorn's HTTP/2 ``send`` only appends to this buffer, and when the client
-    does not read the stream (its flow-control window stays closed) it keeps appending
-    without ever blocking, so without a look at the buffer a stalled HTTP/2 stream would
-    never hit ``send_timeout`` and would grow without bound. The buffer has ``buffer``
-    (the bytes) and ``drain()`` (wait until it is empty, or the stream closed).
-    """
-    stream = getattr(send, "__self__", None)
-    protocol = getattr(getattr(stream, "send", None), "__self__", None)
-    buffers = getattr(protocol, "stream_buffers", None)
-    stream_id = getattr(stream, "stream_id", None)
-    if not isinstance(buffers, dict) or stream_id is None:
-        return None
-    return buffers.get(stream_id)
 
 
 class ChunkedSocketWriter:

@@ -1,30 +1,44 @@
-"""hypercorn's trio worker as trio_sse runs it: gone clients closed at once, idle connections
-bounded, and an accept loop that lives through running out of descriptors.
+"""Everything of trio_sse that leans on hypercorn's or quart-trio's internals: the trio
+worker as trio_sse runs it, and what a stream needs from the server under it.
 
-Why a module of its own: everything here leans on hypercorn's internals (``TCPServer``,
-``Lifespan``, ``WorkerContext``, the ``Updated(idle=...)`` events its protocols send),
-as of hypercorn 0.18; no other module of trio_sse should. :func:`worker_serve` is
-``hypercorn.trio.run.worker_serve`` (same lifespan, same shutdown trigger and graceful
-timeout, same ``task_status.started(binds)``) with two parts replaced:
+Why a module of its own: hypercorn promises ASGI, not its objects (``TCPServer``,
+``Lifespan``, ``WorkerContext``, ``H2Protocol.stream_buffers``, the ``Updated(idle=...)``
+events its protocols send). This module was checked against hypercorn 0.18 and
+quart-trio 0.12 (``pyproject.toml`` pins them; ``tests/http/test_transport_conformance.py``
+is the check), and no other module of trio_sse may name those internals
+(``tests/test_hypercorn_boundary.py``). What it offers:
 
-- the connection, :class:`TCPServer`. hypercorn's keeps a connection whose client sent
-  EOF while no request is in progress (a bare connect-then-close, or a keep-alive
-  connection after its answer) until its keep-alive timeout: the idle timer is a task
-  in the connection's nursery, so the socket sits in CLOSE-WAIT that long. Ours stops
-  the idle timer as soon as nothing more can be read, so the connection closes at once
-  (a request still in progress has been told ``http.disconnect`` by hypercorn and the
-  connection closes when it ends, as before). While a connection has no request in
-  progress it is *idle*: it is in an :class:`IdleConnections` registry with a bound,
-  and the oldest one is closed when a new one would go over it (as nginx reuses its
-  keep-alive connections under pressure).
-- the accept loop, :func:`accept_loop`, instead of ``trio.serve_listeners``. It
-  closes a connection whose client has already gone at accept, without a task (a
-  connect+close flood costs microseconds per connection). At
-  ``EMFILE``/``ENFILE``/``ENOBUFS``/``ENOMEM`` ``trio.serve_listeners`` logs a traceback
-  and sleeps 0.1 s, over and over. Ours logs one line when the shortage starts and one when it
-  ends, closes the oldest idle connections to make room, sheds a pending connection
-  through a reserved descriptor when nothing idle is left, and retries every
-  :data:`RETRY_INTERVAL`, so the server answers again as soon as descriptors free.
+- :func:`transport_for` (a stream: the socket for direct writes, the HTTP/2 buffer, an
+  abort that frees a write stuck in hypercorn's shielded send), :func:`final_send_shielded`
+  (the Quart routes) and :func:`lifespan_adopting_idle_timeout` (the app under the
+  hypercorn CLI). When one cannot find what it looks for (a hypercorn release renamed
+  something), it logs one WARNING naming the hypercorn version, counts the miss
+  (:data:`ADAPTER`: ``/sse/stats`` ``transport_adapter``, ``/metrics``) and falls back
+  (see :func:`transport_for`); it never fails silently.
+- :func:`worker_serve`, ``hypercorn.trio.run.worker_serve`` (same lifespan, same shutdown
+  trigger and graceful timeout, same ``task_status.started(binds)``) with two parts
+  replaced:
+
+  - the connection, :class:`TCPServer`. hypercorn's keeps a connection whose client sent
+    EOF while no request is in progress (a bare connect-then-close, or a keep-alive
+    connection after its answer) until its keep-alive timeout: the idle timer is a task
+    in the connection's nursery, so the socket sits in CLOSE-WAIT that long. Ours stops
+    the idle timer as soon as nothing more can be read, so the connection closes at once
+    (a request still in progress has been told ``http.disconnect`` by hypercorn and the
+    connection closes when it ends, as before). While a connection has no request in
+    progress it is *idle*: it is in an :class:`IdleConnections` registry with a bound,
+    and the oldest one is closed when a new one would go over it (as nginx reuses its
+    keep-alive connections under pressure). Each connection hands its requests its trio
+    stream through the scope's ``state`` (:data:`STREAM_KEY`), which is how
+    :func:`transport_for` reaches the socket without hypercorn's objects.
+  - the accept loop, :func:`accept_loop`, instead of ``trio.serve_listeners``. It
+    closes a connection whose client has already gone at accept, without a task (a
+    connect+close flood costs microseconds per connection). At
+    ``EMFILE``/``ENFILE``/``ENOBUFS``/``ENOMEM`` ``trio.serve_listeners`` logs a traceback
+    and sleeps 0.1 s, over and over. Ours logs one line when the shortage starts and one
+    when it ends, closes the oldest idle connections to make room, sheds a pending
+    connection through a reserved descriptor when nothing idle is left, and retries every
+    :data:`RETRY_INTERVAL`, so the server answers again as soon as descriptors free.
 
 It must never hold a connection whose client has gone, nor let one failed accept end
 the server.
@@ -33,17 +47,19 @@ the server.
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import logging
 import math
 import os
 import resource
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from random import randint
 from typing import Any, Protocol
 
 import attrs
+import psutil
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.events import Event, Updated
@@ -61,14 +77,24 @@ from quart_trio.asgi import TrioASGILifespan
 from ..runtime.hub import PROCESS_FIGURES
 
 __all__ = [
+    "ADAPTER",
     "COUNTERS",
+    "STREAM_KEY",
+    "AdapterMisses",
+    "Config",
     "IdleConnections",
     "ServerCounters",
+    "ServerTransport",
     "TCPServer",
     "accept_loop",
+    "final_send_shielded",
+    "h2_stream_buffer_of",
     "lifespan_adopting_idle_timeout",
+    "plain_socket_of",
     "serve",
     "server_figures",
+    "shutdown_by_addresses",
+    "transport_for",
     "worker_serve",
 ]
 
@@ -194,8 +220,9 @@ class TCPServer(HypercornTCPServer):
     idle connection is closed after ``config.keep_alive_timeout`` (trio_sse's
     ``idle_timeout``), when the registry needs room, or when the client closes it.
 
-    The chain ``HTTPStream.app_send -> protocol.send -> TCPServer.stream`` that
-    ``trio_sse.http.fastpath`` walks to reach the socket is hypercorn's, unchanged.
+    Each connection gets a state of its own (a copy of the lifespan state) holding its trio
+    stream under :data:`STREAM_KEY`: hypercorn copies it into every request's scope, so
+    :func:`transport_for` finds the socket without walking hypercorn's objects.
     """
 
     def __init__(
@@ -209,6 +236,8 @@ class TCPServer(HypercornTCPServer):
         idle: IdleConnections,
     ) -> None:
         super().__init__(app, config, context, state, stream)
+        #: Ours, not hypercorn's ``self.stream``: what every request's scope state carries.
+        self._own_stream: trio.abc.Stream = stream
         self.idle = idle
         #: The deadline of the current idle spell; cancelling it closes the connection.
         self._idle_scope: trio.CancelScope | None = None
@@ -242,7 +271,9 @@ class TCPServer(HypercornTCPServer):
                     self.config,
                     self.context,
                     task_group,
-                    ConnectionState(self.state),
+                    # A state of its own per connection, holding the connection's stream for
+                    # transport_for (hypercorn's shares one dict between every connection).
+                    ConnectionState({**self.state, STREAM_KEY: self._own_stream}),
                     ssl,
                     client,
                     server,
@@ -609,15 +640,277 @@ async def serve(
     )
 
 
+# -- what a stream needs from the server: transport_for -----------------------------------------
+
+#: The key of ``scope["state"]`` (ASGI's per-request copy of the lifespan state) under which
+#: trio_sse's worker hands each request the trio stream of its connection.
+STREAM_KEY = "trio_sse.connection_stream"
+#: The hypercorn releases this module was checked against (``pyproject.toml`` pins them).
+CHECKED_HYPERCORN = "0.18"
+
+
+def _installed(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+HYPERCORN_VERSION = _installed("hypercorn")
+
+
+@attrs.define
+class AdapterMisses:
+    """How often a hypercorn internal this module looks for was not there.
+
+    Nonzero means the hypercorn installed is not one this module was checked against
+    (it renamed something): the guarantees still hold by the fallbacks of
+    :func:`transport_for`, at some cost. ``/sse/stats`` (``transport_adapter``) and
+    ``/metrics`` (``trio_sse_transport_adapter_misses``) show it.
+    """
+
+    misses: int = 0
+    #: The internals already warned about: one WARNING per process for each.
+    warned: set[str] = attrs.field(factory=set)
+
+    def missed(self, internal: str, consequence: str) -> None:
+        self.misses += 1
+        if internal not in self.warned:
+            self.warned.add(internal)
+            log.warning(
+                "hypercorn %s: %s not found (trio_sse was checked against hypercorn %s); %s",
+                HYPERCORN_VERSION,
+                internal,
+                CHECKED_HYPERCORN,
+                consequence,
+            )
+
+
+#: Process-wide, like the hypercorn installed.
+ADAPTER = AdapterMisses()
+
+
+def adapter_figures() -> dict[str, Any]:
+    """The ``transport_adapter`` section of ``/sse/stats``."""
+    return {"misses": ADAPTER.misses, "hypercorn": HYPERCORN_VERSION}
+
+
+PROCESS_FIGURES["transport_adapter"] = adapter_figures
+
+
+class ServerTransport:
+    """What a stream needs from the server under it, found once by :func:`transport_for`.
+
+    - ``socket``: the TCP socket for direct writes (HTTP/1.1 over plain TCP), else None;
+    - ``h2_buffer``: hypercorn's outgoing buffer of this HTTP/2 stream (``buffer``,
+      ``drain()``), else None;
+    - :meth:`abort`: frees a write stuck in hypercorn's shielded ``send_all``.
+    """
+
+    __slots__ = ("_addresses", "_closable", "h2_buffer", "socket")
+
+    def __init__(
+        self,
+        socket: trio.socket.SocketType | None,
+        h2_buffer: Any,
+        closable: trio.socket.SocketType | None,
+        addresses: tuple[Any, Any] | None,
+    ) -> None:
+        self.socket = socket
+        self.h2_buffer = h2_buffer
+        self._closable = closable
+        self._addresses = addresses
+
+    def abort(self) -> None:
+        """Close the connection under an HTTP/1.x response, so that a blocked write returns
+        (it raises); nothing under HTTP/2, whose connection carries other streams."""
+        if self._closable is not None:
+            self._closable.close()
+        elif self._addresses is not None:
+            shutdown_by_addresses(*self._addresses)
+
+
+def transport_for(scope: Mapping[str, Any], receive: Any, send: Any) -> ServerTransport:
+    """What the stream of ``scope`` needs from the server: see :class:`ServerTransport`.
+
+    The connection's stream comes, in order of preference, from
+
+    1. ``scope["state"][STREAM_KEY]``, put there by trio_sse's own worker
+       (:class:`TCPServer`): no private object of hypercorn's at all;
+    2. under hypercorn's own worker (the ``hypercorn`` CLI), the walk of
+       :func:`plain_socket_of` through hypercorn's bound methods;
+    3. neither (hypercorn renamed something): no direct writes, and :meth:`~ServerTransport.abort`
+       shuts the socket down by the addresses in the scope (:func:`shutdown_by_addresses`),
+       so ``send_timeout`` still frees a stuck client. Counted and warned (:data:`ADAPTER`).
+
+    A ``send`` wrapped by a middleware gets no direct writes (they would skip it) but
+    still the abort; a server that is not hypercorn (an in-process test client) gets
+    nothing, silently.
+    """
+    version = scope.get("http_version", "1.1")
+    http1 = version in ("1.0", "1.1")
+    # hypercorn's own send, not one wrapped by a middleware (whose bytes direct writes would skip).
+    own_send = _is_hypercorn(send)
+    state = scope.get("state")
+    stream = state.get(STREAM_KEY) if isinstance(state, dict) else None
+    direct = own_send  # through our worker's state: only when nothing stands between us and hypercorn
+    if stream is None:
+        stream = _stream_by_walk(send)
+        direct = stream is not None  # the walk reached it through hypercorn's own objects
+        if stream is None and own_send:
+            ADAPTER.missed(
+                "the connection's stream (HTTPStream.app_send -> protocol.send -> TCPServer.stream)",
+                "streams write through ASGI only (no direct writes); a stuck HTTP/1.x write is freed by "
+                "shutting its socket down by address",
+            )
+    sock = _socket_of(stream)
+    addresses = (scope.get("server"), scope.get("client")) if http1 and sock is None and own_send else None
+    h2_buffer = None
+    if version == "2":
+        h2_buffer = h2_stream_buffer_of(send)
+        if h2_buffer is None and own_send:
+            ADAPTER.missed(
+                "the HTTP/2 stream's buffer (H2Protocol.stream_buffers)",
+                "an HTTP/2 stream whose client stops reading is not detected until hypercorn's send blocks",
+            )
+    plain = sock if direct and version == "1.1" and isinstance(stream, trio.SocketStream) else None
+    return ServerTransport(plain, h2_buffer, sock if http1 else None, addresses)
+
+
+def _is_hypercorn(send: Any) -> bool:
+    """True when ``send`` is hypercorn's (its function is defined in a hypercorn module)."""
+    module = getattr(send, "__module__", None)
+    return isinstance(module, str) and module.startswith("hypercorn.")
+
+
+def _socket_of(stream: object) -> trio.socket.SocketType | None:
+    """The TCP socket under a trio stream (through TLS too), or None."""
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream.socket if isinstance(stream, trio.SocketStream) else None
+
+
+def _stream_by_walk(send: Any) -> trio.abc.Stream | None:
+    """hypercorn's ``TCPServer.stream`` under its ASGI ``send``, through the bound-method chain
+    ``HTTPStream.app_send -> protocol.send -> TCPServer.protocol_send``; None if not found."""
+    obj = getattr(send, "__self__", None)
+    for _ in range(6):
+        if obj is None:
+            return None
+        stream = getattr(obj, "stream", None)
+        if isinstance(stream, trio.SocketStream | trio.SSLStream):
+            return stream
+        obj = getattr(getattr(obj, "send", None), "__self__", None)
+    return None
+
+
+def plain_socket_of(send: Any, *, through_tls: bool = False) -> trio.socket.SocketType | None:
+    """The TCP socket under hypercorn's ASGI ``send`` by the walk of :func:`_stream_by_walk`, or None.
+
+    Under TLS it answers None (bytes must go through the SSL object) unless
+    ``through_tls``, which is for closing the socket.
+    """
+    stream = _stream_by_walk(send)
+    if isinstance(stream, trio.SSLStream) and not through_tls:
+        return None
+    return _socket_of(stream)
+
+
+def h2_stream_buffer_of(send: Any) -> Any:
+    """hypercorn's outgoing buffer for the HTTP/2 stream under ASGI ``send``, or None.
+
+    Why: hypercorn's HTTP/2 ``send`` only appends to this buffer, and when the client
+    does not read the stream (its flow-control window stays closed) it keeps appending
+    without ever blocking, so without a look at the buffer a stalled HTTP/2 stream would
+    never hit ``send_timeout`` and would grow without bound. The buffer has ``buffer``
+    (the bytes) and ``drain()`` (wait until it is empty, or the stream closed).
+    """
+    stream = getattr(send, "__self__", None)
+    protocol = getattr(getattr(stream, "send", None), "__self__", None)
+    buffers = getattr(protocol, "stream_buffers", None)
+    stream_id = getattr(stream, "stream_id", None)
+    if not isinstance(buffers, dict) or stream_id is None:
+        return None
+    return buffers.get(stream_id)
+
+
+def shutdown_by_addresses(server: Any, client: Any) -> bool:
+    """Shut down this process's TCP socket from ``server`` to ``client`` (a scope's
+    ``(host, port)`` pairs); True if one was found.
+
+    The route of :meth:`ServerTransport.abort` that needs no object of hypercorn's: the
+    kernel's table of this process's sockets (through psutil) gives the descriptor, and
+    ``shutdown()`` on a duplicate of it makes the socket writable-with-error, so a write
+    blocked on it (shielded or not) raises at once. It reads every socket of the process
+    (milliseconds at thousands), so it is the last resort, used only when hypercorn's
+    objects cannot be found.
+    """
+    if not server or not client:
+        return False
+    wanted = ((str(server[0]), int(server[1])), (str(client[0]), int(client[1])))
+    process = psutil.Process()
+    listing = getattr(process, "net_connections", None) or process.connections  # psutil < 6
+    try:
+        sockets = listing(kind="tcp")
+    except (psutil.Error, OSError):
+        return False
+    for entry in sockets:
+        if entry.fd < 0 or not entry.laddr or not entry.raddr:
+            continue
+        if ((entry.laddr.ip, entry.laddr.port), (entry.raddr.ip, entry.raddr.port)) != wanted:
+            continue
+        try:
+            with socket.socket(fileno=os.dup(entry.fd)) as duplicate:
+                duplicate.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return False
+        return True
+    return False
+
+
+def final_send_shielded(scope: Mapping[str, Any], send: Any, timeout: float) -> Any:
+    """``send`` whose last message (the end of the body) cannot be cut short by quart-trio.
+
+    hypercorn ends an HTTP/1.x response inside that last ``send``: it tells the app
+    ``http.disconnect`` and, when the connection must close (``Connection: close``,
+    HTTP/1.0), shuts the socket down in the same call. quart-trio cancels its request
+    nursery as soon as it reads that disconnect, and the cancellation landed in the
+    shutdown: the socket stayed open until the client gave up or a timeout fired. The
+    shield lets hypercorn finish; ``timeout`` (``send_timeout``) still bounds it, for a
+    peer that stops reading during a TLS close. Other HTTP versions get ``send`` itself.
+    """
+    if scope.get("http_version") not in ("1.0", "1.1"):
+        return send
+
+    async def send_final_shielded(message: Any) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout):
+                await send(message)
+        else:
+            await send(message)
+
+    return send_final_shielded
+
+
+# -- the app under the hypercorn CLI: idle_timeout -------------------------------------------------
+
+
 def adopt_idle_timeout(receive: Any, idle_timeout: float) -> bool:
     """Set the keep-alive timeout of the hypercorn serving this app, if it is one; True if set.
 
     hypercorn passes its ``Lifespan.asgi_receive`` to the app's lifespan, and that object
     holds the worker's ``Config``, the one every connection reads its keep-alive timeout
     from: this is how ``hypercorn 'trio_sse.app:create_app()'`` gets ``idle_timeout``.
+    Under a hypercorn without that path, a miss (:data:`ADAPTER`).
     """
     config = getattr(getattr(receive, "__self__", None), "config", None)
     if not isinstance(config, Config):
+        if _is_hypercorn(receive):
+            ADAPTER.missed(
+                "the worker's Config (Lifespan.asgi_receive.__self__.config)",
+                "idle_timeout is not applied: hypercorn keeps its own keep_alive_timeout "
+                f"({Config.keep_alive_timeout} s)",
+            )
         return False
     config.keep_alive_timeout = idle_timeout
     return True

@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..runtime.hub import Hub
+from .hypercorn_trio import ADAPTER
 
 __all__ = ["render_metrics"]
 
@@ -62,6 +63,11 @@ class HubCollector(Collector):
         )
         yield GaugeMetricFamily(
             "trio_sse_memory_rss_bytes", "Resident memory of this process", value=snap["memory_rss_bytes"]
+        )
+        yield CounterMetricFamily(
+            "trio_sse_transport_adapter_misses",
+            "hypercorn internals the transport adapter did not find (a hypercorn it was not checked against)",
+            value=ADAPTER.misses,
         )
 
 

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import orjson
-import trio
 from quart import Blueprint, Quart, Response, g, request
 from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
@@ -31,6 +30,7 @@ from .bodies import json_object, parse_json, too_large
 from .cors import CorsPolicy
 from .dashboard import register_browser_routes
 from .errors import ApiError, log_refusal, send_refusal, to_api_error
+from .hypercorn_trio import final_send_shielded
 from .metrics import make_registry, render_metrics
 from .params import header, request_head_size
 from .publish import serve_publish
@@ -277,28 +277,6 @@ def _adding_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
     return send_with_headers
 
 
-def _final_send_shielded(send: Any, timeout: float) -> Any:
-    """``send`` whose last message (the end of the body) cannot be cut short by quart-trio.
-
-    hypercorn ends an HTTP/1.x response inside that last ``send``: it tells the app
-    ``http.disconnect`` and, when the connection must close (``Connection: close``,
-    HTTP/1.0), shuts the socket down in the same call. quart-trio cancels its request
-    nursery as soon as it reads that disconnect, and the cancellation landed in the
-    shutdown: the socket stayed open until the client gave up or a timeout fired. The
-    shield lets hypercorn finish; ``timeout`` (``send_timeout``) still bounds it, for a
-    peer that stops reading during a TLS close.
-    """
-
-    async def send_final_shielded(message: Any) -> None:
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout):
-                await send(message)
-        else:
-            await send(message)
-
-    return send_final_shielded
-
-
 def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> None:
     """Serve the hot paths — ``GET {prefix}/sse/events`` and ``POST {prefix}/sse/publish`` —
     with lean ASGI handlers in front of ``app``'s ASGI callable; everything else goes to Quart.
@@ -367,8 +345,7 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
             allow = "GET" if is_stream else "POST"
             await send_refusal(send, scope, ApiError(405, "method_not_allowed", message, headers={"Allow": allow}))
         else:
-            if scope.get("http_version") in ("1.0", "1.1"):
-                send = _final_send_shielded(send, get_hub().settings.send_timeout)
+            send = final_send_shielded(scope, send, get_hub().settings.send_timeout)
             await inner(scope, receive, send)
 
     app.asgi_app = asgi_app  # type: ignore[method-assign]

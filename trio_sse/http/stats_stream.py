@@ -165,7 +165,9 @@ async def serve_stats_stream(
         await send_refusal(send, scope, error, extra, sub=sub)
         return
     # This stream writes only through ASGI ``send``: it never uses ``transport.direct``.
-    transport = AsgiTransport(receive, send, [*_HEADERS, *extra], http_version=scope.get("http_version", "1.1"))
+    transport = AsgiTransport(
+        receive, send, [*_HEADERS, *extra], http_version=scope.get("http_version", "1.1"), scope=scope
+    )
     reason = await _StatsFeed(hub, transport, principal.expires_at).run()
     if reason in ("server_shutdown", "token_expired") or not transport.started:
         with trio.CancelScope(shield=True):

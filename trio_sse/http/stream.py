@@ -15,6 +15,7 @@ events, heartbeats, the end — goes through the stream's one :class:`GzipStream
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import trio
@@ -24,7 +25,8 @@ from ..runtime.connection import ClientInfo, Connection
 from ..runtime.hub import Hub
 from .auth import authenticator_for, require_project
 from .errors import send_refusal, to_api_error
-from .fastpath import ChunkedSocketWriter, h2_stream_buffer_of, plain_socket_of
+from .fastpath import ChunkedSocketWriter
+from .hypercorn_trio import ServerTransport, transport_for
 from .params import client_address, header, parse_stream_params
 
 __all__ = ["AsgiTransport", "serve_stream"]
@@ -65,17 +67,20 @@ class AsgiTransport:
 
     ``http_version`` is the scope's: only ``"1.1"`` is chunked on its own connection.
     ``gzip`` is the stream's encoder when the body is gzip-encoded (the caller has put
-    ``Content-Encoding: gzip`` in ``headers``).
+    ``Content-Encoding: gzip`` in ``headers``). What the server under it offers (the
+    socket for direct writes, the HTTP/2 buffer, the abort) comes from
+    :func:`~trio_sse.http.hypercorn_trio.transport_for` with ``scope`` (default: a scope
+    of ``http_version`` alone).
     """
 
     __slots__ = (
-        "_abort_socket",
         "_chunked",
         "_gzip",
         "_h2_buffer",
         "_headers",
         "_receive",
         "_send",
+        "_server",
         "_socket",
         "direct",
         "started",
@@ -89,6 +94,7 @@ class AsgiTransport:
         *,
         http_version: str,
         gzip: GzipStream | None = None,
+        scope: Mapping[str, Any] | None = None,
     ) -> None:
         self._receive = receive
         self._send = send
@@ -96,10 +102,12 @@ class AsgiTransport:
         self._chunked = http_version == "1.1"
         self._gzip = gzip
         self.started = False
-        self._socket = plain_socket_of(send)
-        # Under HTTP/2 the socket carries every stream of the connection: never close it for one.
-        self._abort_socket = plain_socket_of(send, through_tls=True) if http_version in ("1.0", "1.1") else None
-        self._h2_buffer = h2_stream_buffer_of(send) if http_version == "2" else None
+        server: ServerTransport = transport_for(
+            {"http_version": http_version} if scope is None else scope, receive, send
+        )
+        self._server = server
+        self._socket = server.socket
+        self._h2_buffer = server.h2_buffer
         self.direct: ChunkedSocketWriter | None = None
 
     async def write(self, data: bytes) -> None:
@@ -126,8 +134,8 @@ class AsgiTransport:
                 return
 
     def abort(self) -> None:
-        if self._abort_socket is not None:
-            self._abort_socket.close()
+        # Under HTTP/2 the socket carries every stream of the connection: never closed for one.
+        self._server.abort()
 
     async def finish(self) -> None:
         """End the response cleanly (the final chunk of a chunked body; a gzip body's trailer first).
@@ -199,6 +207,7 @@ async def _run(
         _stream_headers(connection, gzip_setting=gzip_setting, gzip=gzip is not None) + extra,
         http_version=scope.get("http_version", "1.1"),
         gzip=gzip,
+        scope=scope,
     )
     try:
         await connection.run(transport)

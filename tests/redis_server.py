@@ -75,6 +75,13 @@ class RedisServer:
         except OSError:
             return False
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final write (what a crash or an OOM kill does)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

@@ -7,6 +7,7 @@ one it kills with SIGKILL, and ``hypercorn --workers 2`` for the multi-worker ca
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import signal
@@ -327,6 +328,171 @@ async def test_redis_restart_loses_no_accepted_event_and_health_recovers(live_se
 
 async def _true(value: bool) -> bool:
     return value
+
+
+# -- entries the reader never read: delivered, or a reset where they were -------------------
+
+RESET = "stream_reset"
+
+
+def silently_lost(accepted: list[str], items: list[str]) -> list[str]:
+    """Accepted ids a subscriber neither received nor was told about.
+
+    ``items`` is what the stream carried, in order: event ids, and ``RESET`` for each
+    ``stream_reset``. An accepted id that did not arrive is covered only by a reset
+    right where it belongs: after the last id received before it, before the next.
+    """
+    received = [parse_event_id(i) for i in items if i != RESET]
+    assert all(o is not None for o in received)
+    resets_at: set[int] = set()  # how many ids had arrived when each reset did
+    count = 0
+    for item in items:
+        if item == RESET:
+            resets_at.add(count)
+        else:
+            count += 1
+    got = set(items)
+    return [i for i in accepted if i not in got and bisect.bisect_left(received, parse_event_id(i)) not in resets_at]
+
+
+async def read_items(response: httpx.Response, items: list[str], arrived: list[float]) -> None:
+    """Ids and ``RESET`` markers of a raw SSE response (cheap enough for 10,000 events/s)."""
+    async for line in response.aiter_lines():
+        if line.startswith("id:"):
+            items.append(line[3:].strip())
+            arrived[0] = trio.current_time()
+        elif line == f"event: {RESET}":
+            items.append(RESET)
+
+
+def test_silently_lost_counts_only_what_no_reset_covers() -> None:
+    ids = [f"1-{n}" for n in range(6)]
+    assert silently_lost(ids, ids) == []
+    assert silently_lost(ids, [ids[0], ids[1], RESET, ids[4], ids[5]]) == []
+    assert silently_lost(ids, [ids[0], ids[1], ids[4], RESET, ids[5]]) == [ids[2], ids[3]]  # reset too late
+    assert silently_lost(ids, [ids[0], RESET, ids[1], ids[4], ids[5]]) == [ids[2], ids[3]]  # too early
+
+
+async def test_entries_trimmed_before_the_reader_read_them_give_live_streams_a_reset(
+    live_server_factory, shared
+) -> None:
+    # One transaction of 300 entries with MAXLEN ~5: the reader, blocked in XREAD, wakes
+    # after EXEC, when the trim has removed the first node -- its own position included.
+    async with (
+        live_server_factory(**shared, history_size=5) as server,
+        httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http,
+        http.stream("GET", "/sse/events") as response,
+        trio.open_nursery() as nursery,
+    ):
+        items: list[str] = []
+        arrived = [trio.current_time()]
+        nursery.start_soon(read_items, response, items, arrived)
+        first = (await http.post("/sse/publish", json={"event_type": "commit", "data": 0})).json()["id"]
+        await wait_until(lambda: _true(first in items))
+        batch = [{"event_type": "commit", "data": n} for n in range(300)]
+        ids = (await http.post("/sse/publish", json={"events": batch})).json()["ids"]
+        await wait_until(lambda: _true(ids[-1] in items))
+        assert (await http.get("/sse/stats")).json()["backend"]["history_gaps"] == 1
+        nursery.cancel_scope.cancel()
+    assert RESET in items and items[0] == first
+    assert silently_lost([first, *ids], items) == []
+    received = [i for i in items if i != RESET]
+    assert in_order(received) and len(set(received)) == len(received)
+
+
+async def test_redis_restarted_empty_gives_live_streams_a_reset_before_new_events(
+    live_server_factory, tmp_path: Path
+) -> None:
+    # No persistence: Redis comes back with no stream; what it held is gone (the stream
+    # had been read here, but a reader elsewhere may not have), and new ids start after it.
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        async with (
+            live_server_factory(backend=redis.url, redis_stream="empty") as server,
+            httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http,
+            http.stream("GET", "/sse/events") as response,
+            trio.open_nursery() as nursery,
+        ):
+            items: list[str] = []
+            arrived = [trio.current_time()]
+            nursery.start_soon(read_items, response, items, arrived)
+            first = (await http.post("/sse/publish", json={"event_type": "commit", "data": 0})).json()["id"]
+            await wait_until(lambda: _true(first in items))
+            await trio.to_thread.run_sync(redis.kill)
+            await trio.to_thread.run_sync(redis.start)
+            later: list[str] = []
+
+            async def published() -> bool:
+                reply = await http.post("/sse/publish", json={"event_type": "commit", "data": 1})
+                if reply.status_code == 202:
+                    later.append(reply.json()["id"])
+                return bool(later)
+
+            await wait_until(published)
+            await wait_until(lambda: _true(later[0] in items))
+            nursery.cancel_scope.cancel()
+        assert items == [first, RESET, later[0]]
+    finally:
+        redis.stop()
+
+
+async def test_redis_sigkill_under_load_loses_no_accepted_event_in_silence(own_redis) -> None:
+    # ~12,000 events/s published on A (batches of 100) while a subscriber reads B; Redis
+    # (AOF fsynced on every write, so it loses nothing it acknowledged) is SIGKILLed and
+    # restarted 2 s later. With history_size 1,000, a reader that comes back 0.1 s after
+    # the publishes do finds entries trimmed (before the fix its backoff reached 2 s). Every accepted event must reach
+    # the subscriber once, in order, or a stream_reset must stand where it is missing.
+    settings = {
+        "backend": own_redis.url,
+        "redis_stream": "kill",
+        "history_size": 1000,
+        "queue_size": 100000,  # the subscriber must not be shed while it catches up
+        "publish_rate": 1000000,  # the publishers catch up in bursts after the outage
+    }
+    rate, batch, workers = 12000, 100, 4
+    accepted: list[str] = []
+    items: list[str] = []
+    async with (
+        serve_subprocess(settings) as (a, _),
+        serve_subprocess(settings) as (b, _),
+        httpx.AsyncClient(timeout=TIMEOUT) as http,
+        http.stream("GET", f"{b}/sse/events") as response,
+        trio.open_nursery() as nursery,
+    ):
+        arrived = [trio.current_time()]
+        nursery.start_soon(read_items, response, items, arrived)
+        body = {"events": [{"event_type": "commit", "data": n} for n in range(batch)]}
+        start = trio.current_time() + 0.2
+        period = batch * workers / rate
+
+        async def publish(worker: int) -> None:
+            async with httpx.AsyncClient(timeout=TIMEOUT) as own:
+                due = start + worker * period / workers
+                while due < start + 5.0:
+                    await trio.sleep_until(due)
+                    due += period
+                    reply = await own.post(f"{a}/sse/publish", json=body)
+                    if reply.status_code == 202:
+                        accepted.extend(reply.json()["ids"])
+                    else:
+                        assert reply.status_code == 503, reply.text
+
+        async with trio.open_nursery() as publishers:
+            for worker in range(workers):
+                publishers.start_soon(publish, worker)
+            await trio.sleep_until(start + 1.5)
+            await trio.to_thread.run_sync(own_redis.kill)
+            await trio.sleep_until(start + 3.5)
+            await trio.to_thread.run_sync(own_redis.start)
+        with trio.fail_after(20):
+            while trio.current_time() - arrived[0] < 1.0:  # noqa: ASYNC110 - a real subscriber drains
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    received = [i for i in items if i != RESET]
+    assert len(set(received)) == len(received) and in_order(received)
+    lost = silently_lost(accepted, items)
+    assert lost == [], f"{len(lost)} of {len(accepted)} accepted events lost without a stream_reset"
 
 
 # -- two workers of one hypercorn -----------------------------------------------------------

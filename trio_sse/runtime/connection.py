@@ -121,6 +121,17 @@ class Resubscribe:
     last_event_id: str | None
 
 
+@attrs.frozen(slots=True)
+class LiveReset:
+    """Queued control message: the backend may have skipped events here; write ``stream_reset``.
+
+    Queued behind the events delivered before the gap and ahead of those after it, so
+    the client learns exactly where events may be missing.
+    """
+
+    payload: bytes
+
+
 class Connection:
     """A registered stream. Created and registered by :meth:`Hub.connect`, never directly."""
 
@@ -260,7 +271,7 @@ class Connection:
             self._first_order = events[0].order
         self._last_write = now
 
-    def push_control(self, message: Resubscribe) -> bool:
+    def push_control(self, message: Resubscribe | LiveReset) -> bool:
         """Queue a control message in the reserved slots. False when they are all taken."""
         if self.pending_controls >= CONTROL_RESERVE:
             return False
@@ -434,7 +445,11 @@ class Connection:
                 # A control message: write what came before it, then apply it, in order.
                 await self._send_events(transport, batch, live=True)
                 batch, size = [], 0
-                await self._resubscribe(transport, item)
+                if type(item) is LiveReset:
+                    self.pending_controls -= 1
+                    await self._write(transport, item.payload)
+                else:
+                    await self._resubscribe(transport, item)
             if size >= MAX_WRITE_BYTES:
                 break
             try:

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 import trio
 
-from ..core.events import Event, EventOrder
+from ..core.events import Event, EventOrder, system_event
 from ..settings import Settings
-from .connection import Connection
+from .connection import Connection, LiveReset
 from .registry import Registry
 from .stats import HubStats
 
@@ -58,6 +58,23 @@ class Flusher:
             self.newest = events[-1].order
             self.newest_id = events[-1].id
             self._ready.set()
+
+    def history_gap(self, after_id: str | None) -> None:
+        """The backend may have skipped committed events after ``after_id``: tell every stream.
+
+        Called by a shared backend's reader when its stream was trimmed, or Redis came
+        back without entries, before the reader got to them (``None``: before anything
+        it delivered). Events already handed over go out first, then each stream gets
+        ``stream_reset`` (``history_gap``, ``last_event_id`` = ``after_id``), then what
+        follows. Never blocks. A stream whose control slots are all taken (eight filter
+        changes pending) is closed instead (``history_gap``): it reconnects with its
+        last id and gets a replay or a reset then, never silence.
+        """
+        self.flush()
+        reset = LiveReset(system_event("stream_reset", {"reason": "history_gap", "last_event_id": after_id}))
+        for connection in list(self._registry.connections.values()):
+            if connection.close_reason is None and not connection.push_control(reset):
+                self._registry.close(connection, "history_gap")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Fan out the outbox, one round at a time, for as long as the hub lives.

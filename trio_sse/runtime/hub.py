@@ -244,6 +244,10 @@ class Hub:
         """Accept committed events for fan-out (see :meth:`Flusher.deliver`; the backend calls it directly)."""
         self._flusher.deliver(events)
 
+    def history_gap(self, after_id: str | None) -> None:
+        """The backend may have skipped events after ``after_id``: every stream is told (see :class:`Flusher`)."""
+        self._flusher.history_gap(after_id)
+
     async def run_flusher(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Fan out the outbox, one round at a time, for as long as the hub lives (see :class:`Flusher`)."""
         await self._flusher.run(task_status=task_status)
@@ -350,7 +354,7 @@ async def open_hub(
         if hub.memory.enabled:
             await nursery.start(hub._memory_watch.run)
         # The backend hands events to the flusher itself: no hop through the facade per event.
-        await nursery.start(backend.run, hub._flusher.deliver)
+        await nursery.start(backend.run, hub._flusher.deliver, hub._flusher.history_gap)
         OPEN_HUBS.add(hub)
         try:
             yield hub

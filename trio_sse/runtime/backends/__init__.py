@@ -18,9 +18,12 @@ from ...core.history import Replay
 from ...core.validation import NewEvent
 from ...settings import backend_kind
 
-__all__ = ["Backend", "BackendConfigError", "BackendUnavailable", "Deliver", "make_backend"]
+__all__ = ["Backend", "BackendConfigError", "BackendUnavailable", "Deliver", "HistoryGap", "make_backend"]
 
 Deliver = Callable[[Sequence[Event]], None]
+#: Called when the backend may have missed committed events after the given id (``None``:
+#: before any it delivered) and will not deliver them: live streams must be told.
+HistoryGap = Callable[[str | None], None]
 
 
 class BackendUnavailable(RuntimeError):
@@ -35,8 +38,15 @@ class Backend(Protocol):
         """``ok``, or ``degraded`` while the engine is unreachable."""
         ...
 
-    async def run(self, deliver: Deliver, *, task_status: trio.TaskStatus[None]) -> None:
-        """Background work (e.g. reading a shared stream); reports ready via ``task_status``."""
+    async def run(
+        self, deliver: Deliver, history_gap: HistoryGap | None = None, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Background work (e.g. reading a shared stream); reports ready via ``task_status``.
+
+        Committed events go to ``deliver``, each once, in order. A backend that learns it
+        may have skipped some (a shared stream trimmed or lost them before it read them)
+        calls ``history_gap`` at that point of the sequence instead of staying silent.
+        """
         ...
 
     @property

@@ -15,7 +15,7 @@ import trio
 from ...core.events import Event, EventIdGenerator, make_event
 from ...core.history import History, Replay
 from ...core.validation import NewEvent
-from . import Deliver
+from . import Deliver, HistoryGap
 
 __all__ = ["MemoryBackend"]
 
@@ -29,7 +29,13 @@ class MemoryBackend:
         self._ids = EventIdGenerator()
         self._deliver: Deliver = lambda events: None
 
-    async def run(self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        deliver: Deliver,
+        history_gap: HistoryGap | None = None,  # never called: this backend delivers what it stores
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         self._deliver = deliver
         task_status.started()
 

@@ -133,3 +133,14 @@ async def test_send_failing_from_the_first_write_ends_the_handler_quietly(
         expected = {"client_closed": 1} if path == "/sse/events" else {}  # the stats stream is no connection
         assert hub.snapshot()["disconnects"] == expected
         assert trio_tasks() == before
+
+
+def test_the_stats_stream_is_driven_by_the_same_driver_as_hub_streams() -> None:
+    """One watchdog and one set of deadlines (send_timeout, token expiry, graceful end):
+    neither the stats stream nor a hub connection keeps a second one of its own."""
+    from trio_sse.runtime.connection import Connection
+    from trio_sse.runtime.driver import StreamDriver
+
+    assert issubclass(_StatsFeed, StreamDriver) and issubclass(Connection, StreamDriver)
+    for name in ("drive", "_watch", "write", "close", "end"):
+        assert name not in vars(_StatsFeed) and name not in vars(Connection)

@@ -19,13 +19,14 @@ The loop runs in the request's own task and ends, with nothing left behind, when
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 import trio
 
 from ..core.events import system_event
+from ..core.stream_state import CloseReason, StreamState
+from ..runtime.driver import StreamDriver
 from ..runtime.hub import Hub
 from .auth import authenticator_for, require_admin
 from .errors import ApiError, send_refusal
@@ -72,74 +73,69 @@ def stats_payload(previous: dict[str, Any] | None, current: dict[str, Any], elap
     return {**current, "rates": rates(previous, current, elapsed), "sampled_at": round(time.time(), 3)}
 
 
-class _StatsFeed:
-    """One stats stream: the tick loop plus its two watchers, all in one nursery."""
+class _StatsFeed(StreamDriver):
+    """One stats stream: the tick loop, driven like a hub connection (same watchdog,
+    same deadlines, same states) but never offered events."""
+
+    __slots__ = ("_timed_out_once", "hub", "transport")
 
     def __init__(self, hub: Hub, transport: AsgiTransport, expires_at: float | None) -> None:
+        super().__init__(hub.settings.send_timeout)
         self.hub = hub
         self.transport = transport
-        self.reason: str | None = None
-        # Pushed to now + send_timeout around each write, back to infinity after it.
-        self._write_deadline = trio.CancelScope()
-        # The tick loop alone: shutdown and the token's end cancel it, not the watcher of
-        # the write deadline, so a write under way that ignores cancellation (hypercorn's)
-        # is still aborted at send_timeout instead of holding the stream open for good.
-        self._ticking = trio.CancelScope()
-        self._expires_at = expires_at
+        self.expires_at = expires_at
+        self._timed_out_once = False
 
     async def run(self) -> str:
-        """Stream until one of the ends in the module docstring; return its reason."""
-        if self._expires_at is not None:
-            self._ticking.deadline = trio.current_time() + max(0.0, self._expires_at - time.time())
+        """Stream until one of the ends in the module docstring; return its reason.
+
+        ``send_timeout`` is returned even after another end (shutdown, expiry) when the
+        stuck write had to be aborted: no final chunk can follow.
+        """
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._until_client_leaves, nursery.cancel_scope)
             nursery.start_soon(self._until_shutdown)
-            with self._ticking:
-                await self._ticks()
+            await self.drive(self.transport, self._ticks)
             nursery.cancel_scope.cancel()
-        if self._ticking.cancelled_caught and self.reason is None:
-            self.reason = "token_expired"
-        return self.reason or "client_closed"
+        if self._timed_out_once:
+            return CloseReason.SEND_TIMEOUT.value
+        return self.close_reason or CloseReason.CLIENT_CLOSED.value
 
     async def _until_shutdown(self) -> None:
         await self.hub.shutting_down.wait()
-        if self.reason is None:
-            self.reason = "server_shutdown"
-        self._ticking.cancel()
+        self.end(CloseReason.SERVER_SHUTDOWN)
 
-    async def _until_client_leaves(self, scope: trio.CancelScope) -> None:
-        with self._write_deadline:
-            await self.transport.wait_closed()
-        if self._write_deadline.cancelled_caught:
-            self.reason = "send_timeout"  # even after another end: the socket is aborted
-            self.transport.abort()  # hypercorn shields its writes: unblock the stuck one
-        elif self.reason is None:
-            self.reason = "client_closed"
-        scope.cancel()
+    def _timed_out(self) -> None:
+        self._timed_out_once = True
+        super()._timed_out()
 
-    async def _ticks(self) -> None:
+    async def _ticks(self, transport: AsgiTransport) -> None:
         settings = self.hub.settings
         previous: dict[str, Any] | None = None
         previous_at = next_tick = trio.current_time()
         retry: int | None = settings.retry  # sent once, in the first event
         while True:
-            now = trio.current_time()
             # Shared with the other viewers' ticks; rates use the snapshot's own time.
             taken_at, current = self.hub.shared_snapshot(STATS_INTERVAL / 2)
             elapsed = taken_at - previous_at
             block = system_event("system_status", stats_payload(previous, current, elapsed), retry=retry)
-            self._write_deadline.deadline = now + settings.send_timeout
-            try:
-                await self.transport.write(block)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                return  # the client is gone (or the watcher aborted the write)
-            self._write_deadline.deadline = math.inf
-            retry = None
+            await self.write(transport, block)
+            if retry is not None:
+                retry = None
+                self.preamble_written()
+            if self.state is _ENDING:
+                return
             previous, previous_at = current, taken_at
             # A slow write skips ticks instead of bunching them up afterwards.
             while next_tick <= trio.current_time():
                 next_tick += STATS_INTERVAL
-            await trio.sleep_until(next_tick)
+            with trio.CancelScope(deadline=next_tick) as self._wait_scope:
+                await trio.sleep_forever()
+            self._wait_scope = None
+            if self.state is _ENDING:
+                return
+
+
+_ENDING = StreamState.ENDING
 
 
 async def serve_stats_stream(

@@ -23,9 +23,11 @@ __all__ = [
     "PROFILES",
     "Settings",
     "SettingsError",
+    "backend_kind",
     "default_history_bytes",
     "default_memory_limit",
     "load_settings",
+    "machine_memory_bytes",
 ]
 
 ENV_PREFIX = "TRIO_SSE_"
@@ -58,8 +60,19 @@ def _port(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
         raise SettingsError(f"port must be between 0 and 65535, got {value!r}")
 
 
-def _backend(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
-    if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+#: URL schemes that name the Redis Streams backend (``unix://`` is Redis on a socket).
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def backend_kind(value: str) -> str:
+    """``memory`` or ``redis``: the backend a ``backend`` value names, checked once for both uses.
+
+    The settings validate with it and ``make_backend`` dispatches with it, so the two can
+    never disagree on what is a usable URL. Raises :class:`SettingsError`.
+    """
+    if value == "memory":
+        return "memory"
+    if not value.startswith(REDIS_URL_SCHEMES):
         raise SettingsError(f"backend must be 'memory' or a redis:// URL, got {value!r}")
     if value.startswith(("redis://", "rediss://")):
         # coredis reads a database that is not a number as database 0: a typo would put
@@ -71,6 +84,11 @@ def _backend(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None
             raise SettingsError(f"backend: the port of {value!r} is not a number from 0 to 65535") from None
         if not url.hostname or not re.fullmatch(r"/?\d*", url.path):
             raise SettingsError(f"backend: {value!r} must look like redis://host[:port][/db] (db a number)")
+    return "redis"
+
+
+def _backend(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    backend_kind(value)
 
 
 def _non_empty(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -172,14 +190,38 @@ class Settings:
         return cls(**{**defaults, **overrides, "profile": profile})
 
 
+#: Where a memory limit may be set for this process: cgroup v2, then cgroup v1.
+CGROUP_MEMORY_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def machine_memory_bytes(cgroup_files: tuple[str, ...] = CGROUP_MEMORY_FILES) -> int:
+    """Memory available to this process: the machine's, or the cgroup's limit when lower.
+
+    Here rather than in ``runtime`` because the ``prod`` defaults are computed from it, and
+    settings import nothing of the runtime (the hub's health check reads it from here).
+    A file that is missing, unreadable or says ``max`` (no limit) is skipped; cgroup v1's
+    "unlimited" is a huge number, which ``min`` ignores.
+    """
+    import psutil  # only when asked: building settings must stay cheap to import
+
+    total = int(psutil.virtual_memory().total)
+    for path in cgroup_files:
+        try:
+            with open(path) as fh:
+                raw = fh.read().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) > 0:
+            total = min(total, int(raw))
+    return total
+
+
 def default_memory_limit() -> int:
     """70 % of the memory this process may use: the machine's, or its cgroup's limit when lower.
 
     Computed when the prod settings are built, not at import: the same image runs in
     containers of different sizes.
     """
-    from .runtime.stats import machine_memory_bytes  # runtime imports settings, not the reverse
-
     return int(0.7 * machine_memory_bytes())
 
 

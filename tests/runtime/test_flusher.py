@@ -283,11 +283,11 @@ async def test_connection_registered_after_an_event_was_committed_does_not_get_i
             e0 = await hub.publish("commit", {"n": 0})
             await early.wait_events(2)  # round 1 at t; round 2 not before t + 1
             e1 = await hub.publish("commit", {"n": 1})
-            assert [e.id for e in hub._outbox] == [e1]  # committed, not yet fanned out
+            assert [e.id for e in hub._flusher.outbox] == [e1]  # committed, not yet fanned out
             late = FakeTransport(direct=True)
             kwargs = {"last_event_id": e0} if replay else {}
             async with open_connection(hub, late, **kwargs):
-                assert hub._outbox, "the round must come after the registration"
+                assert hub._flusher.outbox, "the round must come after the registration"
                 await trio.sleep(2)  # round 2 has run
                 assert early.ids() == [e0, e1]
                 e2 = await hub.publish("commit", {"n": 2})
@@ -310,10 +310,10 @@ async def test_subscription_change_fans_out_earlier_events_under_the_old_filters
             await trio.sleep(0.1)  # the next round is 0.9 s away
             c1 = await hub.publish("commit", {"n": 1})
             f1 = await hub.publish("file_change", {"n": 1})
-            assert len(hub._outbox) == 2
+            assert len(hub._flusher.outbox) == 2
             hub.update_subscription(ca.id, ["file_change"])
             hub.update_subscription(cb.id, ["commit"])
-            assert hub._outbox == []
+            assert hub._flusher.outbox == []
             c2 = await hub.publish("commit", {"n": 2})
             f2 = await hub.publish("file_change", {"n": 2})
             await a.wait_events(4)

@@ -16,6 +16,7 @@ import pytest
 import trio
 
 import trio_sse
+from trio_sse.http.introspection import health_answer
 from trio_sse.runtime.connection import ClientInfo, Connection
 from trio_sse.runtime.hub import Hub
 from trio_sse.runtime.memory import (
@@ -223,7 +224,8 @@ async def test_without_a_memory_limit_nothing_is_sampled_or_refused(autojump_clo
         assert calls == []  # no sampling task
         async with hub.connect(hub.subscription(None, None)):
             pass
-        assert hub.health()[1]["checks"]["memory_pressure"] == {"state": "off", "rss_bytes": None, "memory_limit": None}
+        health = health_answer(hub.statistics(), hub.machine_memory())[1]
+        assert health["checks"]["memory_pressure"] == {"state": "off", "rss_bytes": None, "memory_limit": None}
         assert hub.snapshot()["memory_limit"] is None
 
 

@@ -13,6 +13,7 @@ import orjson
 import trio
 
 from trio_sse.core.parser import ParsedEvent
+from trio_sse.http.introspection import connection_entry
 from trio_sse.runtime.connection import CONTROL_RESERVE, Connection
 from trio_sse.runtime.hub import Hub
 
@@ -108,7 +109,7 @@ async def test_drop_policy_drops_for_the_slow_connection_only_and_counts(autojum
             assert snapshot["disconnects"] == {}
             assert snapshot["active_connections"] == 2
             assert snapshot["queue"]["max_fill"] == 3
-            assert hub.connection_info(connection)["events_dropped"] == 6
+            assert connection_entry(hub.connection_statistics(connection))["events_dropped"] == 6
 
             slow.resume()
             assert [e.id for e in await slow.events(4)] == ids[:4]

@@ -12,13 +12,27 @@ from typing import Any
 import orjson
 
 from ..core.errors import EventTooLarge, InvalidValue, UnknownEventTypes
+from ..runtime.admission import Refusal, Refused
 from ..runtime.backends import BackendUnavailable
-from ..runtime.hub import ConnectionRefused, PublishRateExceeded, TooManyPendingChanges, UnknownConnection
+from ..runtime.registry import UnknownConnection
+from ..runtime.subscriptions import TooManyPendingChanges
 from .audit import audit_refusal
 
-__all__ = ["JSON_HEADERS", "ApiError", "to_api_error"]
+__all__ = ["JSON_HEADERS", "REFUSALS", "ApiError", "error_headers", "refusal_error", "send_error", "to_api_error"]
 
 JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+
+#: What each refusal of the runtime is on the wire: its status, and its ``Retry-After``
+#: (seconds) unless the refusal knows a longer wait (a rate limit's bucket). 503 says
+#: "this server, now"; 429 says "you, too often". The one place a reason becomes a status.
+REFUSALS: dict[Refusal, tuple[int, int]] = {
+    Refusal.SERVER_SHUTDOWN: (503, 1),  # another instance takes it at once
+    Refusal.MEMORY_PRESSURE: (503, 5),  # a few memory samples' time
+    Refusal.CONNECTION_LIMIT: (503, 5),
+    Refusal.CLIENT_CONNECTION_LIMIT: (429, 5),
+    Refusal.CONNECTION_RATE: (429, 1),
+    Refusal.PUBLISH_RATE: (429, 1),
+}
 
 
 class ApiError(Exception):
@@ -54,15 +68,20 @@ def to_api_error(exc: BaseException) -> ApiError | None:
         return ApiError(
             429, "too_many_pending_changes", "earlier filter changes are not applied yet", headers={"Retry-After": "1"}
         )
-    if isinstance(exc, PublishRateExceeded):
-        return ApiError(429, "publish_rate", str(exc), headers={"Retry-After": str(exc.retry_after)})
-    if isinstance(exc, ConnectionRefused):
-        return ApiError(exc.status, exc.reason, str(exc), headers={"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, Refused):
+        return refusal_error(exc)
     if isinstance(exc, BackendUnavailable):
         return ApiError(
             503, "backend_unavailable", str(exc) or "the backend is unreachable", headers={"Retry-After": "1"}
         )
     return None
+
+
+def refusal_error(refused: Refused) -> ApiError:
+    """A runtime refusal as its answer: :data:`REFUSALS`' status, code = the reason."""
+    status, retry_after = REFUSALS[refused.reason]
+    wait = max(retry_after, int(refused.wait + 0.999))  # whole seconds, a hair's rounding forgiven
+    return ApiError(status, refused.reason.value, str(refused), headers={"Retry-After": str(wait)})
 
 
 def log_refusal(error: ApiError, method: str, path: str, client: str | None, sub: str | None = None) -> None:
@@ -96,11 +115,16 @@ async def send_refusal(
     await send_error(send, error, extra_headers)
 
 
-async def send_error(send: Any, error: ApiError, extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """Answer an ASGI request with ``error`` (for the lean handlers outside Quart)."""
-    headers = [*JSON_HEADERS, *((k.lower().encode(), v.encode()) for k, v in error.headers.items())]
-    headers.extend(extra_headers or ())
+def error_headers(error: ApiError) -> list[tuple[bytes, bytes]]:
+    """The headers an error answer carries besides its content type, on either stack."""
+    headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
     if error.status == 401:
         headers.append((b"www-authenticate", b'Bearer error="invalid_token"'))
+    return headers
+
+
+async def send_error(send: Any, error: ApiError, extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer an ASGI request with ``error`` (for the lean handlers outside Quart)."""
+    headers = [*JSON_HEADERS, *error_headers(error), *(extra_headers or ())]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": error.body(), "more_body": False})

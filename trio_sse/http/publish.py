@@ -14,10 +14,11 @@ import orjson
 from ..core.errors import ValidationError
 from ..core.validation import NewEvent
 from ..runtime.hub import Hub
-from .auth import authenticator_for, require_publish
-from .bodies import json_object, parse_json, too_large
+from .auth import require_publish
+from .bodies import asgi_chunks, declared_length, json_object, parse_json, read_body
+from .caller import caller_of
 from .errors import JSON_HEADERS, ApiError, send_refusal, to_api_error
-from .params import client_address, header, parse_query
+from .params import client_address
 
 __all__ = ["MAX_BATCH", "parse_publish", "serve_publish"]
 
@@ -63,37 +64,15 @@ def parse_publish(hub: Hub, body: Any) -> tuple[list[NewEvent], bool]:
     return [_new_event(hub, item, i) for i, item in enumerate(items)], True
 
 
-async def _read_body(scope: dict[str, Any], receive: Any, max_bytes: int) -> bytes:
-    """The whole body, refusing (413) as soon as it is known to exceed ``max_bytes``."""
-    length = header(scope.get("headers", []), b"content-length")
-    if length is not None and length.isdigit() and int(length) > max_bytes:
-        raise too_large(max_bytes)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ApiError(400, "client_disconnected", "the client went away before sending its body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > max_bytes:
-            raise too_large(max_bytes)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 async def serve_publish(hub: Hub, scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Handle one ``POST /sse/publish`` from start to end."""
     sub: str | None = None  # known once the token is verified, for the audit line of a refusal
     try:
-        headers = scope.get("headers", [])
-        query = scope.get("query_string", b"")
-        query_token = dict(parse_query(query)).get("access_token") if query else None
-        principal = authenticator_for(hub.settings).authenticate(headers, query_token)
+        principal = caller_of(hub.settings, scope)
         sub = principal.sub
         require_publish(principal)
-        body = parse_json(await _read_body(scope, receive, hub.settings.max_body_bytes))
+        raw = await read_body(asgi_chunks(receive), hub.settings.max_body_bytes, declared_length(scope))
+        body = parse_json(raw)
         batch, is_batch = parse_publish(hub, body)
         require_publish(principal, (event.project_id for event in batch))
         hub.admit_publish(principal.sub or client_address(scope) or "", len(batch))

@@ -21,16 +21,20 @@ from werkzeug.exceptions import HTTPException
 
 from ..core.errors import ValidationError
 from ..core.validation import MAX_EVENT_ID_LENGTH, check_project_id, has_forbidden_characters
+from ..runtime.admission import Refused
 from ..runtime.backends import BackendUnavailable
-from ..runtime.hub import UNSET, Hub, PublishRateExceeded, TooManyPendingChanges, UnknownConnection
+from ..runtime.hub import UNSET, Hub, TooManyPendingChanges, UnknownConnection
+from ..runtime.subscriptions import parse_mode
 from ..settings import Settings
 from .audit import audit_admin
-from .auth import Principal, authenticator_for, require_admin, require_project, require_publish
-from .bodies import json_object, parse_json, too_large
+from .auth import Principal, require_admin, require_project, require_publish
+from .bodies import json_object, parse_json, read_body
+from .caller import caller_of
 from .cors import CorsPolicy
 from .dashboard import register_browser_routes
-from .errors import ApiError, log_refusal, send_refusal, to_api_error
+from .errors import ApiError, error_headers, log_refusal, send_refusal, to_api_error
 from .hypercorn_trio import final_send_shielded
+from .introspection import connection_entry, health_answer
 from .metrics import make_registry, render_metrics
 from .params import header, request_head_size
 from .publish import serve_publish
@@ -49,11 +53,10 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(error: ApiError) -> Response:
-    headers = dict(error.headers)
-    if error.status == 401:
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    """``error`` as the current Quart request's answer (one audit line, as the lean handlers' ``send_refusal``)."""
     principal: Principal | None = g.get("trio_sse_principal")
     log_refusal(error, request.method, request.path, request.remote_addr, principal.sub if principal else None)
+    headers = {name.decode(): value.decode() for name, value in error_headers(error)}
     return Response(error.body(), status=error.status, headers=headers, content_type="application/json")
 
 
@@ -66,24 +69,13 @@ def http_exception_response(exc: HTTPException) -> Response:
 
 
 async def read_json(max_bytes: int, *, required: bool = True) -> Any:
-    """The request body parsed as JSON, read without buffering more than ``max_bytes``."""
-    length = request.content_length
-    if length is not None and length > max_bytes:
-        raise too_large(max_bytes)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.body:
-        size += len(chunk)
-        if size > max_bytes:
-            raise too_large(max_bytes)
-        chunks.append(chunk)
-    return parse_json(b"".join(chunks), required=required)
+    """The current Quart request's body as JSON (the lean handlers' reader: :func:`read_body`)."""
+    return parse_json(await read_body(request.body, max_bytes, request.content_length), required=required)
 
 
 def caller(hub: Hub) -> Principal:
-    """The principal of the current Quart request (401 when a token is required and bad)."""
-    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
-    principal = authenticator_for(hub.settings).authenticate(headers, request.args.get("access_token"))
+    """The principal of the current Quart request (:func:`caller_of`, as the lean handlers)."""
+    principal = caller_of(hub.settings, request.scope)
     g.trio_sse_principal = principal  # for the audit line if the request is refused later
     return principal
 
@@ -131,7 +123,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
     @bp.errorhandler(ValidationError)
     @bp.errorhandler(UnknownConnection)
     @bp.errorhandler(TooManyPendingChanges)
-    @bp.errorhandler(PublishRateExceeded)
+    @bp.errorhandler(Refused)
     @bp.errorhandler(BackendUnavailable)
     async def on_known_error(error: Exception) -> Response:
         api_error = to_api_error(error)
@@ -177,9 +169,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
         event_types = body.get("event_types")
         if not isinstance(event_types, list) or not all(isinstance(t, str) for t in event_types):
             raise ApiError(400, "invalid_request", "event_types must be a list of strings")
-        mode = body.get("mode", "replace")
-        if mode not in ("replace", "add", "remove"):
-            raise ApiError(400, "invalid_request", "mode must be one of replace, add, remove")
+        mode = parse_mode(body.get("mode", "replace"))  # here, so a bad mode is a 400 before a 404
         last_event_id = body.get("last_event_id")
         if last_event_id is not None and (
             not isinstance(last_event_id, str)
@@ -244,13 +234,14 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
                 "total": len(live),
                 "limit": limit,
                 "offset": offset,
-                "connections": [hub.connection_info(c) for c in page],
+                "connections": [connection_entry(hub.connection_statistics(c)) for c in page],
             }
         )
 
     @bp.get("/sse/health")
     async def health() -> Response:
-        status, body = get_hub().health()
+        hub = get_hub()
+        status, body = health_answer(hub.statistics(), hub.machine_memory())
         return json_response(body, status)
 
     @bp.get("/metrics")

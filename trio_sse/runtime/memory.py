@@ -4,8 +4,9 @@ The hub samples RSS once per :data:`SAMPLE_INTERVAL` through a reader it is give
 plain callable, so tests drive it with a fake and ``autojump_clock``). While the last
 sample is above the limit, new streams are refused and, at every sample, the history
 is shrunk first and only then, if that was not enough, a share of the live streams is
-shed, fullest queues first. Nothing here awaits or touches HTTP: the hub calls
-:meth:`MemoryGuard.sample` and acts on what it answers.
+shed, fullest queues first. :class:`MemoryGuard` is the rule (it never awaits);
+:class:`MemoryWatch` is the hub's task that samples and acts on what the guard answers.
+Nothing here touches HTTP.
 
 The history rule (documented in ``docs/security.md``): history is the one thing the hub
 can give back without ending a stream (a replay that needs an evicted event gets
@@ -32,19 +33,25 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import attrs
+import trio
 
 from ..core.history import History
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 __all__ = [
     "HISTORY_FLOOR",
     "HISTORY_REGROW",
     "SAMPLE_INTERVAL",
     "MemoryGuard",
+    "MemoryWatch",
     "fullest_first",
     "history_keep",
     "regrown_bound",
@@ -62,6 +69,8 @@ HISTORY_FLOOR = 1024 * 1024
 #: Share of ``history_bytes`` the history's bound grows back by per sample under the
 #: limit: from nothing to the full bound in 16 samples (16 s).
 HISTORY_REGROW = 1 / 16
+
+log = logging.getLogger("trio_sse.hub")
 
 
 class _Queued(Protocol):
@@ -186,3 +195,96 @@ class MemoryGuard:
         streams are shed only for the rest.
         """
         return fullest_first(connections, shed_count(len(connections), self.rss - relieved, self.limit))
+
+
+class MemoryWatch:
+    """The hub's memory task: samples RSS, evicts history, then sheds streams (see the module docstring)."""
+
+    def __init__(self, guard: MemoryGuard, registry: Registry, history: History | None, history_bytes: int) -> None:
+        self.guard = guard
+        self._registry = registry
+        #: The backend's in-process ring, bounded by ``history_bytes`` (``None`` if it has none).
+        self._history = history
+        self._history_bytes = history_bytes
+        if history is not None:
+            history.max_bytes = history_bytes
+        #: RSS reads that failed (``OSError``, e.g. ``EMFILE`` when the process is out of
+        #: descriptors): each is skipped, the last good sample stands.
+        self.samples_failed = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Sample RSS every :data:`SAMPLE_INTERVAL` seconds for as long as the hub lives.
+
+        The first sample is taken before reporting ready, so the very first stream is
+        already judged against it. Sample times do not drift: each is an absolute deadline.
+        """
+        self.check()
+        task_status.started()
+        next_sample = trio.current_time()
+        while True:
+            next_sample += SAMPLE_INTERVAL
+            await trio.sleep_until(next_sample)
+            self.check()
+
+    def check(self) -> None:
+        """Take one RSS sample; while over ``memory_limit``, evict history, then shed the fullest streams.
+
+        History goes first: streams are shed only for the part of the overshoot that
+        evicting history did not cover. Shed streams are closed with reason
+        ``memory_pressure``: out of the index at once, so they cost the publisher nothing
+        more, and they reconnect and catch up from history once the pressure is gone.
+        """
+        guard = self.guard
+        try:
+            changed = guard.sample()
+        except OSError as exc:
+            # Reading RSS opens /proc: at the descriptor limit it fails, and the guard
+            # task must not die of it (it would take the hub's nursery, and the process,
+            # down). The sample is skipped; the last one stands until the next.
+            self._rss_failed(exc)
+            return
+        if changed:
+            state = "above" if guard.over else "back under"
+            log.warning("memory %s memory_limit: rss %d bytes, limit %d", state, guard.rss, guard.limit)
+        if not guard.over:
+            if self._history is not None:
+                guard.regrow_history(self._history, self._history_bytes)
+            return
+        relieved = self._shrink_history()
+        if relieved >= guard.rss - guard.limit:
+            return
+        live = [c for c in self._registry.connections.values() if c.close_reason is None]
+        shed = guard.to_shed(live, relieved)
+        for connection in shed:
+            self._registry.close(connection, "memory_pressure")
+        if shed:
+            log.warning("memory pressure: shed %d of %d streams, fullest queues first", len(shed), len(live))
+
+    def _shrink_history(self) -> int:
+        """Over ``memory_limit``: evict history first; the bytes evicted."""
+        history = self._history
+        if history is None:
+            return 0
+        events = len(history)
+        evicted = self.guard.shrink_history(history)
+        if evicted:
+            log.warning(
+                "memory pressure: history cut to %d bytes (%d events and %d bytes evicted, oldest first)",
+                history.max_bytes,
+                events - len(history),
+                evicted,
+            )
+        return evicted
+
+    def _rss_failed(self, exc: OSError) -> None:
+        self.samples_failed += 1
+        if self.samples_failed == 1 or self.samples_failed % 100 == 0:
+            log.warning("memory: RSS sample failed (%s), skipped (%d so far)", exc, self.samples_failed)
+
+    def read_rss(self) -> int:
+        """RSS now for the stats, or the last sample when it cannot be read (counted)."""
+        try:
+            return int(self.guard.read_rss())
+        except OSError as exc:
+            self._rss_failed(exc)
+            return self.guard.rss

@@ -1,19 +1,47 @@
-"""Counters and the latency reservoir behind ``/sse/stats``, ``/sse/health`` and ``/metrics``.
+"""Counters and the latency reservoir, and the typed figures read from them.
 
-Hot-path updates are plain attribute increments; anything costly (percentiles,
-memory figures) is computed only when someone asks.
+Hot-path updates are plain attribute increments on :class:`HubStats`; anything costly
+(percentiles, memory figures) is computed only when someone asks, by
+:meth:`trio_sse.runtime.hub.Hub.statistics`, which answers with the frozen objects
+below (trio's ``statistics()`` objects are the model: a consistent picture, taken at
+once, that the reader cannot change). What ``/sse/stats``, ``/sse/health``,
+``/sse/connections`` and ``/metrics`` serve is built from them; ``as_dict`` is the
+plain-data form (``Hub.snapshot()``, the ``/sse/stats`` body).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import psutil
 import trio
 
-__all__ = ["HubStats", "machine_memory_bytes", "memory_rss_bytes", "percentile"]
+from ..settings import Settings, machine_memory_bytes
+
+if TYPE_CHECKING:
+    from .backends import Backend
+    from .connection import Connection
+    from .memory import MemoryWatch
+    from .registry import Registry
+
+__all__ = [
+    "BackendStatistics",
+    "ConnectionStatistics",
+    "HubStatistics",
+    "HubStats",
+    "LatencyStatistics",
+    "MemoryStatistics",
+    "ProcessStatistics",
+    "QueueStatistics",
+    "collect_statistics",
+    "machine_memory_bytes",
+    "memory_rss_bytes",
+    "percentile",
+]
 
 LATENCY_SAMPLES = 4096
 ERROR_WINDOW_SECONDS = 60.0
@@ -55,12 +83,224 @@ class HubStats:
             errors.popleft()
         return len(errors)
 
-    def latency_ms(self) -> dict[str, float]:
+    def latency_ms(self) -> LatencyStatistics:
         values = sorted(self.latencies)
+        return LatencyStatistics(*(round(percentile(values, fraction) * 1000.0, 3) for fraction in (0.50, 0.95, 0.99)))
+
+
+@attrs.frozen
+class LatencyStatistics:
+    """Publish-to-write latency percentiles, in milliseconds, over the last samples."""
+
+    p50: float
+    p95: float
+    p99: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"p50": self.p50, "p95": self.p95, "p99": self.p99}
+
+
+@attrs.frozen
+class QueueStatistics:
+    """The connection queues: their capacity, what they hold in all, the fullest one."""
+
+    capacity: int
+    total_queued: int
+    max_fill: int
+
+    @property
+    def fill_ratio(self) -> float:
+        return round(self.max_fill / self.capacity, 4)
+
+    def as_dict(self) -> dict[str, Any]:
         return {
-            name: round(percentile(values, fraction) * 1000.0, 3)
-            for name, fraction in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+            "capacity": self.capacity,
+            "total_queued": self.total_queued,
+            "max_fill": self.max_fill,
+            "fill_ratio": self.fill_ratio,
         }
+
+
+@attrs.frozen
+class BackendStatistics:
+    """The backend's kind and status (``ok`` or ``degraded``), and a shared one's own figures."""
+
+    kind: str
+    status: str
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "status": self.status, **self.details}
+
+
+@attrs.frozen
+class MemoryStatistics:
+    """Resident memory and the memory guard's state."""
+
+    #: RSS when the statistics were taken (the last sample when it could not be read).
+    rss_bytes: int
+    #: RSS reads that failed and were skipped.
+    samples_failed: int
+    #: ``memory_limit``; 0 when the guard is off.
+    limit: int
+    #: Whether the guard's last sample was above the limit.
+    over: bool
+    #: The guard's last sample (what ``over`` judged).
+    sampled_rss: int
+
+    @property
+    def guarded(self) -> bool:
+        return self.limit > 0
+
+
+@attrs.frozen
+class HubStatistics:
+    """The hub's own figures, taken at once (no task-tree walk, no descriptor listing)."""
+
+    active_connections: int
+    total_connections: int
+    rejected_by_reason: Mapping[str, int]
+    rejected_publishes: Mapping[str, int]
+    events_published: int
+    events_delivered: int
+    events_dropped: int
+    disconnects: Mapping[str, int]
+    queue: QueueStatistics
+    latency_ms: LatencyStatistics
+    #: ``size``, ``capacity``, ``oldest_id``, ``newest_id`` (and what the backend adds).
+    history: Mapping[str, Any]
+    backend: BackendStatistics
+    connection_limit: int
+    uptime_seconds: float
+    memory: MemoryStatistics
+    errors_last_minute: int
+    #: Shutdown has begun: no stream is admitted any more.
+    closing: bool
+
+    @property
+    def rejected_connections(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The hub's part of the ``/sse/stats`` body, keys in the order served."""
+        return {
+            "active_connections": self.active_connections,
+            "total_connections": self.total_connections,
+            "rejected_connections": self.rejected_connections,
+            "rejected_by_reason": dict(self.rejected_by_reason),
+            "rejected_publishes": dict(self.rejected_publishes),
+            "events_published": self.events_published,
+            "events_delivered": self.events_delivered,
+            "events_dropped": self.events_dropped,
+            "disconnects": dict(self.disconnects),
+            "queue": self.queue.as_dict(),
+            "latency_ms": self.latency_ms.as_dict(),
+            "history": dict(self.history),
+            "backend": self.backend.as_dict(),
+            "connection_limit": self.connection_limit,
+            "uptime_seconds": self.uptime_seconds,
+            "memory_rss_bytes": self.memory.rss_bytes,
+            "memory_samples_failed": self.memory.samples_failed,
+            "memory_limit": self.memory.limit or None,
+            "memory_pressure": self.memory.over,
+            "errors_last_minute": self.errors_last_minute,
+        }
+
+
+@attrs.frozen
+class ProcessStatistics:
+    """This process's leak checks, and the figures other layers register (by name)."""
+
+    process_id: int
+    #: Descriptors held (counted at most once a second).
+    open_fds: int
+    #: Live trio tasks.
+    trio_tasks: int
+    #: e.g. ``server``: the HTTP server's connection and accept-loop counters.
+    figures: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The process's part of the ``/sse/stats`` body, after the hub's."""
+        return {
+            "process_id": self.process_id,
+            "open_fds": self.open_fds,
+            "trio_tasks": self.trio_tasks,
+            **{name: dict(figures) for name, figures in self.figures.items()},
+        }
+
+
+@attrs.frozen
+class ConnectionStatistics:
+    """One live stream, as an operator lists it."""
+
+    connection_id: str
+    client: str | None
+    user_agent: str | None
+    #: Wall-clock seconds.
+    connected_at: float
+    event_types: tuple[str, ...]
+    project_id: str | None
+    last_event_id: str | None
+    queued: int
+    events_sent: int
+    events_dropped: int
+
+    @classmethod
+    def of(cls, connection: Connection, described: Mapping[str, Any]) -> ConnectionStatistics:
+        """``connection``'s figures; ``described`` is its filters as clients see them (``Hub.describe``)."""
+        client = connection.client
+        return cls(
+            connection_id=connection.id,
+            client=client.address,
+            user_agent=client.user_agent,
+            connected_at=connection.connected_at,
+            event_types=tuple(described["event_types"]),
+            project_id=described["project_id"],
+            last_event_id=connection.last_event_id,
+            queued=connection.pending,
+            events_sent=connection.events_sent,
+            events_dropped=connection.events_dropped,
+        )
+
+
+def collect_statistics(
+    settings: Settings,
+    stats: HubStats,
+    registry: Registry,
+    backend: Backend,
+    memory: MemoryWatch,
+    started_at: float,
+) -> HubStatistics:
+    """The hub's figures now, from its parts (``Hub.statistics``): one pass over the connections."""
+    fills = [c.pending for c in registry.connections.values()]
+    details = getattr(backend, "describe", None)
+    guard = memory.guard
+    now = trio.current_time()
+    return HubStatistics(
+        active_connections=len(registry.connections),
+        total_connections=stats.total_connections,
+        rejected_by_reason=dict(stats.rejected),
+        rejected_publishes=dict(stats.rejected_publishes),
+        events_published=stats.events_published,
+        events_delivered=stats.events_delivered,
+        events_dropped=stats.events_dropped,
+        disconnects=dict(stats.disconnects),
+        queue=QueueStatistics(settings.queue_size, sum(fills), max(fills, default=0)),
+        latency_ms=stats.latency_ms(),
+        history=backend.history_stats(),
+        backend=BackendStatistics(backend.kind, backend.status, details() if callable(details) else {}),
+        connection_limit=settings.connection_limit,
+        uptime_seconds=round(now - started_at, 3),
+        memory=MemoryStatistics(
+            rss_bytes=memory.read_rss(),
+            samples_failed=memory.samples_failed,
+            limit=guard.limit,
+            over=guard.over,
+            sampled_rss=guard.rss,
+        ),
+        errors_last_minute=stats.errors_last_minute(now),
+        closing=registry.closing,
+    )
 
 
 def memory_rss_bytes() -> int:
@@ -82,25 +322,3 @@ def trio_tasks() -> int:
     dashboard tick.)
     """
     return trio.lowlevel.current_statistics().tasks_living
-
-
-#: Where a memory limit may be set for this process: cgroup v2, then cgroup v1.
-CGROUP_MEMORY_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
-
-
-def machine_memory_bytes(cgroup_files: tuple[str, ...] = CGROUP_MEMORY_FILES) -> int:
-    """Memory available to this process: the machine's, or the cgroup's limit when lower.
-
-    A file that is missing, unreadable or says ``max`` (no limit) is skipped; cgroup v1's
-    "unlimited" is a huge number, which ``min`` ignores.
-    """
-    total = int(psutil.virtual_memory().total)
-    for path in cgroup_files:
-        try:
-            with open(path) as fh:
-                raw = fh.read().strip()
-        except OSError:
-            continue
-        if raw.isdigit() and int(raw) > 0:
-            total = min(total, int(raw))
-    return total

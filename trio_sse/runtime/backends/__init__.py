@@ -16,6 +16,7 @@ import trio
 from ...core.events import Event
 from ...core.history import Replay
 from ...core.validation import NewEvent
+from ...settings import backend_kind
 
 __all__ = ["Backend", "BackendConfigError", "BackendUnavailable", "Deliver", "HistoryGap", "make_backend"]
 
@@ -80,13 +81,15 @@ class BackendConfigError(ValueError):
 
 
 def make_backend(url: str, history_size: int, *, stream_key: str = "trio_sse:events") -> Backend:
-    """The backend a ``backend`` setting names: ``memory`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL."""
-    if url == "memory":
+    """The backend a ``backend`` setting names: ``memory`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL.
+
+    The URL is judged by :func:`trio_sse.settings.backend_kind`, the settings' own check
+    (``SettingsError`` for one it refuses).
+    """
+    if backend_kind(url) == "memory":
         from .memory import MemoryBackend
 
         return MemoryBackend(history_size)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from .redis import RedisBackend
+    from .redis import RedisBackend
 
-        return RedisBackend(url, history_size, stream_key=stream_key)
-    raise BackendConfigError(f"backend must be 'memory' or a redis:// URL, got {url!r}")
+    return RedisBackend(url, history_size, stream_key=stream_key)

@@ -19,16 +19,10 @@ nothing stored), ``status`` is ``degraded``, local streams keep their heartbeats
 the reader retries with short jittered backoff (at most ``BACKOFF_MAX``) from its last
 id, so subscribers miss nothing that Redis stored.
 
-What the reader must never do is skip entries in silence. ``XREAD`` returns the
-entries *still stored* after an id: if the stream's trim removed some the reader had
-not read (it came back from an outage, or fell behind, by more than ``MAXLEN``), or
-Redis came back from a restart without them, the reply does not say so. So the reader
-checks, before it hands a read on, that its position is still stored (an ``XRANGE`` in
-pipeline with the ``XREAD``, so no extra round trip;
-see :mod:`trio_sse.core.stream_gaps` for why that suffices), and after each
-reconnection that the stream did not come back older than its position. When either
-check fails it calls the hub's ``history_gap``: every live stream gets
-``stream_reset`` (``history_gap``) between the events before the gap and those after.
+The reader never skips entries in silence: when the stream's trim or a Redis restart
+may have removed entries it had not read, it calls the hub's ``history_gap`` (every live
+stream gets ``stream_reset`` ``history_gap`` between the events before the gap and those
+after). How it knows is :mod:`trio_sse.runtime.backends.redis_reader`'s.
 
 Why coredis: it is maintained, typed, speaks RESP3, and since version 6 runs on anyio —
 so on trio natively, inside our nurseries and cancel scopes (no thread, no asyncio
@@ -38,7 +32,6 @@ closes with the hub.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -51,49 +44,24 @@ from coredis.retry import NoRetryPolicy
 
 from ...core.events import Event, EventOrder, make_event, parse_event_id
 from ...core.history import History, Replay
-from ...core.stream_gaps import lost_in_restart, missed_before_read
 from ...core.validation import NewEvent
 from . import BackendUnavailable, Deliver, HistoryGap
+from .redis_reader import (
+    PUBLISH_TIMEOUT,
+    READ_BLOCK_MS,
+    REDIS_ERRORS,
+    REDIS_OR_TIMEOUT,
+    StreamReader,
+    entry_text,
+    event_from_entry,
+)
 
 __all__ = ["RedisBackend"]
 
-#: Errors that mean "Redis cannot be reached or answered badly", as opposed to our bugs.
-#: (coredis's ConnectionError is a RedisError; TimeoutError is an OSError.)
-REDIS_ERRORS: tuple[type[BaseException], ...] = (coredis.exceptions.RedisError, OSError)
-
-#: The same, plus our own deadline on a Redis call running out.
-REDIS_OR_TIMEOUT: tuple[type[BaseException], ...] = (*REDIS_ERRORS, trio.TooSlowError)
-
-#: Entries per ``XREAD``: one round of the reader. Large enough that a burst is taken
-#: in a few reads, small enough that one read's decoding does not stall the scheduler.
-READ_COUNT = 1000
-#: Milliseconds one ``XREAD`` blocks when the stream is idle.
-READ_BLOCK_MS = 1000
 #: Entries per ``XRANGE`` page while replaying from Redis.
 REPLAY_PAGE = 1000
-#: Reconnection backoff bounds (seconds); each attempt waits a random time up to the
-#: current bound, which doubles ("full jitter"), so instances do not retry in lockstep.
-#: The bound stays short: once Redis is back, publishes through any instance succeed at
-#: once, and every second this reader still sleeps is a second of entries the stream's
-#: ``MAXLEN`` trim may remove before it reads them (at 11,000 events/s and
-#: ``history_size`` 10,000, a 2 s bound lost thousands). An attempt on a Redis that is
-#: down costs one refused connection (or ``connect_timeout`` when the host is gone).
-BACKOFF_MIN = 0.02
-BACKOFF_MAX = 0.25
-#: Seconds a publish may wait for Redis before it is answered 503.
-PUBLISH_TIMEOUT = 5.0
 #: Seconds between refreshes of the shared stream's figures for ``/sse/stats``.
 INFO_INTERVAL = 2.0
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _trimmed(info: Any) -> int | None:
-    """How many entries a stream has trimmed, from its ``XINFO STREAM``; ``None`` before Redis 7."""
-    added = info.get("entries-added")
-    return int(added) - int(info["length"]) if added is not None else None
 
 
 class RedisBackend:
@@ -109,19 +77,8 @@ class RedisBackend:
         self.history = History(history_size)
         self._client: coredis.Redis[bytes] | None = None
         self._status = "starting"
-        #: The reader's position: the last id it handed on (or where it starts).
-        self._last_id = "0-0"
-        #: Whether the position is an entry of the stream (one read, or the newest
-        #: before this instance started), as opposed to a floor that names no entry.
-        self._position_stored = False
-        #: For a floor: the stream's trim count (``entries-added - length``) when it was taken.
-        self._trimmed_at_floor = 0
-        #: The newest event handed to the hub: nothing at or before it is handed on again.
-        self._handed: EventOrder = (-1, -1)
-        #: How many times the reader told the hub it may have missed entries.
-        self.history_gaps = 0
-        #: Wall-clock ms of this instance's start: entries from then on are delivered live.
-        self._started_ms = time.time_ns() // 1_000_000
+        #: The task that reads the shared stream (its position, its gap checks).
+        self._reader = StreamReader(stream_key, self.history, lambda: self._redis, self._mark)
         self._info: dict[str, Any] = {"size": 0, "oldest_id": None, "newest_id": None}
         self.reconnects = 0
 
@@ -167,161 +124,18 @@ class RedisBackend:
             self._client = client
             try:
                 async with trio.open_nursery() as nursery:
-                    started = await self._find_start()
+                    started = await self._reader.find_start()
                     if started:
                         await self._refresh_info()
                     task_status.started()
                     nursery.start_soon(self._refresh_info_forever)
-                    await self._read_forever(deliver, history_gap or (lambda after_id: None), started)
+                    await self._reader.read_forever(deliver, history_gap or (lambda after_id: None), started)
             finally:
                 self._client = None
 
     @property
     def resume_point(self) -> str | None:
-        # Where the reader starts (or has read up to): entries after it reach the hub.
-        # "0-0" names no entry; replaying from it would be a history gap, not a resume.
-        return None if self._last_id == "0-0" else self._last_id
-
-    async def _find_start(self) -> bool:
-        """Start after the newest entry published before this instance started.
-
-        "Before this instance started" is by the id's timestamp, not "the newest entry
-        when Redis first answers": when Redis is down at start-up, this instance may
-        accept publishes (and so may others) in the moment between Redis coming back
-        and the reader's first answer, and those must reach local streams too.
-        Returns ``False`` if Redis did not answer.
-        """
-        try:
-            with trio.fail_after(PUBLISH_TIMEOUT):
-                newest = await self._redis.xrevrange(self.stream_key, f"({self._started_ms}-0", "-", count=1)
-                if not newest:
-                    # A floor: nothing older is stored, so whatever is trimmed from now
-                    # on came after it (see core.stream_gaps).
-                    facts = await self._stream_facts()
-                    self._trimmed_at_floor = (facts[1] or 0) if facts is not None else 0
-        except REDIS_OR_TIMEOUT:
-            self._mark(False)
-            return False
-        if newest:
-            self._last_id = _text(newest[0].identifier)
-            self._position_stored = True
-        self._mark(True)
-        return True
-
-    async def _read_forever(self, deliver: Deliver, history_gap: HistoryGap, started: bool) -> None:
-        backoff = BACKOFF_MIN
-        reconnecting = False
-        while True:
-            if not started:
-                await trio.sleep(random.uniform(0, backoff))
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                started = await self._find_start()
-                continue
-            try:
-                if reconnecting:
-                    await self._check_restart(history_gap)
-                entries = await self._read_once(history_gap)
-            except REDIS_ERRORS:
-                self._mark(False)
-                reconnecting = True
-                await trio.sleep(random.uniform(0, backoff))
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                continue
-            reconnecting = False
-            self._mark(True)
-            backoff = BACKOFF_MIN
-            if entries:
-                self._hand_on(entries, deliver)
-
-    async def _read_once(self, history_gap: HistoryGap) -> tuple[Any, ...]:
-        """One ``XREAD`` from the position; a possible gap before its entries is reported first.
-
-        Raises a Redis error with nothing reported or handed on: the next try reads
-        from the same position again.
-        """
-        # The check rides in the same round trip: Redis runs the second command once
-        # the XREAD has returned. A position still stored then was stored at the read,
-        # so nothing after it had been trimmed (trims remove a prefix); a floor is
-        # judged by the stream's trim count instead (only at a start or after a loss).
-        position = self._last_id
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                read = pipe.xread({self.stream_key: position}, count=READ_COUNT, block=READ_BLOCK_MS)
-                if self._position_stored:
-                    check = pipe.xrange(self.stream_key, position, position, count=1)
-                else:
-                    info = pipe.xinfo_stream(self.stream_key)
-        except coredis.exceptions.ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return ()  # the stream does not exist (yet): nothing was read
-            raise
-        reply = await read
-        entries: tuple[Any, ...] = reply.get(self.stream_key.encode(), ()) if reply else ()
-        if not entries:
-            return ()
-        if self._position_stored:
-            still, trimmed = bool(await check), None
-        else:
-            still, trimmed = False, _trimmed(await info)
-        if missed_before_read(
-            was_stored=self._position_stored,
-            still_stored=still,
-            trimmed_then=self._trimmed_at_floor,
-            trimmed_now=trimmed,
-        ):
-            self._report_gap(history_gap)
-        return entries
-
-    async def _check_restart(self, history_gap: HistoryGap) -> None:
-        """After a reconnection: did the stream come back older than the position?
-
-        Then Redis lost entries (a restart without persistence, or from an older
-        RDB/AOF), maybe some nobody read: report a gap now, without waiting for new
-        entries. The position moves to the stream's newest id, so entries Redis gives
-        from there on are read whatever their ids; a missing stream leaves a floor.
-        """
-        facts = await self._stream_facts()
-        last_generated = parse_event_id(facts[0]) if facts is not None else None
-        position = parse_event_id(self._last_id)
-        assert position is not None
-        if not lost_in_restart(position, was_stored=self._position_stored, last_generated=last_generated):
-            return
-        self._report_gap(history_gap)
-        if facts is None:
-            self._position_stored, self._trimmed_at_floor = False, 0
-        else:
-            self._last_id, self._position_stored = facts[0], True
-
-    def _report_gap(self, history_gap: HistoryGap) -> None:
-        self.history_gaps += 1
-        history_gap(self.resume_point)
-
-    def _hand_on(self, entries: Sequence[Any], deliver: Deliver) -> None:
-        events = [self._event_from(entry) for entry in entries]
-        self._last_id, self._position_stored = events[-1].id, True
-        if events[0].order <= self._handed:
-            # Only after Redis came back older with a clock behind ours: ids it gives
-            # again were handed on already, and a gap has been reported for them.
-            events = [e for e in events if e.order > self._handed]
-            if not events:
-                return
-        self._handed = events[-1].order
-        for event in events:
-            self.history.append(event)
-        deliver(events)
-
-    async def _stream_facts(self) -> tuple[str, int | None] | None:
-        """``(last-generated-id, entries trimmed)`` of the stream, ``None`` if it does not exist.
-
-        The trim count is ``entries-added - length``; ``None`` before Redis 7.
-        """
-        try:
-            info: Any = await self._redis.xinfo_stream(self.stream_key)
-        except coredis.exceptions.ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return None
-            raise
-        return _text(info["last-generated-id"]), _trimmed(info)
+        return self._reader.resume_point
 
     async def _refresh_info_forever(self) -> None:
         while True:
@@ -345,8 +159,8 @@ class RedisBackend:
         first, last = await oldest, await newest
         self._info = {
             "size": await length,
-            "oldest_id": _text(first[0].identifier) if first else None,
-            "newest_id": _text(last[0].identifier) if last else None,
+            "oldest_id": entry_text(first[0].identifier) if first else None,
+            "newest_id": entry_text(last[0].identifier) if last else None,
         }
 
     @property
@@ -363,21 +177,6 @@ class RedisBackend:
         if item.project_id is not None:
             fields[b"p"] = item.project_id.encode()
         return fields
-
-    @staticmethod
-    def _event_from(entry: Any) -> Event:
-        """An event from a stream entry; ``published_at`` mapped onto this process's trio clock."""
-        event_id = _text(entry.identifier)
-        fields = entry.field_values
-        order = parse_event_id(event_id)
-        assert order is not None, event_id  # Redis stream ids are always <ms>-<seq>
-        project = fields.get(b"p")
-        now = trio.current_time()
-        wall = fields.get(b"w")
-        age = max(0.0, (time.time_ns() - int(wall)) / 1e9) if wall else 0.0
-        return make_event(
-            order, fields[b"t"].decode(), fields[b"d"], project.decode() if project is not None else None, now - age
-        )
 
     # -- the Backend protocol ------------------------------------------------------------
 
@@ -440,7 +239,7 @@ class RedisBackend:
             oldest = pipe.xrange(self.stream_key, "-", "+", count=1)
         if not await itself:
             first = await oldest
-            first_order = parse_event_id(_text(first[0].identifier)) if first else None
+            first_order = parse_event_id(entry_text(first[0].identifier)) if first else None
             if first_order is not None and order < first_order:
                 return Replay([], "history_gap")
             return Replay([], "unknown_id")
@@ -451,22 +250,22 @@ class RedisBackend:
             if not page:
                 break
             for entry in page:
-                event = self._event_from(entry)
+                event = event_from_entry(entry)
                 if matches(event):
                     events.append(event)
-            start = _text(page[-1].identifier)
+            start = entry_text(page[-1].identifier)
             if len(page) < REPLAY_PAGE:
                 break
         return Replay(events)
 
     def history_stats(self) -> dict[str, Any]:
         """The shared stream's figures (refreshed every few seconds) plus this reader's position."""
-        return {**self._info, "capacity": self.history_size, "read_up_to": self._last_id}
+        return {**self._info, "capacity": self.history_size, "read_up_to": self._reader.last_id}
 
     def describe(self) -> dict[str, Any]:
         return {
             "stream": self.stream_key,
-            "last_read_id": self._last_id,
+            "last_read_id": self._reader.last_id,
             "reconnects": self.reconnects,
-            "history_gaps": self.history_gaps,
+            "history_gaps": self._reader.history_gaps,
         }

@@ -1,0 +1,68 @@
+"""The registry: which streams are live, whose they are, and which events each is offered.
+
+It holds the connections by id (oldest first), the per-client counts the limits are
+judged on, and the subscription index the flusher asks for matching connections. A
+connection is in the index while it should be offered events: it leaves it as soon as
+it is closing (overflow, memory pressure, shutdown), before it leaves the registry, so a
+closing stream costs the publisher nothing more.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import trio
+
+from ..core.matching import Subscription, SubscriptionIndex
+from .connection import Connection
+
+__all__ = ["Registry", "UnknownConnection"]
+
+
+class UnknownConnection(LookupError):
+    """No live connection has this id."""
+
+
+class Registry:
+    """Live connections, their per-client counts and the subscription index."""
+
+    def __init__(self) -> None:
+        self.connections: dict[str, Connection] = {}
+        self.per_client: Counter[str] = Counter()
+        self.index: SubscriptionIndex[Connection] = SubscriptionIndex()
+        #: True once shutdown began: no stream is admitted any more.
+        self.closing = False
+        #: Set once shutdown began and no connection is left.
+        self.all_gone = trio.Event()
+
+    def add(self, connection: Connection, key: str) -> None:
+        """Register ``connection`` for client ``key``; it is offered events from now on."""
+        self.connections[connection.id] = connection
+        self.per_client[key] += 1
+        self.index.add(connection, connection.subscription)
+
+    def remove(self, connection: Connection, key: str) -> None:
+        """Unregister ``connection`` (its stream has ended)."""
+        self.index.remove(connection)
+        del self.connections[connection.id]
+        self.per_client[key] -= 1
+        if not self.per_client[key]:
+            del self.per_client[key]
+        if self.closing and not self.connections:
+            self.all_gone.set()
+
+    def resubscribe(self, connection: Connection, subscription: Subscription) -> None:
+        """Offer ``connection`` the events ``subscription`` matches, instead of its old ones."""
+        self.index.add(connection, subscription)
+
+    def get(self, connection_id: str) -> Connection:
+        """The live connection ``connection_id``; raises :class:`UnknownConnection`."""
+        try:
+            return self.connections[connection_id]
+        except KeyError:
+            raise UnknownConnection(connection_id) from None
+
+    def close(self, connection: Connection, reason: str) -> None:
+        """Out of the index at once, then closed with ``reason`` (its write is cut short)."""
+        self.index.remove(connection)
+        connection.close(reason)

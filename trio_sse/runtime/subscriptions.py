@@ -1,0 +1,107 @@
+"""Subscriptions: validated filters, how clients see them, and changing a live stream's.
+
+A filter change is applied in the stream's own order: events committed before it are
+fanned out under the old filters first, then the stream gets ``subscription_updated``
+(and, with ``last_event_id``, the replay under the new filters) before any event only
+the new filters match.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+from ..core.errors import InvalidValue
+from ..core.events import system_event
+from ..core.matching import Subscription
+from ..core.validation import check_event_types, check_project_id
+from .connection import Connection, Resubscribe
+from .flusher import Flusher
+from .registry import Registry, UnknownConnection
+
+__all__ = ["UNSET", "Mode", "Subscriptions", "TooManyPendingChanges", "parse_mode"]
+
+UNSET: Any = object()
+
+
+class TooManyPendingChanges(Exception):
+    """A connection has not yet applied its earlier filter changes."""
+
+
+class Mode(enum.StrEnum):
+    """How ``event_types`` changes a live stream's types."""
+
+    REPLACE = "replace"
+    ADD = "add"
+    REMOVE = "remove"
+
+
+def parse_mode(mode: Any) -> Mode:
+    """``mode`` as a :class:`Mode`; raises ``InvalidValue`` (the one check, for the API and the hub)."""
+    try:
+        return Mode(mode)
+    except ValueError:
+        raise InvalidValue("mode must be one of replace, add, remove") from None
+
+
+class Subscriptions:
+    """The registered event types, and filter changes of live connections."""
+
+    def __init__(self, event_types: frozenset[str], registry: Registry, flusher: Flusher) -> None:
+        self.event_types = event_types
+        self._sorted_types = sorted(event_types)
+        self._registry = registry
+        self._flusher = flusher
+
+    def subscription(self, event_types: Iterable[str] | None, project_id: str | None) -> Subscription:
+        """A validated subscription; ``None`` types means every type."""
+        types = None if event_types is None else check_event_types(event_types, self.event_types)
+        return Subscription(types, check_project_id(project_id))
+
+    def describe(self, connection: Connection) -> dict[str, Any]:
+        """The filters as clients see them in ``connected`` and ``subscription_updated``."""
+        sub = connection.subscription
+        types = self._sorted_types if sub.event_types is None else sorted(sub.event_types)
+        return {"connection_id": connection.id, "event_types": types, "project_id": sub.project_id}
+
+    def update(
+        self,
+        connection_id: str,
+        event_types: Iterable[str],
+        *,
+        mode: Any = Mode.REPLACE,
+        project_id: Any = UNSET,
+        last_event_id: str | None = None,
+    ) -> Subscription:
+        """Change a live connection's filters (see :meth:`trio_sse.runtime.hub.Hub.update_subscription`)."""
+        connection = self._registry.get(connection_id)
+        if connection.close_reason is not None:
+            raise UnknownConnection(connection_id)
+        types = check_event_types(event_types, self.event_types)
+        change = parse_mode(mode)
+        current = connection.subscription
+        current_types = self.event_types if current.event_types is None else current.event_types
+        new_types: frozenset[str] | None
+        if change is Mode.REPLACE:
+            new_types = types
+        elif change is Mode.ADD:
+            new_types = None if current.event_types is None else current_types | types
+        else:
+            new_types = current_types - types
+        if new_types is not None and new_types == self.event_types and current.event_types is None:
+            new_types = None
+        project = current.project_id if project_id is UNSET else check_project_id(project_id)
+        new = Subscription(new_types, project)
+        # Events committed before the change are fanned out under the filters they met
+        # (which may close this connection as a slow consumer).
+        self._flusher.flush()
+        if connection.close_reason is not None:
+            raise UnknownConnection(connection_id)
+        connection.subscription = new
+        announcement = system_event("subscription_updated", self.describe(connection))
+        if not connection.push_control(Resubscribe(new, current, announcement, last_event_id)):
+            connection.subscription = current
+            raise TooManyPendingChanges(connection_id)
+        self._registry.resubscribe(connection, new)
+        return new

@@ -22,66 +22,41 @@ import statistics
 import time
 from urllib.parse import urlsplit
 
+import h11
 import trio
 
 PROBE_EVERY = 0.002
 
 
-async def _read_answer(stream: trio.SocketStream, buffer: bytearray) -> tuple[int, bytes]:
-    """One HTTP/1.1 answer with a Content-Length (or none, up to the close): status, body."""
-    while b"\r\n\r\n" not in buffer:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
+async def _exchange(stream: trio.SocketStream, conn: h11.Connection, request: h11.Request) -> tuple[int, bytes]:
+    """Send ``request`` and read its answer: status, body. h11 does the framing (a length,
+    chunks, or up to the close) and readies a keep-alive connection for the next one."""
+    await stream.send_all((conn.send(request) or b"") + (conn.send(h11.EndOfMessage()) or b""))
+    status, body = 0, b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                conn.start_next_cycle()
+            return status, body
+        elif isinstance(event, h11.ConnectionClosed):
             raise ConnectionError("closed before an answer")
-        buffer += chunk
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length, chunked = None, False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-        elif name.strip().lower() == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-    body = bytearray(rest)
-    if chunked:  # a refused stream (the lean handler answers chunked): read up to the last chunk
-        while not body.endswith(b"0\r\n\r\n"):
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                break
-            body += chunk
-        return status, _dechunk(bytes(body))
-    while length is None or len(body) < length:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            break
-        body += chunk
-    end = len(body) if length is None else length
-    buffer[:] = body[end:]
-    return status, bytes(body[:end])
-
-
-def _dechunk(data: bytes) -> bytes:
-    out = b""
-    while data:
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out, data = out + data[:size], data[size + 2 :]
-    return out
 
 
 async def measure(url: str, size: int, settle: float) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    probe_request = f"GET /sse/health HTTP/1.1\r\nhost: {host}\r\n\r\n".encode()
+    probe_request = h11.Request(method="GET", target="/sse/health", headers=[("host", host)])
     quoted = (size - len('sse_token=""')) // 2 * 2  # an even run: every backslash escapes the next
-    hostile = (
-        f"GET /sse/events HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n".encode()
-        + b'cookie: sse_token="'
-        + b"\\" * quoted
-        + b'"\r\n\r\n'
+    cookie = 'sse_token="' + "\\" * quoted + '"'
+    hostile = h11.Request(
+        method="GET", target="/sse/events", headers=[("host", host), ("connection", "close"), ("cookie", cookie)]
     )
     samples: list[tuple[float, float]] = []  # (sent at, round trip)
     result: dict[str, object] = {"url": url, "cookie_bytes": len('sse_token=""') + quoted}
@@ -89,12 +64,11 @@ async def measure(url: str, size: int, settle: float) -> dict[str, object]:
 
     async def probe() -> None:
         stream = await trio.open_tcp_stream(host, port)
-        buffer = bytearray()
+        conn = h11.Connection(h11.CLIENT)
         async with stream:
             while not done.is_set():
                 sent = time.perf_counter()
-                await stream.send_all(probe_request)
-                await _read_answer(stream, buffer)
+                await _exchange(stream, conn, probe_request)
                 samples.append((sent, time.perf_counter() - sent))
                 await trio.sleep(PROBE_EVERY)
 
@@ -104,8 +78,7 @@ async def measure(url: str, size: int, settle: float) -> dict[str, object]:
         stream = await trio.open_tcp_stream(host, port)
         async with stream:
             started = time.perf_counter()
-            await stream.send_all(hostile)
-            status, body = await _read_answer(stream, bytearray())
+            status, body = await _exchange(stream, h11.Connection(h11.CLIENT), hostile)
             answered = time.perf_counter()
         await trio.sleep(settle)
         done.set()

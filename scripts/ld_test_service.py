@@ -18,7 +18,7 @@ describes. This is that service for :func:`trio_sse.client.open_url`:
 
 Its behaviours are also checked without Go by ``tests/client/test_contract.py`` (the
 harness's tests, ported) and ``tests/client/test_ld_service.py`` (this service, against
-a fake harness). trio + h11 only, like the test server; listens on 127.0.0.1.
+a fake harness). An ASGI app under hypercorn, as trio_sse is served; listens on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ from functools import partial
 from typing import Any
 
 import attrs
-import h11
 import httpx
+import hypercorn.trio
 import trio
+from hypercorn.config import Config
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from trio_sse.client import SSEClientError, State, StateChange, open_url
 
@@ -126,27 +128,25 @@ class Service:
     created: int = 0
     stopped: trio.Event = attrs.Factory(trio.Event)
 
-    async def handle(self, connection: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                request = await _read_request(connection, conn)
-                if request is None:
-                    return
-                method, path, body = request
-                status, headers, payload = self.route(method, path, body)
-                head = [(b"content-length", str(len(payload)).encode()), *headers]
-                out = conn.send(h11.Response(status_code=status, headers=head)) or b""
-                out += (conn.send(h11.Data(data=payload)) or b"") if payload else b""
-                out += conn.send(h11.EndOfMessage()) or b""
-                await connection.send_all(out)
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        """The service as an ASGI app: hypercorn does the HTTP, :meth:`route` the rest."""
+        if scope["type"] == "lifespan":  # nothing to start or stop: acknowledge both
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
             return
-        finally:
-            await connection.aclose()
+        if scope["type"] != "http":
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body, more = body + message["body"], message["more_body"]
+        status, headers, payload = self.route(scope["method"], scope["path"], body)
+        head = [(b"content-length", str(len(payload)).encode()), *headers]
+        await send({"type": "http.response.start", "status": status, "headers": head, "trailers": False})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
 
     def route(self, method: str, path: str, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         if path == "/" and method == "GET":
@@ -185,34 +185,18 @@ class Service:
         return 405, [], b""
 
 
-async def _read_request(connection: trio.SocketStream, conn: h11.Connection) -> tuple[str, str, bytes] | None:
-    head: h11.Request | None = None
-    body = b""
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await connection.receive_some(65536)
-            conn.receive_data(data)
-            if not data and head is None:
-                return None
-        elif isinstance(event, h11.Request):
-            head = event
-        elif isinstance(event, h11.Data):
-            body += event.data
-        elif isinstance(event, h11.EndOfMessage) and head is not None:
-            return head.method.decode(), head.target.decode().partition("?")[0], body
-        else:
-            return None
-
-
 async def serve(port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until ``DELETE /`` (or cancellation); reports the port it listens on."""
-    async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
-        service = Service(nursery, http)
-        listeners = await nursery.start(partial(trio.serve_tcp, service.handle, port, host="127.0.0.1"))
-        task_status.started(listeners[0].socket.getsockname()[1])
-        await service.stopped.wait()
-        nursery.cancel_scope.cancel()
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as streams:
+        service = Service(streams, http)
+        async with trio.open_nursery() as server:
+            binds = await server.start(
+                partial(hypercorn.trio.serve, service, config, shutdown_trigger=service.stopped.wait)
+            )
+            task_status.started(int(binds[0].rsplit(":", 1)[1]))
+        streams.cancel_scope.cancel()  # hypercorn has answered the DELETE and stopped: end the clients
 
 
 def main() -> None:

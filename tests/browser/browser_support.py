@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import trio
@@ -44,65 +44,89 @@ CHROMIUM_ARGS = [
 WAIT_MS = 10_000
 
 
-class ServerThread:
+class TrioThread:
+    """A trio loop of its own in a daemon thread, for the plain ``def`` tests to drive.
+
+    A subclass writes :meth:`_main`: it sets things up, calls ``ready()`` and runs until
+    ``quit`` is set. :meth:`start` returns once ``ready()`` was called; :meth:`stop` sets
+    ``quit`` and joins the thread. An exception in the loop is raised by whichever of the
+    two comes next, in the test's thread, rather than dying unseen in the other one.
+    """
+
+    #: Named in the thread's name and in the errors.
+    what = "trio loop"
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._quit: trio.Event | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> Self:
+        ready = threading.Event()
+
+        def main() -> None:
+            try:
+                trio.run(self._in_trio, ready)
+            except BaseException as exc:  # reported by start()/stop() in the test's thread
+                self._error = exc
+                ready.set()
+
+        self._thread = threading.Thread(target=main, name=f"trio_sse-{self.what}", daemon=True)
+        self._thread.start()
+        if not ready.wait(15) or self._error is not None:
+            raise RuntimeError(f"the {self.what} did not start: {self._error!r}")
+        return self
+
+    async def _in_trio(self, ready: threading.Event) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._quit = trio.Event()
+        await self._main(ready.set, self._quit)
+
+    async def _main(self, ready: Callable[[], None], quit: trio.Event) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._thread is None or self._token is None or self._quit is None:
+            return
+        trio.from_thread.run_sync(self._quit.set, trio_token=self._token)
+        self._thread.join(15)
+        alive = self._thread.is_alive()
+        self._thread = None
+        if alive:
+            raise RuntimeError(f"the {self.what} thread did not stop")
+        if self._error is not None:
+            raise self._error
+
+
+class ServerThread(TrioThread):
     """The trio_sse app under hypercorn, in a thread with its own trio loop.
 
     ``stop()`` then ``start()`` again restarts it on the same port with a fresh hub,
     like a redeploy: streams end cleanly and clients reconnect by themselves.
     """
 
+    what = "server"
+
     def __init__(self, **settings: Any) -> None:
+        super().__init__()
         self.settings = {"shutdown_grace": 2, "log_level": "warning", **settings}
         self.port = 0
         self.base_url = ""
         self.hub: Hub | None = None
-        self._thread: threading.Thread | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop: trio.Event | None = None
-        self._error: BaseException | None = None
 
-    def start(self) -> ServerThread:
-        ready = threading.Event()
-
-        def main() -> None:
-            try:
-                trio.run(self._serve, ready)
-            except BaseException as exc:  # reported by start()/stop() in the test's thread
-                self._error = exc
-                ready.set()
-
-        self._thread = threading.Thread(target=main, name="trio_sse-server", daemon=True)
-        self._thread.start()
-        if not ready.wait(15) or self._error is not None:
-            raise RuntimeError(f"the server did not start: {self._error!r}")
-        return self
-
-    async def _serve(self, ready: threading.Event) -> None:
+    async def _main(self, ready: Callable[[], None], quit: trio.Event) -> None:
         config = Settings(host="127.0.0.1", port=self.port, **self.settings)
-        self._token = trio.lowlevel.current_trio_token()
-        self._stop = stop = trio.Event()
         async with trio.open_nursery() as nursery, trio_sse.open_hub(config) as hub:
             app = trio_sse.create_app(hub=hub)
-            serve = functools.partial(trio_sse.serve, app, config, shutdown_trigger=stop.wait)
+            serve = functools.partial(trio_sse.serve, app, config, shutdown_trigger=quit.wait)
             binds = await nursery.start(serve)
             self.base_url = binds[0]
             self.port = int(self.base_url.rsplit(":", 1)[1])
             self.hub = hub
-            ready.set()
-            await stop.wait()
+            ready()
+            await quit.wait()
             hub.begin_shutdown()
-
-    def stop(self) -> None:
-        if self._thread is None or self._token is None or self._stop is None:
-            return
-        trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-        self._thread.join(15)
-        alive = self._thread.is_alive()
-        self._thread = None
-        if alive:
-            raise RuntimeError("the server thread did not stop")
-        if self._error is not None:
-            raise self._error
 
     # -- talking to it from the test's thread ------------------------------------------
 

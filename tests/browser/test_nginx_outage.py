@@ -16,15 +16,14 @@ page must receive them (by replay) and the ones published after the restart.
 from __future__ import annotations
 
 import functools
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import trio
-from browser_support import WAIT_MS, StaticServer, wait_for, wait_in_page
+from browser_support import WAIT_MS, StaticServer, TrioThread, wait_for, wait_in_page
 from nginx_support import Nginx, docs_nginx_blocks, local_site, with_tls, wrap_site
 from redis_server import free_port
 
@@ -55,46 +54,31 @@ PAGE = """<!doctype html>
 """
 
 
-class Upstream:
+class Upstream(TrioThread):
     """trio_sse whose hub outlives its HTTP server: :meth:`down` closes the listening
     socket and cuts every stream; :meth:`up` serves the same hub on the same port again."""
 
+    what = "upstream"
+
     def __init__(self, **settings: Any) -> None:
+        super().__init__()
         self.settings = Settings(host="127.0.0.1", port=free_port(), log_level="warning", **settings)
         self.port = self.settings.port
         self.hub: Hub | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._stop: trio.Event | None = None
         self._stopped: trio.Event | None = None
-        self._quit: trio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
 
-    def start(self) -> Upstream:
-        ready = threading.Event()
-
-        def main() -> None:
-            try:
-                trio.run(self._main, ready)
-            except BaseException as exc:  # reported by start()/close() in the test's thread
-                self._error = exc
-                ready.set()
-
-        self._thread = threading.Thread(target=main, name="trio_sse-upstream", daemon=True)
-        self._thread.start()
-        if not ready.wait(15) or self._error is not None:
-            raise RuntimeError(f"the upstream did not start: {self._error!r}")
+    def start(self) -> Self:
+        super().start()
         self.up()
         return self
 
-    async def _main(self, ready: threading.Event) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._quit = trio.Event()
+    async def _main(self, ready: Callable[[], None], quit: trio.Event) -> None:
         async with trio_sse.open_hub(self.settings) as hub, trio.open_nursery() as nursery:
             self.hub, self._nursery = hub, nursery
-            ready.set()
-            await self._quit.wait()
+            ready()
+            await quit.wait()
             await self._down()
             hub.begin_shutdown()
 
@@ -144,23 +128,12 @@ class Upstream:
         count: int = trio.from_thread.run_sync(lambda: len(hub.connections()), trio_token=token)
         return count
 
-    def close(self) -> None:
-        if self._thread is None or self._quit is None or self._token is None:
-            return
-        trio.from_thread.run_sync(self._quit.set, trio_token=self._token)
-        self._thread.join(15)
-        if self._thread.is_alive():
-            raise RuntimeError("the upstream thread did not stop")
-        self._thread = None
-        if self._error is not None:
-            raise self._error
-
 
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
     server = Upstream(retry=RETRY_MS, shutdown_grace=0.5).start()
     yield server
-    server.close()
+    server.stop()
 
 
 @pytest.fixture(params=["http", "https-h2"])

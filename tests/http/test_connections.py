@@ -36,6 +36,14 @@ async def seconds_until_eof(stream: trio.abc.ReceiveStream) -> float:
     return trio.current_time() - started
 
 
+async def check_closed_after_idle_timeout(stream: trio.abc.Stream) -> None:
+    """The server closes ``stream`` ``IDLE_TIMEOUT`` virtual seconds from now (not sooner,
+    and not much later); it is then closed on this side too."""
+    elapsed = await seconds_until_eof(stream)
+    assert IDLE_TIMEOUT <= elapsed < IDLE_TIMEOUT + AT_ONCE
+    await stream.aclose()
+
+
 async def is_open(stream: trio.abc.ReceiveStream, wait: float = 1.0) -> bool:
     """True when the server neither sends nor closes for ``wait`` virtual seconds."""
     with trio.move_on_after(wait):
@@ -93,9 +101,7 @@ async def test_connection_that_never_sends_a_request_is_closed_after_idle_timeou
 ) -> None:
     async with live_server_factory(idle_timeout=IDLE_TIMEOUT) as server:
         stream = await connect(server)
-        elapsed = await seconds_until_eof(stream)
-        assert IDLE_TIMEOUT <= elapsed < IDLE_TIMEOUT + AT_ONCE
-        await stream.aclose()
+        await check_closed_after_idle_timeout(stream)
 
 
 async def test_keep_alive_connection_is_closed_idle_timeout_after_its_last_answer(
@@ -105,9 +111,7 @@ async def test_keep_alive_connection_is_closed_idle_timeout_after_its_last_answe
         stream = await connect(server)
         await trio.sleep(IDLE_TIMEOUT - 1)
         await get(stream, "/sse/health")  # a request restarts the idle time
-        elapsed = await seconds_until_eof(stream)
-        assert IDLE_TIMEOUT <= elapsed < IDLE_TIMEOUT + AT_ONCE
-        await stream.aclose()
+        await check_closed_after_idle_timeout(stream)
 
 
 async def test_tls_connection_that_never_starts_its_handshake_is_closed_after_idle_timeout(
@@ -116,9 +120,7 @@ async def test_tls_connection_that_never_starts_its_handshake_is_closed_after_id
     # hypercorn alone waits its ssl_handshake_timeout (60 s) for a ClientHello.
     async with live_server_factory(idle_timeout=IDLE_TIMEOUT, certfile=tls.certfile, keyfile=tls.keyfile) as server:
         stream = await connect(server)
-        elapsed = await seconds_until_eof(stream)
-        assert IDLE_TIMEOUT <= elapsed < IDLE_TIMEOUT + AT_ONCE
-        await stream.aclose()
+        await check_closed_after_idle_timeout(stream)
 
 
 async def test_oldest_idle_connection_is_closed_when_a_new_one_would_go_over_the_limit(
@@ -195,8 +197,6 @@ async def test_under_hypercorns_own_worker_the_app_sets_its_keep_alive_to_idle_t
         url = urlsplit(binds[0])
         assert url.hostname is not None and url.port is not None
         stream = await trio.open_tcp_stream(url.hostname, url.port)
-        elapsed = await seconds_until_eof(stream)
-        assert IDLE_TIMEOUT <= elapsed < IDLE_TIMEOUT + AT_ONCE
+        await check_closed_after_idle_timeout(stream)
         assert config.keep_alive_timeout == IDLE_TIMEOUT
-        await stream.aclose()
         stop.set()

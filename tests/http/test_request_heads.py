@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import h11
 import httpx
 import jwt
 import orjson
@@ -69,23 +70,26 @@ async def exchange(
                 answer += chunk
                 if b"event: connected" in answer:  # a stream: its first event is enough
                     break
-    status_head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = status_head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    if headers.get("transfer-encoding") == "chunked":
-        body = dechunk(body)
-    return int(status_line.split(" ")[1]), headers, body
+    return read_answer(pieces[0].split(b" ", 1)[0], answer)
 
 
-def dechunk(data: bytes) -> bytes:
-    out = b""
-    while data:
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out, data = out + data[:size], data[size + 2 :]
-    return out
+def read_answer(method: bytes, answer: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of the bytes the server sent, framed by h11 (de-chunked;
+    of a stream, as much as came). h11 is told of the request only so that it expects
+    an answer: the request itself went out raw."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method=method, target="/", headers=[("host", "127.0.0.1")]))
+    conn.receive_data(answer)
+    response: h11.Response | None = None
+    body = b""
+    while (event := conn.next_event()) is not h11.NEED_DATA and not isinstance(event, h11.EndOfMessage):
+        if isinstance(event, h11.Response):
+            response = event
+        elif isinstance(event, h11.Data):
+            body += event.data
+    assert response is not None, answer
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in response.headers}
+    return response.status_code, headers, body
 
 
 def port_of(server: Any) -> int:

@@ -359,6 +359,17 @@ async def history_pressured_hub(rss: HistoryRss, **settings: object) -> AsyncIte
                 yield hub, client
 
 
+@asynccontextmanager
+async def idle_streams(hub: Hub, count: int) -> AsyncIterator[list[Connection]]:
+    """``count`` streams of every event on ``hub``, from as many addresses, for the block.
+    No task sends to them: what the hub fans out stays queued (``pending``)."""
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(hub.connect(hub.subscription(None, None), client=ClientInfo(f"10.0.0.{i}")))
+            for i in range(count)
+        ]
+
+
 async def fill_history(hub: Hub, nbytes: int) -> list[str]:
     history = hub.backend.history  # type: ignore[attr-defined]
     ids = []
@@ -370,11 +381,7 @@ async def fill_history(hub: Hub, nbytes: int) -> list[str]:
 
 async def test_memory_pressure_evicts_history_before_shedding_any_stream(autojump_clock) -> None:
     rss = HistoryRss(BASE)
-    async with history_pressured_hub(rss) as (hub, _), AsyncExitStack() as stack:
-        connections = [
-            await stack.enter_async_context(hub.connect(hub.subscription(None, None), client=ClientInfo(f"10.0.0.{i}")))
-            for i in range(5)
-        ]
+    async with history_pressured_hub(rss) as (hub, _), idle_streams(hub, 5) as connections:
         history = hub.backend.history  # type: ignore[attr-defined]
         await fill_history(hub, 8 * MiB - 200_000)  # rss ~4 MiB over the limit, all of it history
         held = history.nbytes
@@ -438,11 +445,7 @@ async def test_the_history_bound_grows_back_a_sixteenth_per_sample_once_the_pres
 
 async def test_streams_are_shed_only_for_the_overshoot_that_evicting_history_did_not_cover(autojump_clock) -> None:
     rss = HistoryRss(BASE)
-    async with history_pressured_hub(rss) as (hub, _), AsyncExitStack() as stack:
-        connections = [
-            await stack.enter_async_context(hub.connect(hub.subscription(None, None), client=ClientInfo(f"10.0.0.{i}")))
-            for i in range(10)
-        ]
+    async with history_pressured_hub(rss) as (hub, _), idle_streams(hub, 10) as connections:
         history = hub.backend.history  # type: ignore[attr-defined]
         await fill_history(hub, 2 * MiB)  # history: 2 MiB
         held = history.nbytes

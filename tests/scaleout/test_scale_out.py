@@ -365,6 +365,26 @@ async def read_items(response: httpx.Response, items: list[str], arrived: list[f
             items.append(RESET)
 
 
+@asynccontextmanager
+async def reading_a_first_event(
+    live_server_factory: Any, **settings: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, list[str], str]]:
+    """A live server with ``settings`` and a stream on it whose ids and resets go to
+    ``items``, once it has received a first event published there: ``(http, items, first)``."""
+    async with (
+        live_server_factory(**settings) as server,
+        httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http,
+        http.stream("GET", "/sse/events") as response,
+        trio.open_nursery() as nursery,
+    ):
+        items: list[str] = []
+        nursery.start_soon(read_items, response, items, [trio.current_time()])
+        first = (await http.post("/sse/publish", json={"event_type": "commit", "data": 0})).json()["id"]
+        await wait_until(lambda: _true(first in items))
+        yield http, items, first
+        nursery.cancel_scope.cancel()
+
+
 def test_silently_lost_counts_only_what_no_reset_covers() -> None:
     ids = [f"1-{n}" for n in range(6)]
     assert silently_lost(ids, ids) == []
@@ -378,22 +398,11 @@ async def test_entries_trimmed_before_the_reader_read_them_give_live_streams_a_r
 ) -> None:
     # One transaction of 300 entries with MAXLEN ~5: the reader, blocked in XREAD, wakes
     # after EXEC, when the trim has removed the first node -- its own position included.
-    async with (
-        live_server_factory(**shared, history_size=5) as server,
-        httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http,
-        http.stream("GET", "/sse/events") as response,
-        trio.open_nursery() as nursery,
-    ):
-        items: list[str] = []
-        arrived = [trio.current_time()]
-        nursery.start_soon(read_items, response, items, arrived)
-        first = (await http.post("/sse/publish", json={"event_type": "commit", "data": 0})).json()["id"]
-        await wait_until(lambda: _true(first in items))
+    async with reading_a_first_event(live_server_factory, **shared, history_size=5) as (http, items, first):
         batch = [{"event_type": "commit", "data": n} for n in range(300)]
         ids = (await http.post("/sse/publish", json={"events": batch})).json()["ids"]
         await wait_until(lambda: _true(ids[-1] in items))
         assert (await http.get("/sse/stats")).json()["backend"]["history_gaps"] == 1
-        nursery.cancel_scope.cancel()
     assert RESET in items and items[0] == first
     assert silently_lost([first, *ids], items) == []
     received = [i for i in items if i != RESET]
@@ -408,17 +417,8 @@ async def test_redis_restarted_empty_gives_live_streams_a_reset_before_new_event
     redis = RedisServer(tmp_path)
     redis.start()
     try:
-        async with (
-            live_server_factory(backend=redis.url, redis_stream="empty") as server,
-            httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http,
-            http.stream("GET", "/sse/events") as response,
-            trio.open_nursery() as nursery,
-        ):
-            items: list[str] = []
-            arrived = [trio.current_time()]
-            nursery.start_soon(read_items, response, items, arrived)
-            first = (await http.post("/sse/publish", json={"event_type": "commit", "data": 0})).json()["id"]
-            await wait_until(lambda: _true(first in items))
+        served = reading_a_first_event(live_server_factory, backend=redis.url, redis_stream="empty")
+        async with served as (http, items, first):
             await trio.to_thread.run_sync(redis.kill)
             await trio.to_thread.run_sync(redis.start)
             later: list[str] = []
@@ -431,7 +431,6 @@ async def test_redis_restarted_empty_gives_live_streams_a_reset_before_new_event
 
             await wait_until(published)
             await wait_until(lambda: _true(later[0] in items))
-            nursery.cancel_scope.cancel()
         assert items == [first, RESET, later[0]]
     finally:
         redis.stop()

@@ -4,6 +4,7 @@ replay, ``/sse/connections``; in process and over a real server, on both backend
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import trio
 from http_support import assert_error
 from httpx_sse import aconnect_sse
 
+from conftest import open_client
 from trio_sse.testing import SSETestClient, TestStream
 
 TIMEOUT = 10.0
@@ -66,7 +68,10 @@ PUBLISHED = [
 
 async def test_tag_query_is_and_across_names_or_within_one(client: SSETestClient) -> None:
     query = {"types": "commit,system_status", "tag.env": "prod,staging", "tag.team": "core"}
-    async with client.stream(query=query) as filtered, client.stream(query={"types": "commit,system_status"}) as everything:
+    async with (
+        client.stream(query=query) as filtered,
+        client.stream(query={"types": "commit,system_status"}) as everything,
+    ):
         described = await connected(filtered)
         assert described["tags"] == {"env": ["prod", "staging"], "team": ["core"]}
         assert "tags" not in await connected(everything)  # no tag filter: the contract's shape
@@ -251,3 +256,20 @@ async def test_tag_filters_over_a_real_server(live_server_factory: Any) -> None:
                 replayed = await anext(events)
                 assert (replayed.id, replayed.json()) == (ids[1], 2)
                 assert (await anext(events)).event == "system_status"
+
+
+@pytest.mark.one_backend
+async def test_tags_travel_through_redis_entries_to_another_instance(redis_server: Any) -> None:
+    """Published on one instance, replayed by another from ``XRANGE`` (not its ring): the tags
+    came back from the stream entries, so the second instance's filter still applies."""
+    shared = {"backend": redis_server.url, "redis_stream": f"test:tags:{uuid.uuid4().hex}"}
+    async with open_client(**shared) as (_, first):
+        start = await publish(first, 0, {"env": "prod"})
+        for tags, data in PUBLISHED:
+            await publish(first, data, tags)
+    async with open_client(**shared) as (_, second):
+        query = {"types": "commit", "tag.env": "prod", "tag.team": "web,core", "last_event_id": start}
+        async with second.stream(query=query) as stream:
+            await connected(stream)
+            assert [json.loads(e.data) for e in await stream.events(2, timeout=5)] == [1, 4]
+            await stream.assert_no_event_within(0.05)

@@ -61,6 +61,31 @@ def test_index_matches_exactly_the_reference_predicate(
     assert len(index) == 0 and not index._by_type and not index._tagged
 
 
+def test_an_event_among_1000_distinct_tag_filters_checks_only_its_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fan-out stays indexed: finding the one stream of 1,000 whose tag filter matches
+    does not check the other 999 (a linear scan would call the predicate 1,000 times)."""
+    from trio_sse.core import matching
+
+    index: SubscriptionIndex[int] = SubscriptionIndex()
+    for i in range(1000):
+        tags = {"user": [f"u{i}"], **({"env": ["prod", "dev"]} if i % 2 else {})}
+        index.add(i, Subscription(None, None, check_tag_filter(tags)))
+    calls = 0
+    real = matching.tags_match
+
+    def counted(tag_filter: Any, tags: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        return real(tag_filter, tags)
+
+    monkeypatch.setattr(matching, "tags_match", counted)
+    monkeypatch.setattr(Subscription, "accepts", lambda self, event: pytest.fail("scanned"))
+    assert list(index.matching("commit", None, {"user": "u7", "env": "prod"})) == [7]
+    assert list(index.matching("commit", "p", {"user": "u8", "env": "prod"})) == [8]
+    assert list(index.matching("commit", None, {"env": "prod"})) == []
+    assert calls <= 2
+
+
 def test_and_across_names_or_within_one() -> None:
     sub = Subscription(tags=check_tag_filter({"env": ["prod", "staging"], "team": ["core"]}))
     assert sub.matches("commit", None, {"env": "prod", "team": "core"})

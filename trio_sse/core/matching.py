@@ -9,7 +9,8 @@ with one of the accepted values (AND across names, OR within one).
 The index answers "who wants this event" by looking at the buckets for its type and
 project only, never by scanning every subscriber. Streams with a tag filter live apart
 from the others, in the same (type, project) buckets, under one *anchor* tag — the
-first name of their filter — and each of its accepted values. An event is offered to
+name of their filter with the fewest accepted values (the most selective guess; ties go
+to the first name) — and each of its accepted values. An event is offered to
 the tag-filtered streams whose anchor is one of the event's own tags with the event's
 value, and only those candidates are checked against the rest of their filter. So a
 stream without tag filters costs what it did before tags existed, and 1,000 streams
@@ -63,6 +64,11 @@ class Subscription:
         return self.matches(event.type, event.project_id, event.tags)
 
 
+def anchor_of(tag_filter: TagFilter) -> tuple[str, frozenset[str]]:
+    """The (name, values) a tag-filtered subscription is indexed under: the fewest values."""
+    return min(tag_filter, key=lambda item: (len(item[1]), item[0]))
+
+
 # type (None = all types) -> project filter (None = no filter) -> keys
 _Buckets = dict[str | None, dict[str | None, set[K]]]
 # type -> project -> anchor tag name -> anchor value -> keys
@@ -105,7 +111,7 @@ class SubscriptionIndex(Generic[K]):
                 projects = self._by_type.setdefault(event_type, {})
                 projects.setdefault(subscription.project_id, set()).add(key)
                 continue
-            anchor, values = subscription.tags[0]
+            anchor, values = anchor_of(subscription.tags)
             by_value = (
                 self._tagged.setdefault(event_type, {}).setdefault(subscription.project_id, {}).setdefault(anchor, {})
             )
@@ -127,7 +133,7 @@ class SubscriptionIndex(Generic[K]):
                     if not projects:
                         del self._by_type[event_type]
                 continue
-            anchor, values = subscription.tags[0]
+            anchor, values = anchor_of(subscription.tags)
             tagged_projects = self._tagged[event_type]
             anchors = tagged_projects[subscription.project_id]
             by_value = anchors[anchor]
@@ -181,6 +187,6 @@ class SubscriptionIndex(Generic[K]):
                     if not bucket:
                         continue
                     for key in bucket:
-                        rest = subscriptions[key].tags
-                        if len(rest) == 1 or tags_match(rest[1:], tags):
+                        wanted = subscriptions[key].tags
+                        if len(wanted) == 1 or tags_match(wanted, tags):
                             yield key

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from trio_sse.core.errors import InvalidTags
 from trio_sse.core.matching import Subscription, SubscriptionIndex
-from trio_sse.core.validation import check_tag_filter, check_tags, prepare_event
+from trio_sse.core.validation import TAG_KEY_PATTERN, check_tag_filter, check_tag_value, check_tags, prepare_event
 
 NAMES = st.sampled_from(["a", "b", "c"])
 VALUES = st.sampled_from(["x", "y", "z"])
@@ -138,3 +138,39 @@ def test_good_tags_are_kept() -> None:
 def test_bad_tag_filters_are_refused(value: Any) -> None:
     with pytest.raises(InvalidTags):
         check_tag_filter(value)
+
+
+TAG_NAME = st.from_regex(r"[a-z][a-z0-9_]{0,31}", fullmatch=True)
+QUERY_VALUE = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters=","), min_size=1, max_size=128
+).filter(lambda v: v.strip() == v)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(TAG_NAME, st.lists(QUERY_VALUE, min_size=1, max_size=4), min_size=1, max_size=16))
+def test_tag_query_parameters_parse_back_to_the_filter(wanted: dict[str, list[str]]) -> None:
+    from urllib.parse import urlencode
+
+    from trio_sse.http.params import parse_stream_params
+
+    query = urlencode({f"tag.{name}": ",".join(values) for name, values in wanted.items()}).encode()
+    parsed = parse_stream_params(query, [])
+    assert parsed.tags == check_tag_filter(wanted)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=40), st.text(max_size=200)), max_size=20))
+def test_any_tag_query_is_a_filter_or_a_400(pairs: list[tuple[str, str]]) -> None:
+    from urllib.parse import urlencode
+
+    from trio_sse.http.errors import ApiError
+    from trio_sse.http.params import parse_stream_params
+
+    query = urlencode([(f"tag.{name}", value) for name, value in pairs]).encode()
+    try:
+        parsed = parse_stream_params(query, [])
+    except ApiError as error:
+        assert error.status == 400
+        return
+    for name, values in parsed.tags:
+        assert TAG_KEY_PATTERN.fullmatch(name) and values and all(check_tag_value(v) for v in values)

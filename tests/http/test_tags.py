@@ -276,3 +276,41 @@ async def test_tags_travel_through_redis_entries_to_another_instance(redis_serve
             await connected(stream)
             assert [json.loads(e.data) for e in await stream.events(2, timeout=5)] == [1, 4]
             await stream.assert_no_event_within(0.05)
+
+
+async def test_subscribe_tag_modes_over_a_real_server(live_server_factory: Any) -> None:
+    async with live_server_factory() as server, httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as http:
+        params = {"types": "commit,system_status", "tag.env": "dev"}
+        async with aconnect_sse(http, "GET", "/sse/events", params=params) as source:
+            events = source.aiter_sse()
+            with trio.fail_after(TIMEOUT):
+                cid = (await anext(events)).json()["connection_id"]
+
+            async def change(**body: Any) -> Any:
+                reply = await http.post(
+                    "/sse/subscribe", json={"connection_id": cid, "event_types": [], "mode": "add", **body}
+                )
+                assert reply.status_code == 200, reply.text
+                with trio.fail_after(TIMEOUT):
+                    update = await anext(events)
+                assert update.event == "subscription_updated" and update.json() == reply.json()
+                return reply.json().get("tags")
+
+            async def sees() -> list[Any]:
+                batch = [{"event_type": "commit", "data": d, **({"tags": t} if t else {})} for t, d in PUBLISHED]
+                batch.append({"event_type": "system_status", "data": "end", "tags": {"env": "dev"}})
+                assert (await http.post("/sse/publish", json={"events": batch})).status_code == 202
+                got = []
+                with trio.fail_after(TIMEOUT):
+                    async for event in events:
+                        if event.event == "system_status":
+                            return got
+                        got.append(event.json())
+                raise AssertionError("the stream ended")
+
+            assert await sees() == [3]
+            assert await change(tags={"env": ["prod"]}) == {"env": ["dev", "prod"]}
+            assert await sees() == [1, 3, 4, 5]
+            assert await change(mode="remove", tags={"env": ["prod"]}) == {"env": ["dev"]}
+            assert await change(mode="replace", event_types=["commit", "system_status"], tags=None) is None
+            assert await sees() == [1, 2, 3, 4, 5, 6]

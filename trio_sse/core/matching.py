@@ -112,6 +112,8 @@ class SubscriptionIndex(Generic[K]):
                 projects.setdefault(subscription.project_id, set()).add(key)
                 continue
             anchor, values = anchor_of(subscription.tags)
+            if not values:  # a name left with no value (``remove``): matches nothing, indexed nowhere
+                continue
             by_value = (
                 self._tagged.setdefault(event_type, {}).setdefault(subscription.project_id, {}).setdefault(anchor, {})
             )
@@ -134,6 +136,8 @@ class SubscriptionIndex(Generic[K]):
                         del self._by_type[event_type]
                 continue
             anchor, values = anchor_of(subscription.tags)
+            if not values:
+                continue
             tagged_projects = self._tagged[event_type]
             anchors = tagged_projects[subscription.project_id]
             by_value = anchors[anchor]

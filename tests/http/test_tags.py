@@ -13,7 +13,8 @@ import trio
 from http_support import assert_error
 from httpx_sse import aconnect_sse
 
-from conftest import open_client
+import trio_sse
+from trio_sse.settings import Settings
 from trio_sse.testing import SSETestClient, TestStream
 
 TIMEOUT = 10.0
@@ -266,11 +267,11 @@ async def test_tags_travel_through_redis_entries_to_another_instance(redis_serve
     """Published on one instance, replayed by another from ``XRANGE`` (not its ring): the tags
     came back from the stream entries, so the second instance's filter still applies."""
     shared = {"backend": redis_server.url, "redis_stream": f"test:tags:{uuid.uuid4().hex}"}
-    async with open_client(**shared) as (_, first):
+    async with trio_sse.open_hub(Settings(**shared)) as hub, SSETestClient(trio_sse.create_app(hub=hub)) as first:
         start = await publish(first, 0, {"env": "prod"})
         for tags, data in PUBLISHED:
             await publish(first, data, tags)
-    async with open_client(**shared) as (_, second):
+    async with trio_sse.open_hub(Settings(**shared)) as hub, SSETestClient(trio_sse.create_app(hub=hub)) as second:
         query = {"types": "commit", "tag.env": "prod", "tag.team": "web,core", "last_event_id": start}
         async with second.stream(query=query) as stream:
             await connected(stream)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["EventTooLarge", "InvalidValue", "UnknownEventTypes", "ValidationError"]
+__all__ = ["EventTooLarge", "InvalidTags", "InvalidValue", "UnknownEventTypes", "ValidationError"]
 
 
 class ValidationError(ValueError):
@@ -25,3 +25,11 @@ class UnknownEventTypes(ValidationError):
     def __init__(self, names: Iterable[str]) -> None:
         self.names = sorted(set(names))
         super().__init__(f"unknown event types: {', '.join(self.names)}")
+
+
+class InvalidTags(ValidationError):
+    """Tags (or a tag filter) that break the tag rules (HTTP 422), each named."""
+
+    def __init__(self, names: Iterable[str], why: str) -> None:
+        self.names = sorted(set(names))
+        super().__init__(f"invalid tags: {', '.join(self.names)} ({why})")

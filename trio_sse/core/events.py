@@ -8,6 +8,7 @@ per subscriber.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -84,6 +85,8 @@ class Event:
 
     ``published_at`` is on the runtime's clock (used for publish-to-write latency);
     ``wire`` is the complete SSE block, shared by every connection that receives it.
+    ``tags`` are for server-side filtering only: they are never written on the wire
+    (the data is the publisher's), so they are not part of ``wire``.
     """
 
     id: str
@@ -93,6 +96,7 @@ class Event:
     published_at: float
     order: EventOrder
     wire: bytes = attrs.field(repr=False)
+    tags: Mapping[str, str] | None = attrs.field(default=None, hash=False)
 
     @property
     def data(self) -> Any:
@@ -105,10 +109,11 @@ def make_event(
     data_json: bytes,
     project_id: str | None,
     published_at: float,
+    tags: Mapping[str, str] | None = None,
 ) -> Event:
     event_id = format_event_id(order)
     wire = encode_event(data_json, event=event_type, id=event_id)
-    return Event(event_id, event_type, data_json, project_id, published_at, order, wire)
+    return Event(event_id, event_type, data_json, project_id, published_at, order, wire, tags or None)
 
 
 def system_event(event_type: str, payload: Any, *, retry: int | None = None) -> bytes:

@@ -7,25 +7,33 @@ subclass that says what is wrong; the HTTP layer maps the subclass to a status.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
-from .errors import EventTooLarge, InvalidValue, UnknownEventTypes, ValidationError
+from .errors import EventTooLarge, InvalidTags, InvalidValue, UnknownEventTypes, ValidationError
 from .events import dumps_json
 
 __all__ = [
     "FORBIDDEN_CHARACTERS",
     "MAX_EVENT_ID_LENGTH",
     "MAX_PROJECT_ID_LENGTH",
+    "MAX_TAGS",
+    "MAX_TAG_VALUE_LENGTH",
+    "TAG_KEY_PATTERN",
     "EventTooLarge",
+    "InvalidTags",
     "InvalidValue",
     "NewEvent",
+    "TagFilter",
     "UnknownEventTypes",
     "ValidationError",
     "check_event_types",
     "check_project_id",
+    "check_tag_filter",
+    "check_tag_value",
+    "check_tags",
     "has_forbidden_characters",
     "prepare_event",
 ]
@@ -46,6 +54,15 @@ _FORBIDDEN = re.compile(f"[{FORBIDDEN_CHARACTERS}]")
 _PROJECT_ID = re.compile(f"[^{FORBIDDEN_CHARACTERS}]{{1,{MAX_PROJECT_ID_LENGTH}}}")
 
 
+#: At most this many tag keys per event, and per stream's tag filter.
+MAX_TAGS = 16
+MAX_TAG_VALUE_LENGTH = 128
+TAG_KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+#: A stream's tag filter: ``(key, accepted values)`` pairs sorted by key; ``()`` = no filter.
+TagFilter = tuple[tuple[str, frozenset[str]], ...]
+
+
 def has_forbidden_characters(value: str) -> bool:
     """Whether ``value`` holds a control character or a line separator (see :data:`FORBIDDEN_CHARACTERS`)."""
     return _FORBIDDEN.search(value) is not None
@@ -58,6 +75,7 @@ class NewEvent:
     type: str
     data_json: bytes
     project_id: str | None
+    tags: Mapping[str, str] | None = None
 
 
 def check_project_id(value: Any) -> str | None:
@@ -71,6 +89,74 @@ def check_project_id(value: Any) -> str | None:
     return value
 
 
+def _tag_key_ok(key: Any) -> bool:
+    return isinstance(key, str) and TAG_KEY_PATTERN.fullmatch(key) is not None
+
+
+def check_tag_value(value: Any) -> bool:
+    """Whether ``value`` may be a tag value: a string of at most 128 characters without
+    control characters or line separators (the rule ids and names follow, for the same
+    reasons: tag values are echoed in JSON and logs)."""
+    return isinstance(value, str) and len(value) <= MAX_TAG_VALUE_LENGTH and not has_forbidden_characters(value)
+
+
+def _key_name(key: Any) -> str:
+    return key if isinstance(key, str) else repr(key)
+
+
+def check_tags(value: Any) -> dict[str, str] | None:
+    """A published event's ``tags``: ``None`` (or ``{}``) for none; raises :class:`InvalidTags`
+    naming every bad key (bad name, or bad value under it)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidTags(["tags"], "tags must be an object of string keys to string values")
+    if len(value) > MAX_TAGS:
+        raise InvalidTags(sorted(map(_key_name, value))[MAX_TAGS:], f"at most {MAX_TAGS} tags per event")
+    bad_keys = [_key_name(k) for k in value if not _tag_key_ok(k)]
+    if bad_keys:
+        raise InvalidTags(bad_keys, f"tag names must match ^{TAG_KEY_PATTERN.pattern}$")
+    bad_values = [k for k, v in value.items() if not check_tag_value(v)]
+    if bad_values:
+        raise InvalidTags(
+            bad_values,
+            f"tag values must be strings of at most {MAX_TAG_VALUE_LENGTH} characters"
+            " without control characters or line separators",
+        )
+    return dict(value) or None
+
+
+def check_tag_filter(value: Any) -> TagFilter:
+    """A stream's tag filter from ``{"key": ["v1", "v2"], ...}`` (``None`` = no filter).
+
+    Raises :class:`InvalidTags` naming every bad key; an empty value list is refused
+    (it would match nothing; leave the key out to accept every value).
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise InvalidTags(["tags"], "tags must be an object of tag names to lists of values")
+    if len(value) > MAX_TAGS:
+        raise InvalidTags(sorted(map(_key_name, value))[MAX_TAGS:], f"at most {MAX_TAGS} tags per filter")
+    bad_keys = [_key_name(k) for k in value if not _tag_key_ok(k)]
+    if bad_keys:
+        raise InvalidTags(bad_keys, f"tag names must match ^{TAG_KEY_PATTERN.pattern}$")
+    bad_values = [
+        k
+        for k, values in value.items()
+        if not isinstance(values, list | tuple | frozenset | set)
+        or not values
+        or not all(check_tag_value(v) for v in values)
+    ]
+    if bad_values:
+        raise InvalidTags(
+            bad_values,
+            "each tag filter is a non-empty list of strings of at most"
+            f" {MAX_TAG_VALUE_LENGTH} characters without control characters or line separators",
+        )
+    return tuple(sorted((k, frozenset(vs)) for k, vs in value.items()))
+
+
 def check_event_types(names: Iterable[str], registered: frozenset[str]) -> frozenset[str]:
     """The names as a set; raises :class:`UnknownEventTypes` naming every unregistered one."""
     wanted = frozenset(names)
@@ -81,14 +167,21 @@ def check_event_types(names: Iterable[str], registered: frozenset[str]) -> froze
 
 
 def prepare_event(
-    event_type: Any, data: Any, project_id: Any, *, registered: frozenset[str], max_event_bytes: int
+    event_type: Any,
+    data: Any,
+    project_id: Any,
+    *,
+    registered: frozenset[str],
+    max_event_bytes: int,
+    tags: Any = None,
 ) -> NewEvent:
     """Validate one publish request and serialise its data once."""
     if not isinstance(event_type, str):
         raise InvalidValue("event_type must be a string")
     check_event_types((event_type,), registered)
     project = check_project_id(project_id)
+    checked_tags = check_tags(tags)
     data_json = dumps_json(data)
     if len(data_json) > max_event_bytes:
         raise EventTooLarge(f"event data is {len(data_json)} bytes; the limit is {max_event_bytes}")
-    return NewEvent(event_type, data_json, project)
+    return NewEvent(event_type, data_json, project, checked_tags)

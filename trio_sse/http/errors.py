@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from ..core.errors import EventTooLarge, InvalidValue, UnknownEventTypes
+from ..core.errors import EventTooLarge, InvalidTags, InvalidValue, UnknownEventTypes
 from ..runtime.admission import Refusal, Refused
 from ..runtime.backends import BackendUnavailable
 from ..runtime.registry import UnknownConnection
@@ -58,6 +58,8 @@ def to_api_error(exc: BaseException) -> ApiError | None:
         return exc
     if isinstance(exc, UnknownEventTypes):
         return ApiError(422, "unknown_event_types", str(exc), invalid_types=exc.names)
+    if isinstance(exc, InvalidTags):
+        return ApiError(422, "invalid_tags", str(exc), invalid_tags=exc.names)
     if isinstance(exc, EventTooLarge):
         return ApiError(413, "event_too_large", str(exc))
     if isinstance(exc, InvalidValue):

@@ -71,7 +71,7 @@ def health_answer(stats: HubStatistics, machine_memory: int) -> tuple[int, dict[
 
 def connection_entry(connection: ConnectionStatistics) -> dict[str, Any]:
     """One entry of ``GET /sse/connections``."""
-    return {
+    entry: dict[str, Any] = {
         "connection_id": connection.connection_id,
         "client": connection.client,
         "user_agent": connection.user_agent,
@@ -83,3 +83,6 @@ def connection_entry(connection: ConnectionStatistics) -> dict[str, Any]:
         "events_sent": connection.events_sent,
         "events_dropped": connection.events_dropped,
     }
+    if connection.tags:  # only for a stream with a tag filter, as in ``connected``
+        entry["tags"] = dict(connection.tags)
+    return entry

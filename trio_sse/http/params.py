@@ -8,8 +8,14 @@ from urllib.parse import parse_qsl
 
 import attrs
 
-from ..core.errors import InvalidValue
-from ..core.validation import MAX_EVENT_ID_LENGTH, check_project_id, has_forbidden_characters
+from ..core.errors import InvalidTags, InvalidValue
+from ..core.validation import (
+    MAX_EVENT_ID_LENGTH,
+    TagFilter,
+    check_project_id,
+    check_tag_filter,
+    has_forbidden_characters,
+)
 from .errors import ApiError
 
 __all__ = ["MAX_QUERY_FIELDS", "MAX_TYPES", "StreamParams", "parse_stream_params", "request_head_size"]
@@ -25,6 +31,8 @@ class StreamParams:
     project_id: str | None
     last_event_id: str | None
     access_token: str | None
+    #: From ``tag.<name>=v1,v2`` parameters; ``()`` = no tag filter.
+    tags: TagFilter = ()
 
 
 def bad_request(message: str) -> ApiError:
@@ -105,7 +113,7 @@ def _event_id(value: str | None, where: str) -> str | None:
 def parse_stream_params(query_string: bytes, headers: Sequence[tuple[bytes, bytes]]) -> StreamParams:
     """Parameters of ``GET /sse/events``; raises a 400 :class:`ApiError` when malformed.
 
-    ``types`` may be comma-separated and/or repeated; ``project_id`` is an alias of
+    ``types`` and ``tag.<name>`` may be comma-separated and/or repeated; ``project_id`` is an alias of
     ``project``; the ``Last-Event-ID`` header wins over the ``last_event_id`` parameter.
     Unknown parameters are ignored (browsers and proxies add cache busters).
     """
@@ -134,4 +142,28 @@ def parse_stream_params(query_string: bytes, headers: Sequence[tuple[bytes, byte
         _single(by_name.get("last_event_id", []), "last_event_id"), "last_event_id"
     )
     access_token = _single(by_name.get("access_token", []), "access_token")
-    return StreamParams(event_types, project_id, last_event_id, access_token)
+    return StreamParams(event_types, project_id, last_event_id, access_token, _tag_filter(by_name))
+
+
+TAG_PREFIX = "tag."
+
+
+def _tag_filter(by_name: dict[str, list[str]]) -> TagFilter:
+    """``tag.<name>=v1,v2`` parameters (repeatable, values joined) as a tag filter; 400 when malformed.
+
+    A value cannot contain a comma here (it separates values); an empty value list is
+    refused, as an empty ``types`` is: leave the parameter out to accept every value.
+    """
+    wanted: dict[str, list[str]] = {}
+    for key, raws in by_name.items():
+        if not key.startswith(TAG_PREFIX):
+            continue
+        name = key[len(TAG_PREFIX) :]
+        values = [v.strip() for raw in raws for v in raw.split(",") if v.strip()]
+        if not values:
+            raise bad_request(f"{key} is empty; leave it out to accept every value")
+        wanted[name] = list(dict.fromkeys(values))
+    try:
+        return check_tag_filter(wanted) if wanted else ()
+    except InvalidTags as exc:
+        raise bad_request(f"tag filter: {exc}") from None

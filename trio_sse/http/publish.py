@@ -43,7 +43,7 @@ def _validated(hub: Hub, item: Any, index: int | None) -> NewEvent:
     if "data" not in item:
         raise ApiError(400, "invalid_request", f"{where}data is required")
     try:
-        return hub.prepare(item["event_type"], item["data"], item.get("project_id"))
+        return hub.prepare(item["event_type"], item["data"], item.get("project_id"), item.get("tags"))
     except ValidationError as exc:
         error = to_api_error(exc)
         assert error is not None

@@ -203,6 +203,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
             mode=mode,
             project_id=project_id,
             last_event_id=last_event_id,
+            tags=body["tags"] if "tags" in body else UNSET,
         )
         described = hub.describe(connection)
         if foreign:

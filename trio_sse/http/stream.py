@@ -172,7 +172,7 @@ async def serve_stream(
         principal = authenticator_for(hub.settings).authenticate(headers, params.access_token)
         sub = principal.sub
         require_project(principal, params.project_id)
-        subscription = hub.subscription(params.event_types, params.project_id)
+        subscription = hub.subscription(params.event_types, params.project_id, dict(params.tags))
         info = ClientInfo(address, header(headers, b"user-agent"), principal.sub, principal.projects)
         # Not an AsyncExitStack: it would hold a deque (~0.8 KB) for every open stream.
         async with hub.connect(

@@ -116,14 +116,14 @@ class Flusher:
         overflowed: list[tuple[Connection, int]] = []
         if len(events) == 1:
             event = events[0]
-            for connection in matching(event.type, event.project_id):
+            for connection in matching(event.type, event.project_id, event.tags):
                 missed = connection.take(events, event.wire, now)
                 if missed:
                     overflowed.append((connection, missed))
         else:
             batches: dict[Connection, list[Event]] = {}
             for event in events:
-                for connection in matching(event.type, event.project_id):
+                for connection in matching(event.type, event.project_id, event.tags):
                     batch = batches.get(connection)
                     if batch is None:
                         batches[connection] = [event]

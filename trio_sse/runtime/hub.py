@@ -110,9 +110,10 @@ class Hub:
 
     # -- subscriptions --------------------------------------------------------------
 
-    def subscription(self, event_types: Iterable[str] | None, project_id: str | None) -> Subscription:
-        """A validated subscription; ``None`` types means every type."""
-        return self._subscriptions.subscription(event_types, project_id)
+    def subscription(self, event_types: Iterable[str] | None, project_id: str | None, tags: Any = None) -> Subscription:
+        """A validated subscription; ``None`` types means every type; ``tags`` is a tag
+        filter ``{"name": ["v1", "v2"]}`` (``None`` = none; raises ``InvalidTags``)."""
+        return self._subscriptions.subscription(event_types, project_id, tags)
 
     def describe(self, connection: Connection) -> dict[str, Any]:
         """The filters as clients see them in ``connected`` and ``subscription_updated``."""
@@ -126,17 +127,19 @@ class Hub:
         mode: str = "replace",
         project_id: Any = UNSET,
         last_event_id: str | None = None,
+        tags: Any = UNSET,
     ) -> Subscription:
-        """Change a live connection's filters.
+        """Change a live connection's filters (``tags``: a tag filter changed under ``mode``
+        as the types are, ``None`` clears it, absent keeps it; see ``change_tags``).
 
         The connection's stream gets ``subscription_updated`` (then, with
         ``last_event_id``, the replay under the new filters) before any event that only
         the new filters match. Raises :class:`UnknownConnection`, ``UnknownEventTypes``,
-        ``InvalidValue`` (also for a ``mode`` other than replace, add, remove) or
+        ``InvalidValue`` (also for a ``mode`` other than replace, add, remove), ``InvalidTags`` or
         :class:`TooManyPendingChanges`; nothing changes then.
         """
         return self._subscriptions.update(
-            connection_id, event_types, mode=mode, project_id=project_id, last_event_id=last_event_id
+            connection_id, event_types, mode=mode, project_id=project_id, last_event_id=last_event_id, tags=tags
         )
 
     # -- connections ------------------------------------------------------------------
@@ -207,7 +210,7 @@ class Hub:
 
     # -- publishing -------------------------------------------------------------------
 
-    def prepare(self, event_type: Any, data: Any, project_id: Any = None) -> NewEvent:
+    def prepare(self, event_type: Any, data: Any, project_id: Any = None, tags: Any = None) -> NewEvent:
         """Validate one event (raises a ``ValidationError`` subclass; nothing is published)."""
         return prepare_event(
             event_type,
@@ -215,6 +218,7 @@ class Hub:
             project_id,
             registered=self.event_types,
             max_event_bytes=self.settings.max_event_bytes,
+            tags=tags,
         )
 
     def admit_publish(self, publisher: str, count: int) -> None:
@@ -224,14 +228,16 @@ class Hub:
         """
         self._admission.admit_publish(publisher, count)
 
-    async def publish(self, event_type: str, data: Any, project_id: str | None = None) -> str:
-        """Publish one event and return its id.
+    async def publish(
+        self, event_type: str, data: Any, project_id: str | None = None, *, tags: dict[str, str] | None = None
+    ) -> str:
+        """Publish one event and return its id (``tags``: for server-side filtering, never sent).
 
-        Raises ``UnknownEventTypes``, ``EventTooLarge`` or ``InvalidValue`` before
+        Raises ``UnknownEventTypes``, ``EventTooLarge``, ``InvalidTags`` or ``InvalidValue`` before
         anything is stored, and ``BackendUnavailable`` when the backend cannot store it.
         Never waits for a subscriber.
         """
-        (event_id,) = await self.publish_prepared([self.prepare(event_type, data, project_id)])
+        (event_id,) = await self.publish_prepared([self.prepare(event_type, data, project_id, tags)])
         return event_id
 
     async def publish_prepared(self, batch: Sequence[NewEvent]) -> list[str]:

@@ -240,6 +240,8 @@ class ConnectionStatistics:
     connected_at: float
     event_types: tuple[str, ...]
     project_id: str | None
+    #: The tag filter, values sorted; ``{}`` without one.
+    tags: Mapping[str, list[str]]
     last_event_id: str | None
     queued: int
     events_sent: int
@@ -256,6 +258,7 @@ class ConnectionStatistics:
             connected_at=connection.connected_at,
             event_types=tuple(described["event_types"]),
             project_id=described["project_id"],
+            tags=described.get("tags", {}),
             last_event_id=connection.last_event_id,
             queued=connection.pending,
             events_sent=connection.events_sent,

@@ -15,7 +15,7 @@ from typing import Any
 from ..core.errors import InvalidValue
 from ..core.events import system_event
 from ..core.matching import Subscription
-from ..core.validation import check_event_types, check_project_id
+from ..core.validation import TagFilter, check_event_types, check_project_id, check_tag_filter
 from .connection import Connection, Resubscribe
 from .flusher import Flusher
 from .registry import Registry, UnknownConnection
@@ -45,6 +45,28 @@ def parse_mode(mode: Any) -> Mode:
         raise InvalidValue("mode must be one of replace, add, remove") from None
 
 
+def change_tags(current: TagFilter, tags: Any, change: Mode) -> TagFilter:
+    """The tag filter after ``/sse/subscribe``'s ``tags`` under ``mode``; ``None`` clears it.
+
+    ``replace`` sets the filter to ``tags``. ``add`` widens: it adds values to the names
+    already filtered (a name not filtered already accepts every value, and stays so).
+    ``remove`` narrows: it takes values out of the names filtered (a name whose values
+    all go accepts none: the stream gets no event until the filter changes again);
+    a name not filtered is left alone. As ``event_types`` does, ``add`` never narrows and
+    ``remove`` never widens.
+    """
+    if tags is None:
+        return ()
+    given = dict(check_tag_filter(tags))
+    if change is Mode.REPLACE:
+        return tuple(sorted(given.items()))
+    merged = dict(current)
+    for name, values in given.items():
+        if name in merged:
+            merged[name] = merged[name] | values if change is Mode.ADD else merged[name] - values
+    return tuple(sorted(merged.items()))
+
+
 class Subscriptions:
     """The registered event types, and filter changes of live connections."""
 
@@ -54,16 +76,21 @@ class Subscriptions:
         self._registry = registry
         self._flusher = flusher
 
-    def subscription(self, event_types: Iterable[str] | None, project_id: str | None) -> Subscription:
-        """A validated subscription; ``None`` types means every type."""
+    def subscription(self, event_types: Iterable[str] | None, project_id: str | None, tags: Any = None) -> Subscription:
+        """A validated subscription; ``None`` types means every type, ``None`` tags no tag filter."""
         types = None if event_types is None else check_event_types(event_types, self.event_types)
-        return Subscription(types, check_project_id(project_id))
+        return Subscription(types, check_project_id(project_id), check_tag_filter(tags))
 
     def describe(self, connection: Connection) -> dict[str, Any]:
         """The filters as clients see them in ``connected`` and ``subscription_updated``."""
         sub = connection.subscription
         types = self._sorted_types if sub.event_types is None else sorted(sub.event_types)
-        return {"connection_id": connection.id, "event_types": types, "project_id": sub.project_id}
+        described: dict[str, Any] = {"connection_id": connection.id, "event_types": types, "project_id": sub.project_id}
+        if sub.tags:
+            # Only with a tag filter (values sorted): a stream without one, the common case,
+            # keeps the exact shape the contract gives for ``connected``.
+            described["tags"] = {name: sorted(values) for name, values in sub.tags}
+        return described
 
     def update(
         self,
@@ -73,6 +100,7 @@ class Subscriptions:
         mode: Any = Mode.REPLACE,
         project_id: Any = UNSET,
         last_event_id: str | None = None,
+        tags: Any = UNSET,
     ) -> Subscription:
         """Change a live connection's filters (see :meth:`trio_sse.runtime.hub.Hub.update_subscription`)."""
         connection = self._registry.get(connection_id)
@@ -92,7 +120,8 @@ class Subscriptions:
         if new_types is not None and new_types == self.event_types and current.event_types is None:
             new_types = None
         project = current.project_id if project_id is UNSET else check_project_id(project_id)
-        new = Subscription(new_types, project)
+        new_tags = current.tags if tags is UNSET else change_tags(current.tags, tags, change)
+        new = Subscription(new_types, project, new_tags)
         # Events committed before the change are fanned out under the filters they met
         # (which may close this connection as a slow consumer).
         self._flusher.flush()

@@ -43,7 +43,8 @@ class MemoryBackend:
         now = trio.current_time()
         wall_ms = time.time_ns() // 1_000_000
         events = [
-            make_event(self._ids.next(wall_ms), item.type, item.data_json, item.project_id, now) for item in batch
+            make_event(self._ids.next(wall_ms), item.type, item.data_json, item.project_id, now, item.tags)
+            for item in batch
         ]
         for event in events:
             self.history.append(event)

@@ -38,6 +38,7 @@ from typing import Any
 
 import coredis
 import coredis.exceptions
+import orjson
 import trio
 from coredis import PureToken
 from coredis.retry import NoRetryPolicy
@@ -176,6 +177,8 @@ class RedisBackend:
         fields = {b"t": item.type.encode(), b"d": item.data_json, b"w": str(wall_ns).encode()}
         if item.project_id is not None:
             fields[b"p"] = item.project_id.encode()
+        if item.tags:
+            fields[b"g"] = orjson.dumps(item.tags)  # read back by event_from_entry
         return fields
 
     # -- the Backend protocol ------------------------------------------------------------
@@ -212,7 +215,7 @@ class RedisBackend:
             event_id = raw.decode() if isinstance(raw, bytes) else str(raw)
             order = parse_event_id(event_id)
             assert order is not None
-            events.append(make_event(order, item.type, item.data_json, item.project_id, now))
+            events.append(make_event(order, item.type, item.data_json, item.project_id, now, item.tags))
         return events
 
     async def replay_after(self, last_event_id: str, matches: Callable[[Event], bool]) -> Replay:

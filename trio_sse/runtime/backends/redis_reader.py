@@ -26,6 +26,7 @@ from typing import Any
 
 import coredis
 import coredis.exceptions
+import orjson
 import trio
 
 from ...core.events import Event, EventOrder, make_event, parse_event_id
@@ -80,8 +81,14 @@ def event_from_entry(entry: Any) -> Event:
     now = trio.current_time()
     wall = fields.get(b"w")
     age = max(0.0, (time.time_ns() - int(wall)) / 1e9) if wall else 0.0
+    tags = fields.get(b"g")  # the event's tags as JSON, when it has any
     return make_event(
-        order, fields[b"t"].decode(), fields[b"d"], project.decode() if project is not None else None, now - age
+        order,
+        fields[b"t"].decode(),
+        fields[b"d"],
+        project.decode() if project is not None else None,
+        now - age,
+        orjson.loads(tags) if tags is not None else None,
     )
 
 

@@ -46,6 +46,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 import trio
+import zstandard
 
 from .core.parser import Comment, ParsedEvent, SSEParser
 from .settings import Settings

@@ -2,8 +2,9 @@
 
 A stream is compressed with one compressor (zlib or zstd) for its whole life, so repeated field
 names and event types compress against the events before them; every write ends with a
-``Z_SYNC_FLUSH`` (gzip) or ends a zstd block (``FLUSH_BLOCK``), so the client can decode each event as soon as its bytes arrive instead
-of waiting for the compressor to fill a block. Nothing here does I/O: bytes in, bytes out.
+``Z_SYNC_FLUSH`` (gzip) or a zstd ``FLUSH_BLOCK``, so the client can decode each event as
+soon as its bytes arrive instead of waiting for the compressor to fill a block.
+Nothing here does I/O: bytes in, bytes out.
 """
 
 from __future__ import annotations

@@ -39,9 +39,7 @@ FINAL_WRITE_TIMEOUT = 1.0
 H2_BUFFER_LIMIT = 32 * 1024
 
 
-def _stream_headers(
-    connection: Connection, *, compression_on: bool, coding: str | None
-) -> list[tuple[bytes, bytes]]:
+def _stream_headers(connection: Connection, *, compression_on: bool, coding: str | None) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"content-type", b"text/event-stream; charset=utf-8"),
         (b"cache-control", b"no-cache"),

@@ -20,6 +20,7 @@ __all__ = [
     "GZIP_MEM_LEVEL",
     "GZIP_WBITS",
     "ZSTD_LEVEL",
+    "ZSTD_TABLE_LOG",
     "ZSTD_WINDOW_LOG",
     "GzipStream",
     "StreamEncoder",
@@ -147,12 +148,16 @@ class GzipStream:
 #: zstd level 3 (zstd's default). Like gzip's settings, picked for small flushed writes;
 #: see docs/performance.md, "Compression" for the bytes and CPU against gzip.
 ZSTD_LEVEL = 3
-#: 2**16 = 64 KiB window: events repeat what the events shortly before them said, and a
-#: small window keeps each stream's compressor (and the client's decoder) small; browsers
-#: cap the window they accept at 8 MiB (RFC 9659), far above this.
-ZSTD_WINDOW_LOG = 16
+#: 2**14 = 16 KiB window and 4 K-entry hash and chain tables: ~65 KiB of RSS per stream
+#: instead of ~880 KiB with level 3's own tables, for the same bytes per event (events
+#: repeat what the events shortly before them said). Browsers cap the window they accept
+#: at 8 MiB (RFC 9659), far above this. Measured in docs/performance.md, "Compression".
+ZSTD_WINDOW_LOG = 14
+ZSTD_TABLE_LOG = 12
 
-_ZSTD_PARAMS = zstandard.ZstdCompressionParameters.from_level(ZSTD_LEVEL, window_log=ZSTD_WINDOW_LOG)
+_ZSTD_PARAMS = zstandard.ZstdCompressionParameters.from_level(
+    ZSTD_LEVEL, window_log=ZSTD_WINDOW_LOG, hash_log=ZSTD_TABLE_LOG, chain_log=ZSTD_TABLE_LOG
+)
 
 
 class ZstdStream:

@@ -148,7 +148,7 @@ class GzipStream:
 #: zstd level 3 (zstd's default). Like gzip's settings, picked for small flushed writes;
 #: see docs/performance.md, "Compression" for the bytes and CPU against gzip.
 ZSTD_LEVEL = 3
-#: 2**14 = 16 KiB window and 4 K-entry hash and chain tables: ~65 KiB of RSS per stream
+#: 2**14 = 16 KiB window and 4 K-entry hash and chain tables: ~65-100 KiB of RSS per stream
 #: instead of ~880 KiB with level 3's own tables, for the same bytes per event (events
 #: repeat what the events shortly before them said). Browsers cap the window they accept
 #: at 8 MiB (RFC 9659), far above this. Measured in docs/performance.md, "Compression".

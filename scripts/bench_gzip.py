@@ -39,8 +39,9 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import zstandard
 
-from trio_sse.core.compression import GZIP_LEVEL, GZIP_MEM_LEVEL, GZIP_WBITS, GzipStream
+from trio_sse.core.compression import GZIP_LEVEL, GZIP_MEM_LEVEL, GZIP_WBITS, GzipStream, ZstdStream
 from trio_sse.core.events import make_event
 
 #: (name, level, wbits, memLevel) compared in the microbenchmark; the shipped one is marked.
@@ -95,6 +96,29 @@ def time_gzip(writes: list[list[bytes]], make: Callable[[], Any]) -> tuple[float
     return time.perf_counter() - start, total
 
 
+def time_encoder(writes: list[list[bytes]], make: Callable[[], Any]) -> tuple[float, int]:
+    """A shipped stream encoder (GzipStream or ZstdStream) as the server calls it: write() per write."""
+    encoder = make()
+    start = time.perf_counter()
+    total = sum(len(encoder.write(parts)) for parts in writes)
+    return time.perf_counter() - start, total
+
+
+def rss_per_encoder(make: Callable[[], Any], sample: list[bytes], streams: int = 1000) -> float:
+    """RSS added per live stream encoder once it has written ``sample`` (one event per write)."""
+    gc.collect()
+    before = rss_bytes()
+    held = []
+    for _ in range(streams):
+        encoder = make()
+        for block in sample:
+            encoder.write([block])
+        held.append(encoder)
+    grown = rss_bytes() - before
+    del held
+    return grown / streams
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -147,6 +171,17 @@ def microbenchmark(runs: int, count: int) -> list[str]:
                 f"| {per_write} event(s) | gzip: {name}{shipped} | {us:.2f} | {size:.0f} | "
                 f"{size / plain_size:.2f} | {rss_text} |"
             )
+        for label, make_encoder in (
+            ("GzipStream (shipped gzip)", GzipStream),
+            ("ZstdStream (shipped zstd)", ZstdStream),
+        ):
+            results = [time_encoder(writes, make_encoder) for _ in range(runs)]
+            us = statistics.median(t for t, _ in results) / count * 1e6
+            size = results[0][1] / count
+            rss_text = f"{rss_per_encoder(make_encoder, events[:300]) / 1024:.0f} KiB" if per_write == 1 else "—"
+            lines.append(
+                f"| {per_write} event(s) | **{label}** | {us:.2f} | {size:.0f} | {size / plain_size:.2f} | {rss_text} |"
+            )
     # The shipped encoder as the server calls it, for the record.
     stream = GzipStream()
     start = time.perf_counter()
@@ -197,21 +232,25 @@ class Dechunker:
 
 
 class RawStream:
-    """One subscriber on a blocking socket; ``gzip`` sends Accept-Encoding: gzip."""
+    """One subscriber on a blocking socket; ``coding`` (gzip or zstd) is sent in Accept-Encoding."""
 
-    def __init__(self, port: int, gzip: bool) -> None:
+    def __init__(self, port: int, coding: str | None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
-        accept = "Accept-Encoding: gzip\r\n" if gzip else ""
+        accept = f"Accept-Encoding: {coding}\r\n" if coding else ""
         self.sock.sendall(f"GET /sse/events?types=progress_update HTTP/1.1\r\nHost: x\r\n{accept}\r\n".encode())
         self.wire = 0
         self.text = b""
         self.dechunk = Dechunker()
-        self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
+        self.inflate: Any = None
+        if coding == "gzip":
+            self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif coding == "zstd":
+            self.inflate = zstandard.ZstdDecompressor().decompressobj()
         head = b""
         while b"\r\n\r\n" not in head:
             head += self.sock.recv(65536)
         head, _, rest = head.partition(b"\r\n\r\n")
-        assert (b"content-encoding: gzip" in head.lower()) == gzip, head
+        assert (f"content-encoding: {coding}".encode() in head.lower()) == bool(coding), head
         self.feed(rest)
 
     def feed(self, data: bytes) -> None:
@@ -263,9 +302,12 @@ def e2e_once(mode: str, streams: int, events: int, batch: int) -> dict[str, floa
     flags = ["--port", str(port), "--log-level", "error", "--connection-limit", str(streams + 10)]
     flags += ["--client-connection-limit", str(streams + 10), "--connection-rate", "100000"]
     flags += ["--publish-rate", "1000000", "--queue-size", "100000"]
-    if mode != "plain":
+    coding = None if mode == "plain" else mode.split(",")[0]
+    if coding == "gzip":
         flags += ["--gzip"]
-    if mode == "gzip, direct writes off":
+    elif coding == "zstd":
+        flags += ["--compression", "zstd"]
+    if mode.endswith("direct writes off"):
         flags += ["--no-direct-writes"]
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
@@ -279,7 +321,7 @@ def e2e_once(mode: str, streams: int, events: int, batch: int) -> dict[str, floa
             except OSError:
                 assert time.monotonic() < deadline and server.poll() is None, "server did not start"
                 time.sleep(0.05)
-        subscribers = [RawStream(port, gzip=mode != "plain") for _ in range(streams)]
+        subscribers = [RawStream(port, coding) for _ in range(streams)]
         wire_before = sum(s.wire for s in subscribers)
         sample = progress_events(events)
         datas = [block.split(b"data: ", 1)[1].rstrip(b"\n") for block in sample]
@@ -314,7 +356,7 @@ def e2e_once(mode: str, streams: int, events: int, batch: int) -> dict[str, floa
 
 
 def e2e(runs: int, streams: int, events: int, batch: int) -> list[str]:
-    modes = ["plain", "gzip", "gzip, direct writes off"]
+    modes = ["plain", "gzip", "zstd", "gzip, direct writes off", "zstd, direct writes off"]
     lines = [
         "",
         f"End to end: `trio-sse serve` on core 0, {streams} HTTP/1.1 streams, {events} `progress_update` events "

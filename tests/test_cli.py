@@ -367,6 +367,12 @@ def test_serve_gzip_flag_serves_gzip_streams(tmp_path: Path) -> None:
             assert response.headers.get("content-encoding") == "gzip"
 
 
+def test_serve_compression_flag_and_env_reach_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert serve_settings(monkeypatch, ["--compression", "zstd"], {}).compression == "zstd"
+    assert serve_settings(monkeypatch, [], {"TRIO_SSE_COMPRESSION": "auto"}).compression == "auto"
+    assert serve_settings(monkeypatch, ["--gzip"], {}).stream_compression == "gzip"
+
+
 # -- RLIMIT_NOFILE at start (issue 11, item 1; the real process is in test_descriptors.py) ----
 
 INFINITY = resource.RLIM_INFINITY

@@ -334,3 +334,34 @@ def test_history_bytes_is_128_mib_in_dev_and_a_quarter_of_the_memory_limit_in_pr
     assert load_settings(env={"TRIO_SSE_HISTORY_BYTES": "2048"}).history_bytes == 2048
     with pytest.raises(SettingsError, match="history_bytes must be > 0"):
         load_settings(env={"TRIO_SSE_HISTORY_BYTES": "0"})
+
+
+# -- compression (issue 13, item 5) ------------------------------------------------------
+
+
+def test_compression_is_off_in_both_profiles_and_read_from_flags_env_and_file(tmp_path: Path) -> None:
+    assert Settings().compression == "off" and Settings.from_profile("prod").compression == "off"
+    assert Settings().stream_compression == "off"
+    assert load_settings(env={"TRIO_SSE_COMPRESSION": "zstd"}).compression == "zstd"
+    config = tmp_path / "c.toml"
+    config.write_text('compression = "auto"\n')
+    assert load_settings(config_file=str(config), env={}).compression == "auto"
+    assert load_settings({"compression": "gzip"}, env={"TRIO_SSE_COMPRESSION": "zstd"}).compression == "gzip"
+    with pytest.raises(SettingsError, match="compression"):
+        load_settings(env={"TRIO_SSE_COMPRESSION": "brotli"})
+
+
+@pytest.mark.parametrize(
+    ("gzip", "compression", "effective"),
+    [
+        (False, "off", "off"),
+        (True, "off", "gzip"),  # today's gzip = true keeps working
+        (True, "zstd", "zstd"),  # a compression other than off wins over the old switch
+        (True, "auto", "auto"),
+        (False, "gzip", "gzip"),
+    ],
+)
+def test_gzip_true_means_compression_gzip_unless_compression_says_otherwise(
+    gzip: bool, compression: str, effective: str
+) -> None:
+    assert Settings(gzip=gzip, compression=compression).stream_compression == effective

@@ -60,7 +60,8 @@ HELP = {
     "jwt_issuer": "required token issuer",
     "certfile": "PEM certificate (chain) to serve HTTPS with HTTP/2; needs --keyfile",
     "keyfile": "PEM private key of --certfile",
-    "gzip": "gzip streams for clients that send Accept-Encoding: gzip",
+    "gzip": "gzip streams for clients that send Accept-Encoding: gzip (the same as --compression gzip)",
+    "compression": "off, gzip, zstd or auto (zstd, else gzip, whichever the client's Accept-Encoding allows)",
 }
 
 

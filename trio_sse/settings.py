@@ -163,6 +163,7 @@ class Settings:
     certfile: str | None = None
     keyfile: str | None = None
     gzip: bool = False
+    compression: str = attrs.field(default="off", validator=_one_of("off", "gzip", "zstd", "auto"))
 
     def __attrs_post_init__(self) -> None:
         _tls_pair(self.certfile, self.keyfile)
@@ -171,6 +172,19 @@ class Settings:
     def registered_event_types(self) -> frozenset[str]:
         """The six default types plus the configured extra ones."""
         return DEFAULT_EVENT_TYPES | frozenset(self.event_types)
+
+    @property
+    def stream_compression(self) -> str:
+        """The effective ``compression``: ``gzip = true`` is the older spelling of ``gzip``.
+
+        Any ``compression`` other than ``off`` wins over ``gzip`` (the newer, more precise
+        setting; ``gzip = true`` with ``compression = "zstd"`` serves zstd, and gzip to
+        clients that accept only gzip); with ``compression = "off"`` (the default),
+        ``gzip = true`` means ``compression = "gzip"``, as it always did.
+        """
+        if self.compression == "off" and self.gzip:
+            return "gzip"
+        return self.compression
 
     @property
     def tls_enabled(self) -> bool:

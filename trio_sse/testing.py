@@ -11,7 +11,7 @@ in milliseconds of real time::
                     await stream.next_event()            # connected
                     assert await stream.next_comment() == "heartbeat"
 
-Like a browser, the client decodes a ``Content-Encoding: gzip`` body as it arrives
+Like a browser, the client decodes a ``Content-Encoding: gzip`` (or ``zstd``) body as it arrives
 (``stream.raw`` keeps the bytes as sent), so a gzip stream is read the same way; an
 event the server has not flushed out of its compressor is not seen.
 
@@ -46,6 +46,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 import trio
+import zstandard
 
 from .core.parser import Comment, ParsedEvent, SSEParser
 from .settings import Settings
@@ -226,7 +227,7 @@ class TestStream:
         # No limits: this reads the app under test, whose output is the thing tested;
         # a limit here would turn a big event into an error raised in the app's send().
         self.parser = SSEParser(max_line_bytes=None, max_event_bytes=None)
-        #: Set when the response is ``Content-Encoding: gzip``: bodies are inflated as they come.
+        #: Set when the response is ``Content-Encoding: gzip`` or ``zstd``: bodies are decoded as they come.
         self.decompressor: Any = None
         self._client_gone = client_gone
         self._items: list[ParsedEvent | Comment] = []
@@ -244,6 +245,8 @@ class TestStream:
             self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in message.get("headers", [])}
             if self.headers.get("content-encoding") == "gzip":
                 self.decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            elif self.headers.get("content-encoding") == "zstd":
+                self.decompressor = zstandard.ZstdDecompressor().decompressobj()
             self._started.set()
         elif message["type"] == "http.response.body":
             body = message.get("body", b"")

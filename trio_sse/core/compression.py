@@ -1,16 +1,39 @@
-"""gzip for event streams: content negotiation and a per-stream compressor (sans-IO).
+"""gzip and zstd for event streams: content negotiation and a per-stream compressor (sans-IO).
 
-A stream is compressed with one zlib compressor for its whole life, so repeated field
+A stream is compressed with one compressor (zlib or zstd) for its whole life, so repeated field
 names and event types compress against the events before them; every write ends with a
-``Z_SYNC_FLUSH``, so the client can decode each event as soon as its bytes arrive instead
-of waiting for the compressor to fill a block. Nothing here does I/O: bytes in, bytes out.
+``Z_SYNC_FLUSH`` (gzip) or a zstd ``FLUSH_BLOCK``, so the client can decode each event as
+soon as its bytes arrive instead of waiting for the compressor to fill a block.
+Nothing here does I/O: bytes in, bytes out.
 """
 
 from __future__ import annotations
 
 import zlib
+from typing import Protocol
 
-__all__ = ["GZIP_LEVEL", "GZIP_MEM_LEVEL", "GZIP_WBITS", "GzipStream", "accepts_gzip"]
+import zstandard
+
+__all__ = [
+    "COMPRESSION_CHOICES",
+    "GZIP_LEVEL",
+    "GZIP_MEM_LEVEL",
+    "GZIP_WBITS",
+    "ZSTD_LEVEL",
+    "ZSTD_TABLE_LOG",
+    "ZSTD_WINDOW_LOG",
+    "GzipStream",
+    "StreamEncoder",
+    "ZstdStream",
+    "accepts_gzip",
+    "accepts_zstd",
+    "negotiate",
+    "new_encoder",
+]
+
+#: Values of the ``compression`` setting. ``auto`` answers with the best coding the client
+#: accepts: zstd over gzip, identity when it accepts neither.
+COMPRESSION_CHOICES = ("off", "gzip", "zstd", "auto")
 
 #: Compression level. SSE writes are small and flushed one by one; level 1 made them ~10 %
 #: bigger than level 6 for ~30 % less CPU (docs/performance.md, "Compression").
@@ -35,6 +58,46 @@ def _qvalue(params: list[str]) -> float:
     return 1.0
 
 
+def _weights(accept_encoding: str) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, *params = item.split(";")
+        name = coding.strip().lower()
+        if name:
+            weights[name] = max(weights.get(name, 0.0), _qvalue(params))
+    return weights
+
+
+def accepts_zstd(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` value lets us answer with ``Content-Encoding: zstd``.
+
+    Only an explicit ``zstd`` with a weight above 0 (and not below ``identity``'s): unlike
+    gzip, ``*`` alone does not count, because a client that never named zstd may well
+    not decode it (RFC 8878 is recent; many HTTP libraries still lack it).
+    """
+    if not accept_encoding:
+        return False
+    weights = _weights(accept_encoding)
+    zstd = weights.get("zstd", 0.0)
+    return zstd > 0 and zstd >= weights.get("identity", 0.0)
+
+
+def negotiate(setting: str, accept_encoding: str | None) -> str | None:
+    """The stream's ``Content-Encoding`` (``"zstd"``, ``"gzip"``) or ``None`` for identity.
+
+    ``setting`` is the effective ``compression`` setting (``off``, ``gzip``, ``zstd``,
+    ``auto``). ``zstd`` and ``auto`` both prefer zstd and fall back to gzip when the
+    client accepts only gzip; ``gzip`` never answers zstd.
+    """
+    if setting == "off":
+        return None
+    if setting in ("zstd", "auto") and accepts_zstd(accept_encoding):
+        return "zstd"
+    if accepts_gzip(accept_encoding):
+        return "gzip"
+    return None
+
+
 def accepts_gzip(accept_encoding: str | None) -> bool:
     """Whether an ``Accept-Encoding`` value lets us answer with ``Content-Encoding: gzip``.
 
@@ -45,14 +108,17 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
     """
     if not accept_encoding:
         return False
-    weights: dict[str, float] = {}
-    for item in accept_encoding.split(","):
-        coding, *params = item.split(";")
-        name = coding.strip().lower()
-        if name:
-            weights[name] = max(weights.get(name, 0.0), _qvalue(params))
+    weights = _weights(accept_encoding)
     gzip = weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0)))
     return gzip > 0 and gzip >= weights.get("identity", 0.0)
+
+
+class StreamEncoder(Protocol):
+    """What a stream needs of its encoder: bytes per write, then the end of the body."""
+
+    def write(self, parts: list[bytes]) -> bytes: ...
+
+    def finish(self) -> bytes: ...
 
 
 class GzipStream:
@@ -77,3 +143,53 @@ class GzipStream:
     def finish(self) -> bytes:
         """The end of the gzip member (last block, CRC and length), for the response's end."""
         return self._compressor.flush(zlib.Z_FINISH)
+
+
+#: zstd level 3 (zstd's default). Like gzip's settings, picked for small flushed writes;
+#: see docs/performance.md, "Compression" for the bytes and CPU against gzip.
+ZSTD_LEVEL = 3
+#: 2**14 = 16 KiB window and 4 K-entry hash and chain tables: ~65-100 KiB of RSS per stream
+#: instead of ~880 KiB with level 3's own tables, for the same bytes per event (events
+#: repeat what the events shortly before them said). Browsers cap the window they accept
+#: at 8 MiB (RFC 9659), far above this. Measured in docs/performance.md, "Compression".
+ZSTD_WINDOW_LOG = 14
+ZSTD_TABLE_LOG = 12
+
+_ZSTD_PARAMS = zstandard.ZstdCompressionParameters.from_level(
+    ZSTD_LEVEL, window_log=ZSTD_WINDOW_LOG, hash_log=ZSTD_TABLE_LOG, chain_log=ZSTD_TABLE_LOG
+)
+
+
+class ZstdStream:
+    """One stream's zstd encoder: one zstd frame for the whole body, a block per write.
+
+    Each :meth:`write` ends with ``COMPRESSOBJ_FLUSH_BLOCK``: the block is complete, so a
+    streaming decoder fed the bytes so far yields everything written, while the frame
+    (and the history the next events compress against) goes on. :meth:`finish` ends the
+    frame; after it the encoder must not be used.
+    """
+
+    __slots__ = ("_compressor",)
+
+    def __init__(self) -> None:
+        self._compressor = zstandard.ZstdCompressor(compression_params=_ZSTD_PARAMS).compressobj()
+
+    def write(self, parts: list[bytes]) -> bytes:
+        """Compress ``parts`` (in order) and end the block, so all of it is decodable now."""
+        compress = self._compressor.compress
+        out = [compress(part) for part in parts]
+        out.append(self._compressor.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """The end of the zstd frame, for the response's end."""
+        return self._compressor.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
+
+
+def new_encoder(coding: str | None) -> StreamEncoder | None:
+    """A fresh encoder for a negotiated ``Content-Encoding`` (``None``: identity)."""
+    if coding == "zstd":
+        return ZstdStream()
+    if coding == "gzip":
+        return GzipStream()
+    return None

@@ -9,8 +9,9 @@ a JSON error and no stream.
 HTTP/1.1, HTTP/2 and TLS all arrive here. Only plain-TCP HTTP/1.1 streams get the direct
 socket writer; HTTP/2 streams share their connection with other streams, so nothing
 here may touch that connection's socket (a stuck HTTP/2 write is cancelled, not aborted).
-With ``gzip`` on and a client that accepts it, every byte of the body — first write,
-events, heartbeats, the end — goes through the stream's one :class:`GzipStream`.
+With ``compression`` on and a client that accepts it, every byte of the body — first
+write, events, heartbeats, the end — goes through the stream's one encoder
+(:class:`GzipStream` or :class:`ZstdStream`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import trio
 
-from ..core.compression import GzipStream, accepts_gzip
+from ..core.compression import StreamEncoder, negotiate, new_encoder
 from ..runtime.connection import ClientInfo, Connection
 from ..runtime.hub import Hub
 from .auth import authenticator_for, require_project
@@ -38,7 +39,7 @@ FINAL_WRITE_TIMEOUT = 1.0
 H2_BUFFER_LIMIT = 32 * 1024
 
 
-def _stream_headers(connection: Connection, *, gzip_setting: bool, gzip: bool) -> list[tuple[bytes, bytes]]:
+def _stream_headers(connection: Connection, *, compression_on: bool, coding: str | None) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"content-type", b"text/event-stream; charset=utf-8"),
         (b"cache-control", b"no-cache"),
@@ -49,10 +50,10 @@ def _stream_headers(connection: Connection, *, gzip_setting: bool, gzip: bool) -
         # Where live delivery starts (as Mercure does): a client that drops before its
         # first event resumes from here instead of reconnecting with no id and a gap.
         headers.append((b"last-event-id", connection.start_id.encode()))
-    if gzip:
-        headers.append((b"content-encoding", b"gzip"))
-    if gzip_setting:
-        # Plain answers vary by Accept-Encoding too once gzip is possible (RFC 9110 12.5.5).
+    if coding is not None:
+        headers.append((b"content-encoding", coding.encode()))
+    if compression_on:
+        # Plain answers vary by Accept-Encoding too once compression is possible (RFC 9110 12.5.5).
         headers.append((b"vary", b"Accept-Encoding"))
     return headers
 
@@ -66,8 +67,8 @@ class AsgiTransport:
     """Adapts ASGI ``receive``/``send`` to the runtime's :class:`Transport`.
 
     ``http_version`` is the scope's: only ``"1.1"`` is chunked on its own connection.
-    ``gzip`` is the stream's encoder when the body is gzip-encoded (the caller has put
-    ``Content-Encoding: gzip`` in ``headers``). What the server under it offers (the
+    ``gzip`` is the stream's encoder (gzip or zstd) when the body is compressed (the
+    caller has put the matching ``Content-Encoding`` in ``headers``). What the server under it offers (the
     socket for direct writes, the HTTP/2 buffer, the abort) comes from
     :func:`~trio_sse.http.hypercorn_trio.transport_for` with ``scope`` (default: a scope
     of ``http_version`` alone).
@@ -93,7 +94,7 @@ class AsgiTransport:
         headers: list[tuple[bytes, bytes]],
         *,
         http_version: str,
-        gzip: GzipStream | None = None,
+        gzip: StreamEncoder | None = None,
         scope: Mapping[str, Any] | None = None,
     ) -> None:
         self._receive = receive
@@ -199,12 +200,13 @@ async def _run(
     extra: list[tuple[bytes, bytes]],
 ) -> None:
     """Write a registered stream until it ends, then end the response."""
-    gzip_setting = hub.settings.gzip
-    gzip = GzipStream() if gzip_setting and accepts_gzip(_accept_encoding(headers)) else None
+    setting = hub.settings.stream_compression
+    coding = negotiate(setting, _accept_encoding(headers))
+    gzip = new_encoder(coding)
     transport = AsgiTransport(
         receive,
         send,
-        _stream_headers(connection, gzip_setting=gzip_setting, gzip=gzip is not None) + extra,
+        _stream_headers(connection, compression_on=setting != "off", coding=coding) + extra,
         http_version=scope.get("http_version", "1.1"),
         gzip=gzip,
         scope=scope,

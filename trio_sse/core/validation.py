@@ -104,6 +104,16 @@ def _key_name(key: Any) -> str:
     return key if isinstance(key, str) else repr(key)
 
 
+def _check_tag_names(value: Mapping[Any, Any], per: str) -> None:
+    """The rules an event's tags and a stream's tag filter share: at most :data:`MAX_TAGS`
+    names, each matching :data:`TAG_KEY_PATTERN`; raises :class:`InvalidTags` naming them."""
+    if len(value) > MAX_TAGS:
+        raise InvalidTags(sorted(map(_key_name, value))[MAX_TAGS:], f"at most {MAX_TAGS} tags per {per}")
+    bad_keys = [_key_name(k) for k in value if not _tag_key_ok(k)]
+    if bad_keys:
+        raise InvalidTags(bad_keys, f"tag names must match ^{TAG_KEY_PATTERN.pattern}$")
+
+
 def check_tags(value: Any) -> dict[str, str] | None:
     """A published event's ``tags``: ``None`` (or ``{}``) for none; raises :class:`InvalidTags`
     naming every bad key (bad name, or bad value under it)."""
@@ -111,11 +121,7 @@ def check_tags(value: Any) -> dict[str, str] | None:
         return None
     if not isinstance(value, dict):
         raise InvalidTags(["tags"], "tags must be an object of string keys to string values")
-    if len(value) > MAX_TAGS:
-        raise InvalidTags(sorted(map(_key_name, value))[MAX_TAGS:], f"at most {MAX_TAGS} tags per event")
-    bad_keys = [_key_name(k) for k in value if not _tag_key_ok(k)]
-    if bad_keys:
-        raise InvalidTags(bad_keys, f"tag names must match ^{TAG_KEY_PATTERN.pattern}$")
+    _check_tag_names(value, "event")
     bad_values = [k for k, v in value.items() if not check_tag_value(v)]
     if bad_values:
         raise InvalidTags(
@@ -136,11 +142,7 @@ def check_tag_filter(value: Any) -> TagFilter:
         return ()
     if not isinstance(value, Mapping):
         raise InvalidTags(["tags"], "tags must be an object of tag names to lists of values")
-    if len(value) > MAX_TAGS:
-        raise InvalidTags(sorted(map(_key_name, value))[MAX_TAGS:], f"at most {MAX_TAGS} tags per filter")
-    bad_keys = [_key_name(k) for k in value if not _tag_key_ok(k)]
-    if bad_keys:
-        raise InvalidTags(bad_keys, f"tag names must match ^{TAG_KEY_PATTERN.pattern}$")
+    _check_tag_names(value, "filter")
     bad_values = [
         k
         for k, values in value.items()

@@ -10,7 +10,7 @@ Nothing here does I/O: bytes in, bytes out.
 from __future__ import annotations
 
 import zlib
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import zstandard
 
@@ -121,28 +121,50 @@ class StreamEncoder(Protocol):
     def finish(self) -> bytes: ...
 
 
-class GzipStream:
+class _Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+
+    def flush(self, mode: int, /) -> bytes: ...
+
+
+class _FlushedEncoder:
+    """A compressor flushed at the end of every write, the shape gzip and zstd streams share.
+
+    Subclasses make ``_compressor`` and name the two flush modes: ``_FLUSH`` ends each
+    write on a boundary the client can decode up to (nothing written is held back),
+    ``_FINISH`` ends the body. After :meth:`finish` the encoder must not be used.
+    """
+
+    __slots__ = ("_compressor",)
+    _compressor: _Compressor
+    _FLUSH: ClassVar[int]
+    _FINISH: ClassVar[int]
+
+    def write(self, parts: list[bytes]) -> bytes:
+        """Compress ``parts`` (in order) and flush, so all of it is decodable from the result on."""
+        compress = self._compressor.compress
+        out = [compress(part) for part in parts]
+        out.append(self._compressor.flush(self._FLUSH))
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """The end of the compressed body, for the response's end."""
+        return self._compressor.flush(self._FINISH)
+
+
+class GzipStream(_FlushedEncoder):
     """One stream's gzip encoder: :meth:`write` per write, :meth:`finish` at the clean end.
 
     Every output of :meth:`write` ends on a byte boundary the client can decode up to (a
     sync flush), so nothing written is held back. After :meth:`finish` it must not be used.
     """
 
-    __slots__ = ("_compressor",)
+    __slots__ = ()
+    _FLUSH = zlib.Z_SYNC_FLUSH
+    _FINISH = zlib.Z_FINISH  # the last block, CRC and length of the gzip member
 
     def __init__(self) -> None:
         self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + GZIP_WBITS, GZIP_MEM_LEVEL)
-
-    def write(self, parts: list[bytes]) -> bytes:
-        """Compress ``parts`` (in order) and flush, so all of it is decodable from the result on."""
-        compress = self._compressor.compress
-        out = [compress(part) for part in parts]
-        out.append(self._compressor.flush(zlib.Z_SYNC_FLUSH))
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        """The end of the gzip member (last block, CRC and length), for the response's end."""
-        return self._compressor.flush(zlib.Z_FINISH)
 
 
 #: zstd level 3 (zstd's default). Like gzip's settings, picked for small flushed writes;
@@ -160,7 +182,7 @@ _ZSTD_PARAMS = zstandard.ZstdCompressionParameters.from_level(
 )
 
 
-class ZstdStream:
+class ZstdStream(_FlushedEncoder):
     """One stream's zstd encoder: one zstd frame for the whole body, a block per write.
 
     Each :meth:`write` ends with ``COMPRESSOBJ_FLUSH_BLOCK``: the block is complete, so a
@@ -169,21 +191,12 @@ class ZstdStream:
     frame; after it the encoder must not be used.
     """
 
-    __slots__ = ("_compressor",)
+    __slots__ = ()
+    _FLUSH = zstandard.COMPRESSOBJ_FLUSH_BLOCK
+    _FINISH = zstandard.COMPRESSOBJ_FLUSH_FINISH  # the end of the zstd frame
 
     def __init__(self) -> None:
         self._compressor = zstandard.ZstdCompressor(compression_params=_ZSTD_PARAMS).compressobj()
-
-    def write(self, parts: list[bytes]) -> bytes:
-        """Compress ``parts`` (in order) and end the block, so all of it is decodable now."""
-        compress = self._compressor.compress
-        out = [compress(part) for part in parts]
-        out.append(self._compressor.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        """The end of the zstd frame, for the response's end."""
-        return self._compressor.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
 
 
 def new_encoder(coding: str | None) -> StreamEncoder | None:

@@ -350,8 +350,13 @@ class StreamMachine:
         return 0
 
     def _write_direct(self, events: list[Event], payload: bytes, now: float) -> None:
-        """Write ``payload`` to the socket now (the driver's); :meth:`sent` it, :meth:`backlogged` if short."""
-        raise NotImplementedError
+        """Write ``payload`` to the socket now (the driver's); :meth:`sent` it, :meth:`backlogged` if short.
+
+        Only reached in IDLE, and a driver calls :meth:`idle` only when it has a direct
+        writer, so every driver that can get here overrides this. A stream without one
+        (the stats stream, a plain ASGI transport) never does.
+        """
+        raise NotImplementedError(f"{type(self).__name__} went IDLE without a direct writer to write with")
 
     def push_control(self, message: object) -> bool:
         """Queue a control message in its reserved slots; False when they are all taken

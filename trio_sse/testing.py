@@ -535,9 +535,10 @@ class SSETestClient:
         data: Any = None,
         project_id: str | None = None,
         *,
+        tags: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
-        """``POST /sse/publish`` one event and return its id.
+        """``POST /sse/publish`` one event (with ``tags``, if given) and return its id.
 
         Going through HTTP checks what a real publisher gets (validation, auth, rate
         limits), unlike ``hub.publish``. A refusal fails with ``AssertionError``
@@ -546,6 +547,8 @@ class SSETestClient:
         body: dict[str, Any] = {"event_type": event_type, "data": data}
         if project_id is not None:
             body["project_id"] = project_id
+        if tags is not None:
+            body["tags"] = dict(tags)
         reply = await self.post(f"{self.prefix}/sse/publish", json=body, headers=headers)
         if reply.status != 202:
             raise AssertionError(f"publish {event_type!r} answered {reply.status}: {reply.body!r}")

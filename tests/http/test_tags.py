@@ -20,14 +20,9 @@ from trio_sse.testing import SSETestClient, TestStream
 TIMEOUT = 10.0
 
 
-async def publish(client: SSETestClient, data: Any, tags: dict[str, str] | None = None, **extra: Any) -> str:
-    body: dict[str, Any] = {"event_type": "commit", "data": data, **extra}
-    if tags is not None:
-        body["tags"] = tags
-    reply = await client.post("/sse/publish", json=body)
-    assert reply.status == 202, reply
-    event_id: str = reply.json()["id"]
-    return event_id
+async def publish(client: SSETestClient, data: Any, tags: dict[str, str] | None = None) -> str:
+    """A ``commit`` with ``tags``, through the test kit's publish (202 or AssertionError)."""
+    return await client.publish("commit", data, tags=tags)
 
 
 async def connected(stream: TestStream) -> dict[str, Any]:

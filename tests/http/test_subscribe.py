@@ -19,13 +19,7 @@ async def connection_id_of(stream: TestStream) -> str:
 
 
 async def publish(client: SSETestClient, event_type: str, data: Any = None, project_id: str | None = None) -> str:
-    body: dict[str, Any] = {"event_type": event_type, "data": data}
-    if project_id is not None:
-        body["project_id"] = project_id
-    reply = await client.post("/sse/publish", json=body)
-    assert reply.status == 202, reply
-    event_id: str = reply.json()["id"]
-    return event_id
+    return await client.publish(event_type, data, project_id)
 
 
 async def test_subscribe_is_200_with_the_new_filters(client: SSETestClient) -> None:

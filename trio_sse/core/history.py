@@ -140,6 +140,26 @@ class History:
             assert event is not None
             yield event
 
+    def newest_matching(self, count: int, matches: Callable[[Event], bool]) -> list[Event]:
+        """The newest ``count`` events for which ``matches`` is true, oldest first (a rewind).
+
+        Walks from the newest end and stops once it has ``count``: the cost follows the
+        events returned and those skipped on the way, not the size of the ring.
+        """
+        found: list[Event] = []
+        if count <= 0:
+            return found
+        ring, capacity = self._ring, self._capacity
+        for pos in range(self._next - 1, self._first - 1, -1):
+            event = ring[pos % capacity]
+            assert event is not None
+            if matches(event):
+                found.append(event)
+                if len(found) == count:
+                    break
+        found.reverse()
+        return found
+
     def replay_after(self, last_event_id: str, matches: Callable[[Event], bool]) -> Replay:
         """Events published after ``last_event_id`` for which ``matches`` is true, oldest first.
 

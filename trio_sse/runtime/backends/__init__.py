@@ -67,6 +67,14 @@ class Backend(Protocol):
         """Events after ``last_event_id`` that satisfy ``matches``, or a reset reason."""
         ...
 
+    async def rewind(self, count: int, matches: Callable[[Event], bool]) -> list[Event]:
+        """The newest ``count`` stored events that satisfy ``matches``, oldest first.
+
+        What ``?rewind=N`` sends a new stream before live events. Raises
+        :class:`BackendUnavailable` when the engine is needed and cannot be reached.
+        """
+        ...
+
     def history_stats(self) -> dict[str, Any]:
         """``size``, ``capacity``, ``oldest_id`` and ``newest_id``."""
         ...

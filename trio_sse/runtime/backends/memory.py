@@ -54,6 +54,9 @@ class MemoryBackend:
     async def replay_after(self, last_event_id: str, matches: Callable[[Event], bool]) -> Replay:
         return self.history.replay_after(last_event_id, matches)
 
+    async def rewind(self, count: int, matches: Callable[[Event], bool]) -> list[Event]:
+        return self.history.newest_matching(count, matches)
+
     async def refresh_stats(self) -> None:
         """Always up to date: the ring is in this process."""
 

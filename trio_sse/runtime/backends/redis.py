@@ -261,6 +261,36 @@ class RedisBackend:
                 break
         return Replay(events)
 
+    async def rewind(self, count: int, matches: Callable[[Event], bool]) -> list[Event]:
+        """The newest ``count`` matching entries of the shared stream, read from its newest end.
+
+        Reads pages with ``XREVRANGE`` and stops at ``count`` matches or after
+        ``history_size`` entries (what the stream keeps). Raises
+        :class:`BackendUnavailable` when Redis cannot be reached.
+        """
+        found: list[Event] = []
+        if count <= 0:
+            return found
+        try:
+            end, scanned = "+", 0
+            while scanned < self.history_size:
+                page = await self._redis.xrevrange(self.stream_key, end, "-", count=REPLAY_PAGE)
+                for entry in page:
+                    event = event_from_entry(entry)
+                    if matches(event):
+                        found.append(event)
+                        if len(found) == count:
+                            break
+                scanned += len(page)
+                if len(found) == count or len(page) < REPLAY_PAGE:
+                    break
+                end = f"({entry_text(page[-1].identifier)}"
+        except REDIS_ERRORS as exc:
+            self._mark(False)
+            raise BackendUnavailable(f"the Redis backend is unreachable ({type(exc).__name__})") from None
+        found.reverse()
+        return found
+
     def history_stats(self) -> dict[str, Any]:
         """The shared stream's figures (refreshed every few seconds) plus this reader's position."""
         return {**self._info, "capacity": self.history_size, "read_up_to": self._reader.last_id}

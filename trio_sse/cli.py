@@ -46,6 +46,7 @@ HELP = {
     "max_body_bytes": "largest request body accepted",
     "max_event_bytes": "largest event data accepted",
     "max_head_bytes": "largest request head (request line and headers) accepted; beyond it 431",
+    "max_rewind": "largest ?rewind=N a new stream may ask for (the newest N matching events first; 0 = none)",
     "shutdown_grace": "seconds streams get to end on SIGTERM/SIGINT",
     "memory_limit": "RSS bytes above which new streams are refused and the fullest shed (0 = off; prod: 70% of RAM)",
     "history_bytes": "bytes the replay history may hold, oldest out first (prod: a quarter of memory_limit)",

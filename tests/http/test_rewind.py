@@ -84,7 +84,7 @@ TYPES = f"commit,{MARKER}"
 
 
 async def test_rewind_sends_the_newest_n_oldest_first_with_their_ids_then_live(live_server_factory: Any) -> None:
-    async with server_and_http(live_server_factory) as (server, http):
+    async with server_and_http(live_server_factory) as (_server, http):
         ids = await publish(http, *(commit(n) for n in range(10)))
         async with stream(http, {"types": TYPES, "rewind": "4"}) as (events, _):
             end = await marker(http)
@@ -102,7 +102,7 @@ async def test_rewind_sends_the_newest_n_oldest_first_with_their_ids_then_live(l
 
 
 async def test_a_stream_resuming_by_last_event_id_never_rewinds(live_server_factory: Any) -> None:
-    async with server_and_http(live_server_factory, max_rewind=5) as (server, http):
+    async with server_and_http(live_server_factory, max_rewind=5) as (_server, http):
         ids = await publish(http, *(commit(n) for n in range(6)))
         after_second = [(ids[n], n) for n in range(2, 6)]
         # The header (as EventSource sends it on a reconnect), then the query parameter.
@@ -122,7 +122,7 @@ async def test_a_stream_resuming_by_last_event_id_never_rewinds(live_server_fact
 async def test_a_rewind_over_max_rewind_or_not_a_whole_number_is_a_400_and_opens_nothing(
     live_server_factory: Any, value: str
 ) -> None:
-    async with server_and_http(live_server_factory, max_rewind=5) as (server, http):
+    async with server_and_http(live_server_factory, max_rewind=5) as (_server, http):
         await publish(http, commit(0))
         with trio.fail_after(TIMEOUT):  # a stream that opened would never end: fail, not hang
             reply = await http.get("/sse/events", params={"rewind": value})
@@ -135,7 +135,7 @@ async def test_a_rewind_over_max_rewind_or_not_a_whole_number_is_a_400_and_opens
 
 
 async def test_max_rewind_zero_turns_rewind_off(live_server_factory: Any) -> None:
-    async with server_and_http(live_server_factory, max_rewind=0) as (server, http):
+    async with server_and_http(live_server_factory, max_rewind=0) as (_server, http):
         with trio.fail_after(TIMEOUT):
             assert (await http.get("/sse/events", params={"rewind": "1"})).status_code == 400
         async with stream(http, {"types": TYPES, "rewind": "0"}) as (events, _):
@@ -145,7 +145,7 @@ async def test_max_rewind_zero_turns_rewind_off(live_server_factory: Any) -> Non
 
 async def test_rewind_counts_only_what_the_project_type_and_tag_filters_match(live_server_factory: Any) -> None:
     prod = {"tags": {"env": "prod"}}
-    async with server_and_http(live_server_factory) as (server, http):
+    async with server_and_http(live_server_factory) as (_server, http):
         ids = await publish(
             http,
             commit(0, project_id="a", **prod),
@@ -200,7 +200,7 @@ async def test_an_event_published_while_the_rewind_is_read_arrives_exactly_once(
 async def test_rewinds_under_concurrent_publishing_have_no_gap_and_no_duplicate(live_server_factory: Any) -> None:
     """Streams open with ``rewind`` while a publisher keeps going: what each gets is one
     unbroken run of the published sequence, at least ``rewind`` long, up to the marker."""
-    async with server_and_http(live_server_factory) as (server, http):
+    async with server_and_http(live_server_factory) as (_server, http):
         published = await publish(http, *(commit(n) for n in range(20)))
         runs: list[list[str]] = []
         done, stopped = trio.Event(), trio.Event()
@@ -242,7 +242,7 @@ async def test_rewinds_under_concurrent_publishing_have_no_gap_and_no_duplicate(
 async def test_subscribe_rewind_sends_the_newest_n_the_new_filters_match_that_the_stream_was_not_sent(
     live_server_factory: Any,
 ) -> None:
-    async with server_and_http(live_server_factory) as (server, http):
+    async with server_and_http(live_server_factory) as (_server, http):
         risk = lambda n: {"event_type": "risk_alert", "data": n}  # noqa: E731
         early = await publish(http, commit("c1"), risk("r1"), commit("c2"), risk("r2"), commit("c3"))
         async with stream(http, {"types": TYPES}) as (events, hello):

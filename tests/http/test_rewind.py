@@ -289,3 +289,22 @@ async def test_a_bad_subscribe_rewind_is_a_400_and_changes_nothing(
             ids = await publish(http, {"event_type": "risk_alert", "data": "new"}, commit("c"))
             end = await marker(http)
             assert await events.until(end) == [(ids[1], "c")]  # no update, no rewind
+
+
+@pytest.mark.one_backend
+async def test_a_rewind_the_backend_cannot_answer_ends_the_stream_instead_of_going_on_without_it(
+    live_server_factory: Any,
+) -> None:
+    from trio_sse.runtime.backends import BackendUnavailable
+
+    async with server_and_http(live_server_factory) as (server, http):
+
+        async def unreachable(count: int, matches: Any) -> list[Event]:
+            raise BackendUnavailable("the Redis backend is unreachable (test)")
+
+        server.hub.backend.rewind = unreachable
+        async with stream(http, {"types": TYPES, "rewind": "3"}) as (events, _):
+            with pytest.raises(StopAsyncIteration):
+                await events.next()  # ended: the client reconnects after retry and asks again
+        stats = (await http.get("/sse/stats")).json()
+        assert stats["disconnects"]["backend_unavailable"] == 1

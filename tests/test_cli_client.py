@@ -281,3 +281,44 @@ async def test_a_certificate_failure_after_the_stream_worked_is_retried_with_its
     message = str(raised.value)
     assert "certificate verify failed: self-signed certificate in certificate chain" in message
     assert "--cacert FILE" in message and "\n" not in message
+
+
+async def test_tail_rewind_and_tag_start_with_the_newest_matching_events_then_follow_live(live_server_factory) -> None:
+    async with live_server_factory() as server:
+        ids = [
+            await server.hub.publish("commit", {"n": n}, tags={"env": env, "team": "core"})
+            for n, env in enumerate(["prod", "dev", "staging", "prod", "dev"])
+        ]
+        await server.hub.publish("commit", {"n": 5}, tags={"env": "prod", "team": "web"})  # --tag team=core refuses it
+        tail = Tail()
+        async with trio.open_nursery() as nursery:
+            args = ("--rewind", "2", "--tag", "env=prod,dev", "--tag", "team=core", "--max-events", "3")
+            nursery.start_soon(tail.run, server.base_url, "--types", "commit", *args, "--format", "json")
+            await wait_until(lambda: server.hub.snapshot()["events_delivered"] == 2)
+            live = await cli_publish(server.base_url, "commit", {"n": 6}, "--tag", "env=dev", "--tag", "team=core")
+    lines = tail.lines()
+    assert lines[0]["event"] == "connected"
+    assert lines[0]["data"]["tags"] == {"env": ["dev", "prod"], "team": ["core"]}
+    assert [(line["id"], line["data"]) for line in lines[1:]] == [
+        (ids[3], {"n": 3}),
+        (ids[4], {"n": 4}),
+        (live, {"n": 6}),
+    ]
+
+
+async def test_tail_tag_and_rewind_options_are_checked_before_connecting() -> None:
+    bad_tag, bad_rewind, bad_publish_tag = await cli_all(
+        ("tail", "http://127.0.0.1:9", "--tag", "env"),
+        ("tail", "http://127.0.0.1:9", "--rewind", "-1"),
+        ("publish", "http://127.0.0.1:9", "commit", "1", "--tag", "=x"),
+    )
+    for result in (bad_tag, bad_rewind, bad_publish_tag):
+        assert result.returncode == 2 and b"cannot reach" not in result.stderr
+    assert b"NAME=VALUE" in bad_tag.stderr and b"NAME=VALUE" in bad_publish_tag.stderr
+    assert b"--rewind" in bad_rewind.stderr
+
+
+async def test_tail_rewind_over_max_rewind_prints_the_server_error(live_server_factory) -> None:
+    async with live_server_factory(max_rewind=3) as server:
+        result = await cli("tail", server.base_url, "--rewind", "4")
+    assert result.returncode == 1 and b"HTTP 400" in result.stderr and b"max_rewind" in result.stderr

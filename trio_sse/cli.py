@@ -46,6 +46,7 @@ HELP = {
     "max_body_bytes": "largest request body accepted",
     "max_event_bytes": "largest event data accepted",
     "max_head_bytes": "largest request head (request line and headers) accepted; beyond it 431",
+    "max_rewind": "largest ?rewind=N a new stream may ask for (the newest N matching events first; 0 = none)",
     "shutdown_grace": "seconds streams get to end on SIGTERM/SIGINT",
     "memory_limit": "RSS bytes above which new streams are refused and the fullest shed (0 = off; prod: 70% of RAM)",
     "history_bytes": "bytes the replay history may hold, oldest out first (prod: a quarter of memory_limit)",
@@ -206,10 +207,58 @@ CACERT = click.option(
 )
 
 
+def _tag_option(value: str, *, several: bool) -> tuple[str, list[str]]:
+    """``NAME=V`` (``NAME=V1,V2`` when ``several``) as ``(NAME, [V, ...])``; ``BadParameter`` otherwise."""
+    name, sep, raw = value.partition("=")
+    values = [v.strip() for v in raw.split(",")] if several else [raw]
+    if not sep or not name.strip() or not all(values):
+        shape = "NAME=VALUE[,VALUE...]" if several else "NAME=VALUE"
+        raise click.BadParameter(f"{value!r} is not {shape}", param_hint="--tag")
+    return name.strip(), values
+
+
+def tag_filter_option(ctx: click.Context, param: click.Parameter, given: tuple[str, ...]) -> dict[str, list[str]]:
+    """Repeated ``--tag NAME=V1,V2`` as a tag filter; the values of one name given twice are joined."""
+    wanted: dict[str, list[str]] = {}
+    for value in given:
+        name, values = _tag_option(value, several=True)
+        known = wanted.setdefault(name, [])
+        for tag in values:
+            if tag not in known:
+                known.append(tag)
+    return wanted
+
+
+def event_tags_option(ctx: click.Context, param: click.Parameter, given: tuple[str, ...]) -> dict[str, str]:
+    """Repeated ``--tag NAME=VALUE`` as an event's tags (a value may hold commas here)."""
+    tags: dict[str, str] = {}
+    for value in given:
+        name, (tag,) = _tag_option(value, several=False)
+        if name in tags:
+            raise click.BadParameter(f"tag {name!r} given twice", param_hint="--tag")
+        tags[name] = tag
+    return tags
+
+
 @main.command()
 @click.argument("url")
 @click.option("--types", default=None, help="comma-separated event types (default: every type)")
 @click.option("--project", default=None, help="only this project's events (and broadcasts)")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    callback=tag_filter_option,
+    metavar="NAME=V1[,V2...]",
+    help="only events whose tag NAME is one of the values (repeatable: every name must match)",
+)
+@click.option(
+    "--rewind",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="start with the newest N matching events (not with --last-event-id; at most the server's max_rewind)",
+)
 @click.option("--token", default=None, help="bearer token, when the server has auth on")
 @click.option("--last-event-id", default=None, help="resume after this event id")
 @click.option("--max-events", "--count", type=click.IntRange(min=0), default=None, help="exit after N events")
@@ -234,6 +283,8 @@ def tail(
     url: str,
     types: str | None,
     project: str | None,
+    tags: dict[str, list[str]],
+    rewind: int | None,
     token: str | None,
     last_event_id: str | None,
     max_events: int | None,
@@ -247,7 +298,9 @@ def tail(
     URL is the server's base URL (http://127.0.0.1:8000) or its /sse/events URL. Events go
     to stdout, one JSON object per line ({"event", "id", "data"}) unless stdout is a
     terminal; reconnections and errors go to stderr. System events (connected,
-    stream_reset, ...) are printed too but not counted by --max-events.
+    stream_reset, ...) are printed too but not counted by --max-events. With --rewind N
+    the first stream starts with the newest N matching events; a reconnection resumes
+    after the last one printed and never rewinds again.
     """
     from .cli_client import EventPrinter, run_tail, setup_logging
 
@@ -256,6 +309,8 @@ def tail(
     options = {
         "types": types,
         "project": project,
+        "tags": tags or None,
+        "rewind": rewind,
         "token": token,
         "last_event_id": last_event_id,
         "silence_timeout": silence_timeout,
@@ -269,10 +324,24 @@ def tail(
 @click.argument("event_type", metavar="TYPE")
 @click.argument("data", metavar="JSON")
 @click.option("--project", default=None, help="the event's project (default: a broadcast)")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    callback=event_tags_option,
+    metavar="NAME=VALUE",
+    help="a tag of the event, for the streams' tag filters (repeatable)",
+)
 @click.option("--token", default=None, help="bearer token with the publish right, when auth is on")
 @CACERT
 def publish_command(
-    url: str, event_type: str, data: str, project: str | None, token: str | None, cacert: str | None
+    url: str,
+    event_type: str,
+    data: str,
+    project: str | None,
+    tags: dict[str, str],
+    token: str | None,
+    cacert: str | None,
 ) -> None:
     """Publish one event of type TYPE with JSON data (- reads it from stdin) and print its id.
 
@@ -288,7 +357,7 @@ def publish_command(
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint="JSON") from None
-    run = partial(run_publish, url, event_type, value, project=project, token=token, cacert=cacert)
+    run = partial(run_publish, url, event_type, value, project=project, tags=tags or None, token=token, cacert=cacert)
     click.echo(_run_client_command(run))
 
 

@@ -78,6 +78,7 @@ __all__ = [
     "open_url",
     "publish",
     "reconnect_delay",
+    "tag_params",
 ]
 
 log = logging.getLogger("trio_sse.client")
@@ -249,6 +250,32 @@ def _types_param(types: str | Iterable[str] | None) -> str | None:
     return ",".join(types)
 
 
+def tag_params(tags: Mapping[str, str | Iterable[str]] | None) -> dict[str, str]:
+    """A tag filter as the stream's query parameters: ``{"env": ["prod", "dev"]}`` gives
+    ``{"tag.env": "prod,dev"}`` (a single string is one value).
+
+    Raises ``ValueError`` for a value with a comma (the query separates values with
+    commas, so it would turn into two) and for a name with no values; the server judges
+    the rest (400 for a malformed name or value).
+    """
+    params: dict[str, str] = {}
+    for name, given in (tags or {}).items():
+        values = [given] if isinstance(given, str) else list(given)
+        if not values:
+            raise ValueError(f"tags[{name!r}] is empty: leave the name out to accept every value")
+        for value in values:
+            if "," in value:
+                raise ValueError(f"tags[{name!r}]: {value!r} holds a comma, which a tag filter value cannot")
+        params[f"tag.{name}"] = ",".join(values)
+    return params
+
+
+def _check_rewind(rewind: int | None) -> int | None:
+    if rewind is not None and (not isinstance(rewind, int) or isinstance(rewind, bool) or rewind < 0):
+        raise ValueError(f"rewind must be a whole number >= 0, got {rewind!r}")
+    return rewind
+
+
 async def _error_from(response: httpx.Response) -> SSEHTTPError:
     """Read (at most 64 KiB of) an error answer and turn it into :class:`SSEHTTPError`."""
     raw = b""
@@ -330,6 +357,11 @@ class EventSource:
     - ``state``: a :class:`State`: ``CONNECTING``, ``OPEN`` or ``CLOSED`` (``on_state``
       hears every change, errors included).
 
+    ``rewind`` (from :func:`connect`) is added to the URL (``rewind=N``) until a stream
+    has opened and only while there is no ``last_event_id``: the first stream starts
+    with the newest N events, a reconnection resumes with ``Last-Event-ID`` and never
+    asks for a rewind again.
+
     The resume point moves as WHATWG says: with each event's ``id:``, and with an
     ``id:``-only block (no ``data:``, so no event), once the events before it are
     returned. A block cut by a lost connection moves nothing.
@@ -365,8 +397,10 @@ class EventSource:
         min_backoff: float = DEFAULT_MIN_BACKOFF,
         max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
         max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
+        rewind: int | None = None,
     ) -> None:
         self.url = url
+        self._rewind = _check_rewind(rewind)
         self._shown_url = redacted(url)  # for log lines and messages: no token in them
         self.last_event_id = last_event_id or None
         self.connection_id: str | None = None
@@ -605,13 +639,15 @@ class EventSource:
         await self._open()
 
     def _request(self) -> httpx.Request:
-        """The request of every attempt: same method, URL, headers and body each time."""
+        """The request of every attempt: same method, URL, headers and body each time
+        (plus ``rewind`` before the first stream opens, see the class doc)."""
         headers = httpx.Headers(self._headers)
+        url = self.url
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
-        return self._http.build_request(
-            self._method, self.url, headers=headers, content=self._body, timeout=self._timeout
-        )
+        elif self._rewind is not None and self.connections == 0:
+            url = url.copy_set_param("rewind", str(self._rewind))
+        return self._http.build_request(self._method, url, headers=headers, content=self._body, timeout=self._timeout)
 
     def _redirect(self, request: httpx.Request, response: httpx.Response) -> httpx.Request:
         """The request that follows a 3xx ``response`` (as fetch and httpx do it).
@@ -754,6 +790,8 @@ async def connect(
     *,
     types: str | Iterable[str] | None = None,
     project: str | None = None,
+    tags: Mapping[str, str | Iterable[str]] | None = None,
+    rewind: int | None = None,
     token: str | None = None,
     last_event_id: str | None = None,
     silence_timeout: float | None = 90.0,
@@ -776,10 +814,15 @@ async def connect(
 
     ``url`` is the server's base URL (``http://127.0.0.1:8000``) or the full
     ``/sse/events`` URL (see :func:`endpoint_url`; :func:`open_url` opens any URL as
-    it is). ``types`` (a list or a comma-separated string) and ``project`` are the
-    stream's filters; ``token`` is sent as ``Authorization: Bearer``, and so is an
-    ``access_token`` in ``url``'s query (moved out of the URL, which httpx logs);
-    ``last_event_id`` resumes after that id from the first connection on.
+    it is). ``types`` (a list or a comma-separated string), ``project`` and ``tags``
+    (``{"env": ["prod", "staging"]}``: for every name given, the event's tag must be one
+    of the values; see :func:`tag_params`) are the stream's filters; ``token`` is sent as
+    ``Authorization: Bearer``, and so is an ``access_token`` in ``url``'s query (moved out
+    of the URL, which httpx logs); ``last_event_id`` resumes after that id from the first
+    connection on. ``rewind=N`` starts the first stream with the newest N events its
+    filters match (at most the server's ``max_rewind``, else :class:`SSEHTTPError` 400);
+    it is sent until a stream opens and never with a last event id, so a reconnection
+    resumes and does not rewind. With ``last_event_id`` it is not sent at all.
 
     ``silence_timeout`` (seconds, ``None`` to disable): reconnect when nothing — no
     event, no heartbeat comment — arrives for that long. The default, 90 s, is three
@@ -815,6 +858,8 @@ async def connect(
         params["types"] = joined
     if project is not None:
         params["project"] = project
+    params.update(tag_params(tags))
+    _check_rewind(rewind)
     target, token = _token_out_of_query(endpoint_url(url).copy_merge_params(params), token, headers)
     async with open_url(
         target,
@@ -835,6 +880,7 @@ async def connect(
         min_backoff=min_backoff,
         max_line_bytes=max_line_bytes,
         max_event_bytes=max_event_bytes,
+        rewind=rewind,
     ) as source:
         yield source
 
@@ -862,6 +908,7 @@ async def open_url(
     on_state: Callable[[StateChange], object] | None = None,
     max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
     max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
+    rewind: int | None = None,
 ) -> AsyncIterator[EventSource]:
     """Open an :class:`EventSource` on exactly ``url``, any ``text/event-stream`` server.
 
@@ -875,6 +922,9 @@ async def open_url(
     with ``Content-Type: text/plain; charset=utf-8`` unless ``headers`` has one. Such
     APIs end the stream after their last event: leave the loop at that event, or the
     client reconnects and sends the request again, as an EventSource would.
+
+    ``rewind`` adds ``rewind=N`` to the URL of the attempts before the first stream
+    opens, while there is no last event id (trio_sse's rewind, see :func:`connect`).
     """
     request_headers = httpx.Headers({"Accept": "text/event-stream", "Cache-Control": "no-cache"})
     request_headers.update(headers or {})
@@ -905,6 +955,7 @@ async def open_url(
             min_backoff=min_backoff,
             max_line_bytes=max_line_bytes,
             max_event_bytes=max_event_bytes,
+            rewind=rewind,
         )
         stack.push_async_callback(source.aclose)
         await source._start()
@@ -917,11 +968,13 @@ async def publish(
     data: Any,
     *,
     project: str | None = None,
+    tags: Mapping[str, str] | None = None,
     token: str | None = None,
     http: httpx.AsyncClient | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> str:
-    """``POST /sse/publish`` one event and return its id.
+    """``POST /sse/publish`` one event and return its id (``tags``: for the streams'
+    tag filters; the server checks them, 422 ``invalid_tags``, and never sends them on).
 
     ``url`` is the server base URL or any ``/sse/...`` URL of it. Raises
     :class:`SSEHTTPError` with the server's JSON error for any refusal (400, 401,
@@ -933,6 +986,8 @@ async def publish(
     body: dict[str, Any] = {"event_type": event_type, "data": data}
     if project is not None:
         body["project_id"] = project
+    if tags is not None:
+        body["tags"] = dict(tags)
     target, token = _token_out_of_query(endpoint_url(url, "/sse/publish"), token, None)
     headers = {"Content-Type": "application/json"}
     if token is not None:

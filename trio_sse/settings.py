@@ -148,6 +148,7 @@ class Settings:
     max_body_bytes: int = attrs.field(default=1024 * 1024, validator=_positive)
     max_event_bytes: int = attrs.field(default=64 * 1024, validator=_positive)
     max_head_bytes: int = attrs.field(default=16 * 1024, validator=_positive)
+    max_rewind: int = attrs.field(default=100, validator=_non_negative)
     shutdown_grace: float = attrs.field(default=5.0, validator=_non_negative)
     memory_limit: int = attrs.field(default=0, validator=_non_negative)
     history_bytes: int = attrs.field(default=128 * 1024 * 1024, validator=_positive)

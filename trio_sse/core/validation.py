@@ -31,6 +31,7 @@ __all__ = [
     "ValidationError",
     "check_event_types",
     "check_project_id",
+    "check_rewind",
     "check_tag_filter",
     "check_tag_value",
     "check_tags",
@@ -157,6 +158,19 @@ def check_tag_filter(value: Any) -> TagFilter:
             f" {MAX_TAG_VALUE_LENGTH} characters without control characters or line separators",
         )
     return tuple(sorted((k, frozenset(vs)) for k, vs in value.items()))
+
+
+def check_rewind(value: Any, limit: int) -> int:
+    """A rewind count: an integer from 0 to ``limit`` (``max_rewind``); else :class:`InvalidValue`.
+
+    ``bool`` is refused although Python counts it as an ``int``: ``"rewind": true`` in a
+    JSON body is a mistake, not a request for one event.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidValue("rewind must be a whole number")
+    if not 0 <= value <= limit:
+        raise InvalidValue(f"rewind must be between 0 and {limit} (max_rewind), got {value}")
+    return value
 
 
 def check_event_types(names: Iterable[str], registered: frozenset[str]) -> frozenset[str]:

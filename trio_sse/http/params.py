@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
@@ -13,6 +14,7 @@ from ..core.validation import (
     MAX_EVENT_ID_LENGTH,
     TagFilter,
     check_project_id,
+    check_rewind,
     check_tag_filter,
     has_forbidden_characters,
 )
@@ -33,6 +35,9 @@ class StreamParams:
     access_token: str | None
     #: From ``tag.<name>=v1,v2`` parameters; ``()`` = no tag filter.
     tags: TagFilter = ()
+    #: Events to send from the newest end before live ones (``rewind=N``); always 0 with
+    #: a ``last_event_id``: a reconnect resumes, it never rewinds.
+    rewind: int = 0
 
 
 def bad_request(message: str) -> ApiError:
@@ -110,12 +115,16 @@ def _event_id(value: str | None, where: str) -> str | None:
     return value
 
 
-def parse_stream_params(query_string: bytes, headers: Sequence[tuple[bytes, bytes]]) -> StreamParams:
+def parse_stream_params(
+    query_string: bytes, headers: Sequence[tuple[bytes, bytes]], *, max_rewind: int = 100
+) -> StreamParams:
     """Parameters of ``GET /sse/events``; raises a 400 :class:`ApiError` when malformed.
 
     ``types`` and ``tag.<name>`` may be comma-separated and/or repeated; ``project_id`` is an alias of
     ``project``; the ``Last-Event-ID`` header wins over the ``last_event_id`` parameter.
-    Unknown parameters are ignored (browsers and proxies add cache busters).
+    ``rewind`` is checked against ``max_rewind`` (the setting) unless a last event id is
+    given (see :func:`_rewind`). Unknown parameters are ignored (browsers and proxies add
+    cache busters).
     """
     by_name: dict[str, list[str]] = {}
     for key, value in parse_query(query_string):
@@ -142,7 +151,33 @@ def parse_stream_params(query_string: bytes, headers: Sequence[tuple[bytes, byte
         _single(by_name.get("last_event_id", []), "last_event_id"), "last_event_id"
     )
     access_token = _single(by_name.get("access_token", []), "access_token")
-    return StreamParams(event_types, project_id, last_event_id, access_token, _tag_filter(by_name))
+    rewind = _rewind(_single(by_name.get("rewind", []), "rewind"), last_event_id is not None, max_rewind)
+    return StreamParams(event_types, project_id, last_event_id, access_token, _tag_filter(by_name), rewind)
+
+
+#: ``rewind`` as the query gives it: plain ASCII digits (no sign, no space, no exponent),
+#: at most 18 of them so the number is read without a size surprise.
+_REWIND = re.compile(r"[0-9]{1,18}")
+
+
+def _rewind(raw: str | None, resuming: bool, max_rewind: int) -> int:
+    """``rewind=N`` as a count; 0 when absent or when ``resuming`` (a last event id is given).
+
+    A malformed value is a 400 either way. The bound (``max_rewind``) applies only when the
+    rewind would be used: a browser's EventSource reconnects to the same URL with
+    ``Last-Event-ID``, and gives up for good on a non-200 answer, so a ``max_rewind`` lowered
+    since its first connect must not end its stream.
+    """
+    if raw is None:
+        return 0
+    if not _REWIND.fullmatch(raw):
+        raise bad_request(f"rewind must be a whole number from 0 to {max_rewind} (max_rewind)")
+    if resuming:
+        return 0
+    try:
+        return check_rewind(int(raw), max_rewind)
+    except InvalidValue as exc:
+        raise bad_request(str(exc)) from None
 
 
 TAG_PREFIX = "tag."

@@ -24,7 +24,7 @@ from ..core.validation import MAX_EVENT_ID_LENGTH, check_project_id, has_forbidd
 from ..runtime.admission import Refused
 from ..runtime.backends import BackendUnavailable
 from ..runtime.hub import UNSET, Hub, TooManyPendingChanges, UnknownConnection
-from ..runtime.subscriptions import parse_mode
+from ..runtime.subscriptions import check_subscribe_rewind, parse_mode
 from ..settings import Settings
 from .audit import audit_admin
 from .auth import Principal, require_admin, require_project, require_publish
@@ -182,6 +182,8 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
                 f"last_event_id must be a string of 1-{MAX_EVENT_ID_LENGTH} characters"
                 " without control characters or line separators",
             )
+        # Here too, so a bad rewind is a 400 before a 404.
+        rewind = check_subscribe_rewind(body.get("rewind", 0), last_event_id, hub.settings.max_rewind)
         connection = hub.get_connection(connection_id)
         foreign = hub.settings.auth_enabled and connection.client.owner != principal.sub
         if foreign and not principal.admin:
@@ -204,6 +206,7 @@ def make_blueprint(get_hub: Callable[[], Hub], *, name: str = "trio_sse") -> Blu
             project_id=project_id,
             last_event_id=last_event_id,
             tags=body["tags"] if "tags" in body else UNSET,
+            rewind=rewind,
         )
         described = hub.describe(connection)
         if foreign:

@@ -169,7 +169,7 @@ async def serve_stream(
     sub: str | None = None  # known once the token is verified, for the audit line of a refusal
     connection: Connection | None = None  # set once registered: errors after that are not refusals
     try:
-        params = parse_stream_params(scope.get("query_string", b""), headers)
+        params = parse_stream_params(scope.get("query_string", b""), headers, max_rewind=hub.settings.max_rewind)
         principal = authenticator_for(hub.settings).authenticate(headers, params.access_token)
         sub = principal.sub
         require_project(principal, params.project_id)
@@ -182,7 +182,7 @@ async def serve_stream(
             client=info,
             expires_at=principal.expires_at,
         ) as connection:
-            await _run(hub, connection, scope, receive, send, headers, extra)
+            await _run(hub, connection, scope, receive, send, headers, extra, params.rewind)
     except Exception as exc:
         error = to_api_error(exc) if connection is None else None
         if error is None:
@@ -198,8 +198,9 @@ async def _run(
     send: Any,
     headers: list[tuple[bytes, bytes]],
     extra: list[tuple[bytes, bytes]],
+    rewind: int = 0,
 ) -> None:
-    """Write a registered stream until it ends, then end the response."""
+    """Write a registered stream until it ends (first ``rewind`` events from history), then end the response."""
     setting = hub.settings.stream_compression
     coding = negotiate(setting, _accept_encoding(headers))
     gzip = new_encoder(coding)
@@ -212,7 +213,7 @@ async def _run(
         scope=scope,
     )
     try:
-        await connection.run(transport)
+        await connection.run(transport, rewind=rewind)
     finally:
         # A stream closed before its first write still gets a complete (empty) response.
         if connection.can_finish or not transport.started:

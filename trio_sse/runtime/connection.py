@@ -38,6 +38,7 @@ Edges:
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -105,12 +106,14 @@ class ClientInfo:
 
 @attrs.frozen(slots=True)
 class Resubscribe:
-    """Queued control message: announce new filters, then replay under them if asked."""
+    """Queued control message: announce new filters, then replay (or rewind) under them if asked."""
 
     subscription: Subscription
     previous: Subscription
     announcement: bytes
     last_event_id: str | None
+    #: The newest this many events the new filters match and the stream was not sent (0: none).
+    rewind: int = 0
 
 
 @attrs.frozen(slots=True)
@@ -194,14 +197,17 @@ class Connection(StreamDriver):
 
     # -- the connection task ----------------------------------------------------------
 
-    async def run(self, transport: Transport) -> None:
+    async def run(self, transport: Transport, *, rewind: int = 0) -> None:
         """Write the stream until it ends; returns normally in every case.
 
-        Afterwards ``close_reason`` says why it ended. The caller finishes the HTTP
-        response only when the reason allows a clean end (see ``can_finish``).
+        With ``rewind`` and no ``Last-Event-ID`` the newest ``rewind`` matching events of
+        the history come first, oldest first, then live events with no gap and no
+        duplicate (the replay's floor). Afterwards ``close_reason`` says why it ended. The
+        caller finishes the HTTP response only when the reason allows a clean end (see
+        ``can_finish``).
         """
         try:
-            await self.drive(transport, self._pump)
+            await self.drive(transport, partial(self._pump, rewind=rewind) if rewind else self._pump)
         finally:
             if self._direct is not None and self._direct.backlog:
                 self.send_failed()  # a half-written chunk cannot be followed by the final one
@@ -229,7 +235,7 @@ class Connection(StreamDriver):
         self.close(CloseReason.SEND_TIMEOUT)
         await trio.lowlevel.checkpoint()  # raises Cancelled: the run scope is cancelled
 
-    async def _pump(self, transport: Transport) -> None:
+    async def _pump(self, transport: Transport, rewind: int = 0) -> None:
         settings = self.hub.settings
         await self.write(transport, self._preamble())
         self.last_write = trio.current_time()
@@ -238,6 +244,9 @@ class Connection(StreamDriver):
         if self.last_event_id is not None:  # nothing is written before the preamble: the client's own id
             replay = await self._replay(self.last_event_id, self.subscription.accepts)
             await self._write_replay(transport, replay, self.last_event_id)
+        elif rewind:
+            rewound = await self._rewind(rewind, self.subscription.accepts)
+            await self._write_replay(transport, Replay(rewound), None)
         self.preamble_written()
         heartbeat_interval = settings.heartbeat_interval
         recv = self._recv
@@ -306,6 +315,12 @@ class Connection(StreamDriver):
     async def _resubscribe(self, transport: Transport, message: Resubscribe) -> None:
         self.control_taken()
         await self._write_parts(transport, [message.announcement])
+        if message.rewind:
+            # Only what the stream was not sent: the client has the rest already.
+            already, accepts = self.already_sent(message.previous.accepts), message.subscription.accepts
+            rewound = await self._rewind(message.rewind, lambda event: accepts(event) and not already(event))
+            await self._write_replay(transport, Replay(rewound), None)
+            return
         if message.last_event_id is None:
             return
         replay = await self._replay(message.last_event_id, message.subscription.accepts)
@@ -325,23 +340,35 @@ class Connection(StreamDriver):
             await trio.lowlevel.checkpoint()  # raises Cancelled: the run scope is cancelled
             raise
 
+    async def _rewind(self, count: int, matches: Callable[[Event], bool]) -> list[Event]:
+        """The backend's newest ``count`` matching events; when it cannot answer, the stream
+        ends (``backend_unavailable``) as for a replay, so the client asks again later."""
+        try:
+            return await self.hub.backend.rewind(count, matches)
+        except BackendUnavailable:
+            self.close(CloseReason.BACKEND_UNAVAILABLE)
+            await trio.lowlevel.checkpoint()  # raises Cancelled: the run scope is cancelled
+            raise
+
     async def _write_replay(
         self,
         transport: Transport,
         replay: Replay,
-        last_event_id: str,
+        last_event_id: str | None,
         already_sent: Callable[[Event], bool] | None = None,
     ) -> None:
-        """Write a replay in bounded chunks, or the ``stream_reset`` that replaces it.
+        """Write a replay (or a rewind: ``last_event_id`` ``None``) in bounded chunks, or the
+        ``stream_reset`` that replaces it.
 
         Afterwards live events at or before the newest replayed one (or the client's own
-        id) are dropped as duplicates.
+        id) are dropped as duplicates: events published while the replay was read reach
+        the stream once, from the replay or live.
         """
         if replay.reset is not None:
             payload = {"reason": replay.reset, "last_event_id": last_event_id}
             await self._write_parts(transport, [system_event("stream_reset", payload)])
             return
-        newest = self.replay_floor(last_event_id)
+        newest = self.last_order if last_event_id is None else self.replay_floor(last_event_id)
         batch: list[Event] = []
         size = 0
         for event in replay.events:

@@ -56,7 +56,7 @@ from .stats import (
     open_file_descriptors,
     trio_tasks,
 )
-from .subscriptions import UNSET, Subscriptions, TooManyPendingChanges
+from .subscriptions import UNSET, Subscriptions, TooManyPendingChanges, check_subscribe_rewind
 
 __all__ = [
     "ROUND_SPACING",
@@ -128,18 +128,28 @@ class Hub:
         project_id: Any = UNSET,
         last_event_id: str | None = None,
         tags: Any = UNSET,
+        rewind: int = 0,
     ) -> Subscription:
         """Change a live connection's filters (``tags``: a tag filter changed under ``mode``
         as the types are, ``None`` clears it, absent keeps it; see ``change_tags``).
 
         The connection's stream gets ``subscription_updated`` (then, with
-        ``last_event_id``, the replay under the new filters) before any event that only
-        the new filters match. Raises :class:`UnknownConnection`, ``UnknownEventTypes``,
-        ``InvalidValue`` (also for a ``mode`` other than replace, add, remove), ``InvalidTags`` or
-        :class:`TooManyPendingChanges`; nothing changes then.
+        ``last_event_id``, the replay under the new filters; with ``rewind``, the newest
+        ``rewind`` events the new filters match that the stream was not sent, oldest first)
+        before any event that only the new filters match. Raises :class:`UnknownConnection`,
+        ``UnknownEventTypes``, ``InvalidValue`` (also for a ``mode`` other than replace, add,
+        remove, a ``rewind`` outside 0..``max_rewind``, or ``rewind`` with ``last_event_id``),
+        ``InvalidTags`` or :class:`TooManyPendingChanges`; nothing changes then.
         """
+        check_subscribe_rewind(rewind, last_event_id, self.settings.max_rewind)
         return self._subscriptions.update(
-            connection_id, event_types, mode=mode, project_id=project_id, last_event_id=last_event_id, tags=tags
+            connection_id,
+            event_types,
+            mode=mode,
+            project_id=project_id,
+            last_event_id=last_event_id,
+            tags=tags,
+            rewind=rewind,
         )
 
     # -- connections ------------------------------------------------------------------

@@ -15,12 +15,12 @@ from typing import Any
 from ..core.errors import InvalidValue
 from ..core.events import system_event
 from ..core.matching import Subscription
-from ..core.validation import TagFilter, check_event_types, check_project_id, check_tag_filter
+from ..core.validation import TagFilter, check_event_types, check_project_id, check_rewind, check_tag_filter
 from .connection import Connection, Resubscribe
 from .flusher import Flusher
 from .registry import Registry, UnknownConnection
 
-__all__ = ["UNSET", "Mode", "Subscriptions", "TooManyPendingChanges", "parse_mode"]
+__all__ = ["UNSET", "Mode", "Subscriptions", "TooManyPendingChanges", "check_subscribe_rewind", "parse_mode"]
 
 UNSET: Any = object()
 
@@ -43,6 +43,19 @@ def parse_mode(mode: Any) -> Mode:
         return Mode(mode)
     except ValueError:
         raise InvalidValue("mode must be one of replace, add, remove") from None
+
+
+def check_subscribe_rewind(rewind: Any, last_event_id: str | None, max_rewind: int) -> int:
+    """``/sse/subscribe``'s ``rewind``: 0..``max_rewind``, and not with ``last_event_id``.
+
+    The two ask for different things (everything after an id; the newest N), and unlike a
+    browser's reconnect, where the URL's ``rewind`` stays and the header decides, a body
+    holding both is a mistake: ``InvalidValue`` rather than a silent choice.
+    """
+    count = check_rewind(rewind, max_rewind)
+    if count and last_event_id is not None:
+        raise InvalidValue("give rewind or last_event_id, not both")
+    return count
 
 
 def change_tags(current: TagFilter, tags: Any, change: Mode) -> TagFilter:
@@ -101,8 +114,10 @@ class Subscriptions:
         project_id: Any = UNSET,
         last_event_id: str | None = None,
         tags: Any = UNSET,
+        rewind: int = 0,
     ) -> Subscription:
-        """Change a live connection's filters (see :meth:`trio_sse.runtime.hub.Hub.update_subscription`)."""
+        """Change a live connection's filters (see :meth:`trio_sse.runtime.hub.Hub.update_subscription`;
+        ``rewind`` is checked there, against the settings)."""
         connection = self._registry.get(connection_id)
         if connection.close_reason is not None:
             raise UnknownConnection(connection_id)
@@ -129,7 +144,7 @@ class Subscriptions:
             raise UnknownConnection(connection_id)
         connection.subscription = new
         announcement = system_event("subscription_updated", self.describe(connection))
-        if not connection.push_control(Resubscribe(new, current, announcement, last_event_id)):
+        if not connection.push_control(Resubscribe(new, current, announcement, last_event_id, rewind)):
             connection.subscription = current
             raise TooManyPendingChanges(connection_id)
         self._registry.resubscribe(connection, new)

@@ -2,7 +2,7 @@
  * trio_sse client.js — a small browser helper for trio_sse streams.
  * Served by trio_sse at GET /sse/client.js. No dependencies, no build step.
  *
- *   const sse = TrioSSE.connect("/sse/events", {types: ["commit"], project: "p1"});
+ *   const sse = TrioSSE.connect("/sse/events", {types: ["commit"], project: "p1", tags: {env: ["prod"]}, rewind: 20});
  *   sse.on("commit", (data, event) => console.log(event.id, data));
  *   await sse.subscribe(["commit", "risk_alert"]);   // changes THIS stream's filters
  *   sse.close();
@@ -20,6 +20,10 @@
  *   Without navigator.locks or BroadcastChannel each tab keeps its own stream.
  * - A native EventSource gives up for good on a non-200 answer (a 503 from an instance
  *   that is shutting down, a 429): then a new one is opened after a growing delay.
+ * - `rewind` (the newest N matching events first) is put in the URL only until a stream
+ *   has opened and only while there is no last event id. The browser's own reconnects
+ *   reuse that URL but send Last-Event-ID, and the server never rewinds a request that
+ *   carries one; a tab that joins a shared stream joins it live (no rewind of its own).
  * Full API: docs/browser.md.
  */
 (function (root) {
@@ -41,14 +45,28 @@
     return types == null ? null : Array.from(new Set(types)).sort();
   }
 
+  /** A tag filter as {name: sorted values} with sorted names, or null for none. */
+  function normalTags(tags) {
+    if (tags == null) return null;
+    const names = Object.keys(tags).sort();
+    if (!names.length) return null;
+    const normal = {};
+    for (const name of names) {
+      const given = tags[name];
+      normal[name] = Array.from(new Set(typeof given === "string" ? [given] : given)).sort();
+    }
+    return normal;
+  }
+
   function sameFilters(a, b) {
-    return JSON.stringify(a.types) === JSON.stringify(b.types) && (a.project || null) === (b.project || null);
+    return JSON.stringify(a.types) === JSON.stringify(b.types) && (a.project || null) === (b.project || null) &&
+      JSON.stringify(a.tags || null) === JSON.stringify(b.tags || null);
   }
 
   class Client {
     /**
      * @param {string} url      the stream URL: "/sse/events", or an absolute URL of another origin
-     * @param {object} options  types, project, accessToken, withCredentials, share, channel, subscribeUrl
+     * @param {object} options  types, project, tags, rewind, accessToken, withCredentials, share, channel, subscribeUrl
      */
     constructor(url, options) {
       options = options || {};
@@ -56,8 +74,13 @@
       this.subscribeUrl = new URL(options.subscribeUrl || "subscribe", this.url);
       this.accessToken = options.accessToken || null;
       this.withCredentials = !!options.withCredentials;
-      /** Filters of the stream: types (sorted list, or null = every type) and project. */
-      this.filters = {types: sortedOrNull(options.types), project: options.project || null};
+      /** Filters of the stream: types (sorted list, or null = every type), project and tags
+       *  ({name: [values]}, or null = no tag filter). */
+      this.filters = {types: sortedOrNull(options.types), project: options.project || null,
+                      tags: normalTags(options.tags)};
+      /** The newest N matching events the first stream starts with (null: none). */
+      this.rewind = options.rewind == null ? null : options.rewind;
+      this._streamOpened = false;
       this.connectionId = null;
       this.lastEventId = options.lastEventId || null;
       this.isLeader = false;
@@ -79,7 +102,8 @@
       this.shared = options.share !== false && !!canShare;
       if (this.shared) {
         const key = options.channel ||
-          ["trio-sse", this.url.href, (this.filters.types || ["*"]).join(","), this.filters.project || ""].join("|");
+          ["trio-sse", this.url.href, (this.filters.types || ["*"]).join(","), this.filters.project || "",
+           JSON.stringify(this.filters.tags)].join("|");
         this._channel = new BroadcastChannel(key);
         this._channel.onmessage = (message) => this._onMessage(message.data);
         this._abort = new AbortController();
@@ -108,13 +132,17 @@
      * Change the live stream's filters (POST /sse/subscribe). Resolves with the server's
      * answer {connection_id, event_types, project_id}; rejects with an Error carrying
      * `status` and `body` for an HTTP error. Shared tabs change the one shared stream.
-     * options: mode ("replace" | "add" | "remove"), project (string or null), lastEventId.
+     * options: mode ("replace" | "add" | "remove"), project (string or null), tags ({name: [values]},
+     * changed under mode as the types are; null clears), lastEventId, rewind (the newest N events the
+     * new filters match that this stream was not sent; not with lastEventId).
      */
     async subscribe(types, options) {
       options = options || {};
       const body = {connection_id: await this._connectionId(), event_types: types, mode: options.mode || "replace"};
       if ("project" in options) body.project_id = options.project;
+      if ("tags" in options) body.tags = options.tags;
       if (options.lastEventId) body.last_event_id = options.lastEventId;
+      if (options.rewind != null) body.rewind = options.rewind;
       return this._postSubscribe(body);
     }
 
@@ -144,15 +172,24 @@
       const url = new URL(this.url);
       if (this.filters.types) url.searchParams.set("types", this.filters.types.join(","));
       if (this.filters.project) url.searchParams.set("project", this.filters.project);
+      for (const name of Object.keys(this.filters.tags || {})) {
+        url.searchParams.set("tag." + name, this.filters.tags[name].join(","));
+      }
       if (this.accessToken) url.searchParams.set("access_token", this.accessToken);
       // A takeover resumes where the previous leader stopped. Later reconnects send the
       // native Last-Event-ID header, which the server prefers over this parameter.
       if (this.lastEventId) url.searchParams.set("last_event_id", this.lastEventId);
+      // Only before any stream opened: a reopen after the browser gave up resumes instead.
+      else if (this.rewind != null && !this._streamOpened) url.searchParams.set("rewind", String(this.rewind));
       const source = new EventSource(url.href, {withCredentials: this.withCredentials});
       this._source = source;
       this._sourceTypes = new Set();
-      this._sourceFilters = {types: this.filters.types, project: this.filters.project};
-      source.addEventListener("open", () => { this._failures = 0; this._status("open"); });
+      this._sourceFilters = {types: this.filters.types, project: this.filters.project, tags: this.filters.tags};
+      source.addEventListener("open", () => {
+        this._failures = 0;
+        this._streamOpened = true;
+        this._status("open");
+      });
       source.addEventListener("error", () => {
         this._status("error");
         // CONNECTING: the browser retries by itself. CLOSED: it gave up for good (a non-200
@@ -190,7 +227,7 @@
           // replaying what they match since the last event this tab saw.
           if (!sameFilters(this._sourceFilters, this.filters)) this._reapply();
         } else {
-          this.filters = {types: sortedOrNull(info.event_types), project: info.project_id};
+          this.filters = {types: sortedOrNull(info.event_types), project: info.project_id, tags: normalTags(info.tags)};
         }
         this._post({kind: "state", state: this._state()});
       }
@@ -199,7 +236,7 @@
 
     _reapply() {
       const body = {connection_id: this.connectionId, event_types: this.filters.types || [], mode: "replace",
-                    project_id: this.filters.project};
+                    project_id: this.filters.project, tags: this.filters.tags};
       if (this.lastEventId) body.last_event_id = this.lastEventId;
       this._postSubscribe(body).catch((error) => this._emit("error", error, {type: "error"}));
     }

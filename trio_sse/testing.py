@@ -399,7 +399,7 @@ class TestStream:
             ) from None
 
     async def expect_comment(self, text: Any = ANY, *, timeout: float | None = None) -> str:
-        """The next comment (a heartbeat or ping), events before it left unread; returns its text.
+        """The next comment (a heartbeat or ping), skipping events before it; returns its text.
 
         ``text`` is compared with the comment's text (without the ``:``) or is a predicate
         called with it: ``expect_comment("ping")``, ``expect_comment(lambda t: t.startswith("ping"))``.

@@ -23,7 +23,9 @@ def create_app() -> FastAPI:
     app.state.closed = 0  # times its finally ran
 
     @app.get("/ticks", response_class=EventSourceResponse)
-    async def ticks(request: Request, every: float = 60, count: int = 3, fail: bool = False) -> AsyncIterator[ServerSentEvent]:
+    async def ticks(
+        request: Request, every: float = 60, count: int = 3, fail: bool = False
+    ) -> AsyncIterator[ServerSentEvent]:
         try:
             for n in range(count):
                 request.app.state.produced += 1

@@ -479,8 +479,7 @@ class _HoldVirtualTimeDuringThreads(trio.abc.Instrument):
     def __init__(self, clock: trio.testing.MockClock) -> None:
         self._clock = clock
         self._limiter = trio.to_thread.current_default_thread_limiter()
-        self._threshold: float | None = None  # the clock's own, while it is held
-        self.users = 0
+        self._threshold: float | None = None  # the clock's own, while this holds it
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         busy = self._limiter.borrowed_tokens > 0
@@ -495,30 +494,21 @@ class _HoldVirtualTimeDuringThreads(trio.abc.Instrument):
             self._clock.autojump_threshold, self._threshold = self._threshold, None
 
 
-_time_hold: trio.lowlevel.RunVar[_HoldVirtualTimeDuringThreads | None] = trio.lowlevel.RunVar(
-    "trio_sse.testing.time_hold", default=None
-)
-
-
 def _hold_virtual_time_during_threads() -> Callable[[], None]:
-    """Put one :class:`_HoldVirtualTimeDuringThreads` on this run (shared by every open client,
-    so two clients never save each other's threshold); returns what undoes this call's share."""
+    """Put a :class:`_HoldVirtualTimeDuringThreads` on this run; returns what takes it off.
+
+    Each open client has its own: the first to see a thread busy holds the clock and
+    saves its threshold, the others see it held (``inf``) and leave it alone.
+    """
     clock = trio.lowlevel.current_clock()
     if not isinstance(clock, trio.testing.MockClock):
         return lambda: None  # the real clock: nothing jumps
-    hold = _time_hold.get()
-    if hold is None:
-        hold = _HoldVirtualTimeDuringThreads(clock)
-        trio.lowlevel.add_instrument(hold)
-        _time_hold.set(hold)
-    hold.users += 1
+    hold = _HoldVirtualTimeDuringThreads(clock)
+    trio.lowlevel.add_instrument(hold)
 
     def release() -> None:
-        hold.users -= 1
-        if hold.users == 0:
-            hold.restore()
-            trio.lowlevel.remove_instrument(hold)
-            _time_hold.set(None)
+        hold.restore()
+        trio.lowlevel.remove_instrument(hold)
 
     return release
 

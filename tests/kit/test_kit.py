@@ -32,7 +32,8 @@ def threaded_app(seconds: float) -> Any:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         await trio.to_thread.run_sync(time.sleep, seconds)
         await send({"type": "http.response.body", "body": b"event: done\ndata: 1\n\n", "more_body": True})
-        await trio.sleep_forever()
+        while (await receive())["type"] != "http.disconnect":  # ends with the client, not on a timer
+            pass
 
     return app
 

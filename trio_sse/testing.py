@@ -1,6 +1,6 @@
-"""An in-process SSE test client for trio_sse apps (and any ASGI app), for pytest-trio.
+"""An in-process SSE test client for trio_sse apps and any other ASGI app, for pytest-trio.
 
-It drives the app's ASGI callable directly — no socket, no thread — so it runs under
+It drives the app's ASGI callable directly — no socket, no thread of its own — so it runs under
 pytest-trio's ``autojump_clock``: a 30 s heartbeat or a 10 s send timeout is tested
 in milliseconds of real time::
 
@@ -15,20 +15,27 @@ Like a browser, the client decodes a ``Content-Encoding: gzip`` (or ``zstd``) bo
 (``stream.raw`` keeps the bytes as sent), so a gzip stream is read the same way; an
 event the server has not flushed out of its compressor is not seen.
 
-To test code that uses :mod:`trio_sse.client` (or any httpx client) in-process, give
-httpx an :class:`ASGIStreamTransport`: unlike ``httpx.ASGITransport`` it streams.
+Other frameworks' streams are read the same way (tests/kit/ runs FastAPI's native SSE,
+sse-starlette, Litestar and QuartTrio apps): those on anyio run on trio as they are, and
+while an app waits for a worker thread the kit keeps ``autojump_clock`` from jumping
+(:class:`_HoldVirtualTimeDuringThreads`). Plain ``quart.Quart`` runs on asyncio and is
+refused with a message saying to use ``quart_trio.QuartTrio``.
+
+To test code that uses :mod:`trio_sse.client`, httpx-sse or any httpx client in-process,
+give httpx an :class:`ASGIStreamTransport`: unlike ``httpx.ASGITransport`` it streams.
 
 The client runs the ASGI lifespan (startup on enter, shutdown on exit), so apps that
 open their own hub while serving work too. ``stream.pause()`` stops reading, which
 makes the app's writes block exactly like a client whose TCP window is full.
 
 On top of the raw reads (``next_event``, ``next_comment``) sit assertion helpers —
-``expect_event``, ``wait_for_event``, ``assert_no_event_within`` — that fail with an
-``AssertionError`` saying what arrived instead, rather than hanging, and
-``client.publish`` / ``client.subscribe`` that go through the app's HTTP API as a
-real publisher would. The fixtures ``sse_settings``, ``sse_hub``, ``sse_app`` and
-``sse_client`` come from :mod:`trio_sse.pytest_plugin`, which pytest loads by itself
-once trio_sse is installed.
+``expect_event``, ``wait_for_event``, ``expect_comment``, ``assert_no_event_within`` —
+that fail with an ``AssertionError`` saying what arrived instead, rather than hanging,
+and ``client.publish`` / ``client.subscribe`` that go through the app's HTTP API as a
+real publisher would. Events are named as in :mod:`trio_sse.client`: ``type``, ``data``,
+``id``. The fixtures ``sse_settings``, ``sse_hub``, ``sse_app``, ``sse_client`` and
+``sse_test_client`` (any ASGI app, no hub) come from :mod:`trio_sse.pytest_plugin`,
+which pytest loads by itself once trio_sse is installed.
 
 This module must never open a socket or read the wall clock: everything it waits
 for is on trio's clock, which is what makes ``autojump_clock`` work.

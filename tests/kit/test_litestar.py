@@ -10,6 +10,9 @@ is. Two things to know:
   event, as proxies want. ``ServerSentEventMessage(comment=...)`` alone also writes
   ``data:`` (its default data is ``""``), which a browser dispatches as an empty
   ``message`` event; ``data=None`` makes it a comment only.
+- By default it configures the process's logging when an app is made (the root logger
+  at INFO, with its own handler); the example app passes ``logging_config=None`` so
+  that this does not leak into the tests that run after it.
 """
 
 # --8<-- [start:app]
@@ -52,7 +55,9 @@ async def ticks(
 
 
 def create_app() -> Litestar:
-    return Litestar([ticks], state=State({"produced": 0, "closed": 0}))
+    # logging_config=None: by default Litestar configures the process's logging when the app
+    # is made (root logger at INFO, its own handler), which would leak into every later test.
+    return Litestar([ticks], state=State({"produced": 0, "closed": 0}), logging_config=None)
 
 
 # --8<-- [end:app]

@@ -178,7 +178,7 @@ async def test_wait_for_event_skips_events_that_do_not_match(sse_client: SSETest
         event = await stream.wait_for_event("commit", {"n": 2})
         assert event.data == '{"n":2}'
         assert stream.pending() == []
-        with pytest.raises(AssertionError, match=r"skipped \[ParsedEvent\(event='task_update'"):
+        with pytest.raises(AssertionError, match=r"skipped \[ParsedEvent\(type='task_update'"):
             await sse_client.publish("task_update", {"n": 3})
             await stream.wait_for_event("commit", timeout=1)
 

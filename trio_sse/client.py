@@ -592,7 +592,7 @@ class EventSource:
         for item in items:
             if isinstance(item, ParsedEvent):
                 resume = item.last_event_id or None
-                self._pending.append(Event(item.event, item.data, item.id, resume))
+                self._pending.append(Event(item.type, item.data, item.id, resume))
                 self._queued_id = item.last_event_id
             elif self._on_comment is not None:
                 self._pending.append(item)

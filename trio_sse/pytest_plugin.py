@@ -1,4 +1,5 @@
-"""pytest fixtures for testing code that uses trio_sse: ``sse_settings``, ``sse_hub``, ``sse_app``, ``sse_client``.
+"""pytest fixtures for testing code that uses trio_sse: ``sse_settings``, ``sse_hub``, ``sse_app``, ``sse_client``,
+and ``sse_test_client`` for any ASGI app's event streams (FastAPI, Starlette, Litestar, Quart), with no hub.
 
 pytest loads this module by itself in every project where trio_sse is installed (the
 ``pytest11`` entry point ``trio_sse``), so a test only names the fixture it wants::
@@ -21,7 +22,7 @@ it quart and hypercorn: about 0.3 s at pytest startup.)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from .settings import Settings
     from .testing import SSETestClient
 
-__all__ = ["sse_app", "sse_client", "sse_hub", "sse_settings"]
+__all__ = ["sse_app", "sse_client", "sse_hub", "sse_settings", "sse_test_client"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -94,3 +95,35 @@ async def sse_client(sse_app: Any) -> AsyncIterator[SSETestClient]:
 
     async with SSETestClient(sse_app) as client:
         yield client
+
+
+@pytest.fixture
+async def sse_test_client() -> AsyncIterator[Callable[..., Awaitable[SSETestClient]]]:
+    """Opens an :class:`trio_sse.testing.SSETestClient` for any ASGI app: ``client = await sse_test_client(app)``.
+
+    No hub is involved, so this is the fixture for apps of other frameworks. Keyword
+    arguments go to ``SSETestClient``. Each client runs the app's lifespan startup when
+    opened and its shutdown when the test ends (streams still open are disconnected
+    first). The clients live in this fixture's nursery, so an exception the app raises
+    fails the test — pytest-trio cancels it and reports the error — rather than hanging it.
+    """
+    import trio
+
+    from .testing import SSETestClient
+
+    done = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def open_client(app: Any, **options: Any) -> SSETestClient:
+            async def hold(task_status: trio.TaskStatus[SSETestClient]) -> None:
+                async with SSETestClient(app, **options) as client:
+                    task_status.started(client)
+                    await done.wait()
+
+            client: SSETestClient = await nursery.start(hold)
+            return client
+
+        try:
+            yield open_client
+        finally:
+            done.set()

@@ -1,6 +1,6 @@
-"""An in-process SSE test client for trio_sse apps (and any ASGI app), for pytest-trio.
+"""An in-process SSE test client for trio_sse apps and any other ASGI app, for pytest-trio.
 
-It drives the app's ASGI callable directly — no socket, no thread — so it runs under
+It drives the app's ASGI callable directly — no socket, no thread of its own — so it runs under
 pytest-trio's ``autojump_clock``: a 30 s heartbeat or a 10 s send timeout is tested
 in milliseconds of real time::
 
@@ -15,20 +15,27 @@ Like a browser, the client decodes a ``Content-Encoding: gzip`` (or ``zstd``) bo
 (``stream.raw`` keeps the bytes as sent), so a gzip stream is read the same way; an
 event the server has not flushed out of its compressor is not seen.
 
-To test code that uses :mod:`trio_sse.client` (or any httpx client) in-process, give
-httpx an :class:`ASGIStreamTransport`: unlike ``httpx.ASGITransport`` it streams.
+Other frameworks' streams are read the same way (tests/kit/ runs FastAPI's native SSE,
+sse-starlette, Litestar and QuartTrio apps): those on anyio run on trio as they are, and
+while an app waits for a worker thread the kit keeps ``autojump_clock`` from jumping
+(:class:`_HoldVirtualTimeDuringThreads`). Plain ``quart.Quart`` runs on asyncio and is
+refused with a message saying to use ``quart_trio.QuartTrio``.
+
+To test code that uses :mod:`trio_sse.client`, httpx-sse or any httpx client in-process,
+give httpx an :class:`ASGIStreamTransport`: unlike ``httpx.ASGITransport`` it streams.
 
 The client runs the ASGI lifespan (startup on enter, shutdown on exit), so apps that
 open their own hub while serving work too. ``stream.pause()`` stops reading, which
 makes the app's writes block exactly like a client whose TCP window is full.
 
 On top of the raw reads (``next_event``, ``next_comment``) sit assertion helpers —
-``expect_event``, ``wait_for_event``, ``assert_no_event_within`` — that fail with an
-``AssertionError`` saying what arrived instead, rather than hanging, and
-``client.publish`` / ``client.subscribe`` that go through the app's HTTP API as a
-real publisher would. The fixtures ``sse_settings``, ``sse_hub``, ``sse_app`` and
-``sse_client`` come from :mod:`trio_sse.pytest_plugin`, which pytest loads by itself
-once trio_sse is installed.
+``expect_event``, ``wait_for_event``, ``expect_comment``, ``assert_no_event_within`` —
+that fail with an ``AssertionError`` saying what arrived instead, rather than hanging,
+and ``client.publish`` / ``client.subscribe`` that go through the app's HTTP API as a
+real publisher would. Events are named as in :mod:`trio_sse.client`: ``type``, ``data``,
+``id``. The fixtures ``sse_settings``, ``sse_hub``, ``sse_app``, ``sse_client`` and
+``sse_test_client`` (any ASGI app, no hub) come from :mod:`trio_sse.pytest_plugin`,
+which pytest loads by itself once trio_sse is installed.
 
 This module must never open a socket or read the wall clock: everything it waits
 for is on trio's clock, which is what makes ``autojump_clock`` work.
@@ -46,6 +53,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 import trio
+import trio.testing
 import zstandard
 
 from .core.parser import Comment, ParsedEvent, SSEParser
@@ -119,8 +127,8 @@ def _decoded(data: str) -> Any:
 
 def _mismatch(event: ParsedEvent, event_type: str | None, data: Any, event_id: Any) -> str | None:
     """Why ``event`` does not match (``None`` when it does)."""
-    if event_type is not None and event.event != event_type:
-        return f"type {event.event!r} != {event_type!r}"
+    if event_type is not None and event.type != event_type:
+        return f"type {event.type!r} != {event_type!r}"
     if event_id is not ANY and event.id != event_id:
         return f"id {event.id!r} != {event_id!r}"
     if data is not ANY:
@@ -230,6 +238,8 @@ class TestStream:
         #: Set when the response is ``Content-Encoding: gzip`` or ``zstd``: bodies are decoded as they come.
         self.decompressor: Any = None
         self._client_gone = client_gone
+        #: What the app raised, if it did (the client's block then fails with it too).
+        self.app_error: Exception | None = None
         self._items: list[ParsedEvent | Comment] = []
         self._changed = trio.Event()
         self._readable = trio.Event()
@@ -288,6 +298,11 @@ class TestStream:
                         del self._items[: index + 1]
                         return item
                 if self.ended:
+                    if self.app_error is not None:
+                        # A reader inside the client's block is being cancelled by the app's
+                        # crash: let that win, so the test fails with the app's error alone.
+                        await trio.lowlevel.checkpoint()
+                        raise EOFError(f"the stream ended: the app raised {self.app_error!r}") from self.app_error
                     raise EOFError("the stream ended")
                 await self._changed.wait()
 
@@ -316,6 +331,9 @@ class TestStream:
         with trio.fail_after(timeout):
             while not self.ended:
                 await self._changed.wait()
+
+    def _why_ended(self) -> str:
+        return f" (the app raised {self.app_error!r})" if self.app_error is not None else ""
 
     # -- assertions -----------------------------------------------------------------
     #
@@ -352,7 +370,7 @@ class TestStream:
         except trio.TooSlowError:
             raise AssertionError(f"expected {wanted}; nothing arrived within {limit} s") from None
         except EOFError:
-            raise AssertionError(f"expected {wanted}; the stream ended first") from None
+            raise AssertionError(f"expected {wanted}; the stream ended first{self._why_ended()}") from None
         why = _mismatch(event, type, data, id)
         if why is not None:
             raise AssertionError(f"expected {wanted}; got {event!r} ({why})")
@@ -383,7 +401,29 @@ class TestStream:
         except trio.TooSlowError:
             raise AssertionError(f"expected {wanted} within {limit} s; skipped {skipped!r}") from None
         except EOFError:
-            raise AssertionError(f"expected {wanted}; the stream ended first; skipped {skipped!r}") from None
+            raise AssertionError(
+                f"expected {wanted}; the stream ended first{self._why_ended()}; skipped {skipped!r}"
+            ) from None
+
+    async def expect_comment(self, text: Any = ANY, *, timeout: float | None = None) -> str:
+        """The next comment (a heartbeat or ping), skipping events before it; returns its text.
+
+        ``text`` is compared with the comment's text (without the ``:``) or is a predicate
+        called with it: ``expect_comment("ping")``, ``expect_comment(lambda t: t.startswith("ping"))``.
+        Fails with ``AssertionError`` when the next comment differs, when none arrives within
+        ``timeout`` or when the stream ends first.
+        """
+        wanted = "a comment" if text is ANY else f"a comment {text!r}"
+        limit = self.timeout if timeout is None else timeout
+        try:
+            comment = await self.next_comment(limit)
+        except trio.TooSlowError:
+            raise AssertionError(f"expected {wanted}; nothing arrived within {limit} s") from None
+        except EOFError:
+            raise AssertionError(f"expected {wanted}; the stream ended first{self._why_ended()}") from None
+        if text is not ANY and not (text(comment) if callable(text) else comment == text):
+            raise AssertionError(f"expected {wanted}; got {comment!r}")
+        return comment
 
     async def expect_events(self, *expected: str, timeout: float | None = None) -> list[ParsedEvent]:
         """The next events, whose types must be ``expected`` in that order."""
@@ -408,6 +448,76 @@ class TestStream:
             raise AssertionError(
                 f"expected no event for {seconds} s; got {event!r} after {trio.current_time() - start:g} s"
             )
+
+
+def _refuse_asyncio_only(app: Any) -> None:
+    """Fail at once, saying why, for an app that can only run on asyncio.
+
+    The kit runs the app inside the test's own trio run. Frameworks built on anyio
+    (Starlette, FastAPI, sse-starlette, Litestar) run there as they are: anyio finds
+    trio running and uses its trio backend. Plain Quart calls asyncio directly and would
+    fail later with "no running event loop" in the middle of a request.
+    """
+    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in type(app).__mro__}
+    if "quart.app.Quart" in names and "quart_trio.app.QuartTrio" not in names:
+        raise TypeError(
+            "this is a quart.Quart app, which runs on asyncio; the test kit runs apps on trio. "
+            "Make it a quart_trio.QuartTrio (the same API on trio, as trio_sse.create_app() is)"
+        )
+
+
+class _HoldVirtualTimeDuringThreads(trio.abc.Instrument):
+    """Keeps ``autojump_clock`` from jumping while a worker thread of trio's default limiter runs.
+
+    Frameworks on anyio hop to a thread now and then: Litestar's SSE response reads its
+    first chunk with ``sync_to_thread``, Starlette and FastAPI run ``def`` endpoints,
+    dependencies and sync generators in the threadpool. A trio task waiting for a thread
+    looks blocked, so a ``MockClock`` with ``autojump_threshold=0`` sees every task blocked
+    and jumps to the next deadline — the test's own timeout, typically — before the thread
+    has returned: the test fails at once in virtual time for no reason of its own.
+
+    After each task step this checks the limiter's borrowed tokens (anyio's default
+    limiter under trio lends trio's): while one is out, the clock's ``autojump_threshold``
+    is ``inf``, and it is put back once they are all returned. Threads of another limiter
+    are not seen. A thread that waits for virtual time itself (``from_thread.run(sleep, 60)``)
+    would then wait forever: give such code a clock with ``autojump_threshold`` above 0.
+    """
+
+    def __init__(self, clock: trio.testing.MockClock) -> None:
+        self._clock = clock
+        self._limiter = trio.to_thread.current_default_thread_limiter()
+        self._threshold: float | None = None  # the clock's own, while this holds it
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        busy = self._limiter.borrowed_tokens > 0
+        if busy and self._threshold is None and self._clock.autojump_threshold != math.inf:
+            self._threshold = self._clock.autojump_threshold
+            self._clock.autojump_threshold = math.inf
+        elif not busy:
+            self.restore()
+
+    def restore(self) -> None:
+        if self._threshold is not None:
+            self._clock.autojump_threshold, self._threshold = self._threshold, None
+
+
+def _hold_virtual_time_during_threads() -> Callable[[], None]:
+    """Put a :class:`_HoldVirtualTimeDuringThreads` on this run; returns what takes it off.
+
+    Each open client has its own: the first to see a thread busy holds the clock and
+    saves its threshold, the others see it held (``inf``) and leave it alone.
+    """
+    clock = trio.lowlevel.current_clock()
+    if not isinstance(clock, trio.testing.MockClock):
+        return lambda: None  # the real clock: nothing jumps
+    hold = _HoldVirtualTimeDuringThreads(clock)
+    trio.lowlevel.add_instrument(hold)
+
+    def release() -> None:
+        hold.restore()
+        trio.lowlevel.remove_instrument(hold)
+
+    return release
 
 
 class SSETestClient:
@@ -438,8 +548,11 @@ class SSETestClient:
         self._nursery: trio.Nursery | None = None
         self._lifespan_send: trio.MemorySendChannel[dict[str, Any]] | None = None
         self._lifespan_events: trio.MemoryReceiveChannel[dict[str, Any]] | None = None
+        self._release_time: Callable[[], None] | None = None
 
     async def __aenter__(self) -> SSETestClient:
+        _refuse_asyncio_only(self.app)
+        self._release_time = _hold_virtual_time_during_threads()
         self._nursery_manager = trio.open_nursery()
         self._nursery = await self._nursery_manager.__aenter__()
         to_app, app_receive = trio.open_memory_channel[dict[str, Any]](4)
@@ -457,6 +570,12 @@ class SSETestClient:
         await to_app.send({"type": "lifespan.startup"})
         reply = await from_app.receive()
         if reply["type"] == "lifespan.startup.failed":
+            self._nursery.cancel_scope.cancel()
+            try:
+                await self._nursery_manager.__aexit__(None, None, None)
+            finally:
+                self._release_time()
+                self._release_time = None
             raise RuntimeError(f"app startup failed: {reply.get('message')}")
         return self
 
@@ -467,7 +586,12 @@ class SSETestClient:
             with trio.move_on_after(30):
                 await self._lifespan_events.receive()
         self._nursery.cancel_scope.cancel()
-        await self._nursery_manager.__aexit__(*exc_info)
+        try:
+            await self._nursery_manager.__aexit__(*exc_info)
+        finally:
+            if self._release_time is not None:
+                self._release_time()
+                self._release_time = None
 
     async def request(
         self,
@@ -634,6 +758,9 @@ class SSETestClient:
         async def run_app() -> None:
             try:
                 await self.app(scope, receive, stream._asgi_send)
+            except Exception as exc:
+                stream.app_error = exc
+                raise  # into the client's nursery: the test fails with it, whatever it was waiting for
             finally:
                 stream.ended = True
                 stream._wake()

@@ -49,7 +49,7 @@ def normalise_line_breaks(text: str) -> str:
 
 
 def our_view(items: list[ParsedEvent | Comment]) -> list[tuple[str, str, str]]:
-    return [(i.event, i.data, i.last_event_id) for i in items if isinstance(i, ParsedEvent)]
+    return [(i.type, i.data, i.last_event_id) for i in items if isinstance(i, ParsedEvent)]
 
 
 def feed_in_chunks(stream: bytes, cuts: list[int]) -> list[ParsedEvent | Comment]:
@@ -165,7 +165,7 @@ def test_data_lines_are_joined_with_lf() -> None:
 
 def test_only_one_leading_space_of_a_value_is_dropped() -> None:
     (event,) = SSEParser().feed(b"event:  spaced\ndata:  x\n\n")
-    assert (event.event, event.data) == (" spaced", " x")
+    assert (event.type, event.data) == (" spaced", " x")
 
 
 def test_block_without_data_dispatches_nothing_but_keeps_the_id() -> None:
@@ -173,7 +173,7 @@ def test_block_without_data_dispatches_nothing_but_keeps_the_id() -> None:
     assert parser.feed(b"id: 7\nevent: commit\n\n") == []
     assert parser.last_event_id == "7"
     (event,) = parser.feed(b"data: x\n\n")
-    assert (event.event, event.id, event.last_event_id) == ("message", None, "7")
+    assert (event.type, event.id, event.last_event_id) == ("message", None, "7")
 
 
 def test_last_event_id_persists_across_events_without_id() -> None:
@@ -553,7 +553,7 @@ def test_wpt_eventsource_format_cases_give_what_a_browser_dispatches(name: str) 
         for cut in [*cuts, len(stream)]:
             items += parser.feed(stream[start:cut])
             start = cut
-        assert [(e.event, e.data, e.last_event_id) for e in items if isinstance(e, ParsedEvent)] == expected, cuts
+        assert [(e.type, e.data, e.last_event_id) for e in items if isinstance(e, ParsedEvent)] == expected, cuts
         assert parser.retry == retry
 
 

@@ -72,7 +72,7 @@ async def test_a_valid_token_opens_a_stream_whichever_way_it_is_passed(auth_clie
     async with auth_client as (_, client):
         status, connected = await open_stream_status(client, **kwargs)
         assert status == 200
-        assert connected.event == "connected"
+        assert connected.type == "connected"
 
 
 @pytest.mark.parametrize(
@@ -375,7 +375,7 @@ async def test_token_matrix_on_the_stream_publish_and_admin_endpoints(
     async with client_factory(**key_setup.settings) as (hub, client):
         async with client.stream(**kwargs) as stream:
             stream_status, stream_headers = stream.status, stream.headers
-            stream_body = (await stream.next_event()).event if stream.status == 200 else stream.json
+            stream_body = (await stream.next_event()).type if stream.status == 200 else stream.json
         publish = await client.post("/sse/publish", json={"event_type": "commit", "data": 1}, **kwargs)
         listing = await client.get("/sse/connections", **kwargs)
         if case == "valid":
@@ -469,7 +469,7 @@ async def test_subscribe_never_moves_a_stream_out_of_the_projects_of_the_token_t
                     assert moved.json()["error"] == "forbidden"
                 kept = await client.post("/sse/subscribe", json={**body, "project_id": "p1"}, headers=caller)
                 assert kept.status == 200
-                assert (await stream.next_event()).event == "subscription_updated"
+                assert (await stream.next_event()).type == "subscription_updated"
             await hub.publish("commit", {"secret": True}, project_id="p2")
             marker = await hub.publish("commit", {"n": "marker"}, project_id="p1")
             with trio.fail_after(5):

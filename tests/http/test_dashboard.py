@@ -29,7 +29,7 @@ def token(*, admin: bool, expires_in: float = 3600) -> str:
 
 async def next_status(stream: TestStream) -> tuple[float, Any]:
     event = await stream.next_event(timeout=5)
-    assert event.event == "system_status" and event.id in (None, "")
+    assert event.type == "system_status" and event.id in (None, "")
     return trio.current_time(), orjson.loads(event.data)
 
 
@@ -231,7 +231,7 @@ async def test_dashboard_and_stats_stream_are_admin_only_with_auth(client_factor
             for way in ({"query": {"access_token": admin}}, {"headers": {"cookie": f"sse_token={admin}"}}):
                 async with client.stream(path, **way) as stream:
                     assert stream.status == 200
-                    assert (await stream.next_event(timeout=5)).event == "system_status"
+                    assert (await stream.next_event(timeout=5)).type == "system_status"
         else:
             for way in ({"query": {"access_token": admin}}, {"headers": {"cookie": f"sse_token={admin}"}}):
                 page = await client.get(path, **way)

@@ -180,7 +180,7 @@ async def raw_stream(
         if headers.get("content-encoding") == "gzip":
             stream.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         stream.feed(rest)
-        await stream.read_until(lambda: any(e.event == "connected" for e in stream.events()))
+        await stream.read_until(lambda: any(e.type == "connected" for e in stream.events()))
         yield stream
 
 
@@ -356,7 +356,7 @@ async def test_full_socket_backlog_is_drained_in_order_with_valid_chunk_framing(
             # Read again: every event exactly once, in order, framing intact throughout.
             await stream.read_until(lambda: len(stream.events()) >= 1 + total, timeout=20)
             events = stream.events()
-            assert [e.event for e in events] == ["connected"] + ["commit"] * total
+            assert [e.type for e in events] == ["connected"] + ["commit"] * total
             assert [e.id for e in events[1:]] == published
             expected = [{"n": n, "pad": "" if n < small else PAD} for n in range(total)]
             assert [orjson.loads(e.data) for e in events[1:]] == expected
@@ -496,7 +496,7 @@ async def test_shutdown_ends_an_idle_direct_mode_stream_with_the_final_chunk(
             await stream.read_until(lambda: stream.decoder.finished)
             assert stream.decoder.leftover == b""
             assert stream.parser._buffer == b""
-            assert [e.event for e in stream.events()] == ["connected", "commit"]
+            assert [e.type for e in stream.events()] == ["connected", "commit"]
             # ...and then closes the keep-alive connection (hypercorn would keep it open
             # for 5 s), so the client's reconnect goes to a fresh connection.
             await stream.read_to_eof(timeout=2)

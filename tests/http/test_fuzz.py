@@ -107,7 +107,7 @@ async def test_subscribe_never_5xx(body: bytes) -> None:
         # The stream survives whatever the answer was.
         await client.post("/sse/publish", json={"event_type": "commit", "data": 1})
         assert hub.snapshot()["active_connections"] == 1
-        assert (await stream.next_event(timeout=5)).event == "connected"
+        assert (await stream.next_event(timeout=5)).type == "connected"
 
 
 @FUZZ
@@ -126,7 +126,7 @@ async def test_stream_query_gives_a_stream_or_a_4xx_json_error(query: str) -> No
         assert stream.status is not None and stream.status < 500, stream.raw
         if stream.status == 200:
             assert stream.headers["content-type"] == "text/event-stream; charset=utf-8"
-            assert (await stream.next_event(timeout=5)).event == "connected"
+            assert (await stream.next_event(timeout=5)).type == "connected"
         else:
             assert 400 <= stream.status < 500
             assert stream.headers["content-type"].startswith("application/json")

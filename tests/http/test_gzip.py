@@ -31,7 +31,7 @@ async def test_gzip_stream_sends_each_event_and_heartbeat_decodable_the_moment_i
     ):
         assert stream.headers["content-encoding"] == "gzip"
         assert stream.headers["vary"] == "Accept-Encoding"
-        assert (await stream.next_event(timeout=1)).event == "connected"
+        assert (await stream.next_event(timeout=1)).type == "connected"
         assert not stream.raw.startswith(b"retry:")
         for n in range(3):
             event_id = await hub.publish("commit", {"n": n})
@@ -70,7 +70,7 @@ async def test_stream_is_plain_without_gzip_in_accept_encoding_or_with_the_setti
         assert "content-encoding" not in stream.headers
         # Once gzip is possible, caches must know that the answer depends on Accept-Encoding.
         assert stream.headers.get("vary") == ("Accept-Encoding" if gzip_setting else None)
-        assert (await stream.next_event(timeout=5)).event == "connected"
+        assert (await stream.next_event(timeout=5)).type == "connected"
         assert stream.raw.startswith(b"retry: 3000\n")
         event_id = await hub.publish("commit", {"n": 1})
         assert (await stream.next_event(timeout=5)).id == event_id
@@ -118,4 +118,4 @@ async def test_test_client_keeps_the_wire_bytes_and_reads_gzip_like_a_browser(cl
         connected = await stream.next_event(timeout=5)
         assert stream.raw[:2] == b"\x1f\x8b"  # the gzip magic: raw holds what was sent
         assert inflate(stream.raw).startswith(b"retry: 3000\nevent: connected\n")
-        assert connected.event == "connected"
+        assert connected.type == "connected"

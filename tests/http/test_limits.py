@@ -30,7 +30,7 @@ def body_of_size(size: int) -> bytes:
 async def stream_status(client: SSETestClient, **kwargs: Any) -> tuple[int | None, Any]:
     async with client.stream(**kwargs) as stream:
         if stream.status == 200:
-            return 200, (await stream.next_event(timeout=5)).event
+            return 200, (await stream.next_event(timeout=5)).type
         return stream.status, stream.json
 
 

@@ -189,7 +189,7 @@ async def test_line_breaks_in_data_cannot_inject_fields_or_events(client: SSETes
         second = await client.post("/sse/publish", json={"event_type": "file_change", "data": "marker"})
         events = await stream.events(2, timeout=5)
         assert stream.pending() == []
-    assert [(e.event, e.id) for e in events] == [("commit", first.json()["id"]), ("file_change", second.json()["id"])]
+    assert [(e.type, e.id) for e in events] == [("commit", first.json()["id"]), ("file_change", second.json()["id"])]
     assert json.loads(events[0].data) == data
 
 
@@ -201,7 +201,7 @@ async def test_extra_event_types_from_settings_are_accepted(client_factory) -> N
             two = await client.post("/sse/publish", json={"events": [{"event_type": "build.done", "data": 2}]})
             assert (one.status, two.status) == (202, 202)
             events = await stream.events(2, timeout=5)
-        assert [e.event for e in events] == ["deploy", "build.done"]
+        assert [e.type for e in events] == ["deploy", "build.done"]
         assert (await client.post("/sse/publish", json={"event_type": "commit", "data": 1})).status == 202
         assert_error(await client.post("/sse/publish", json={"event_type": "undeclared", "data": 1}), 422)
 
@@ -228,7 +228,7 @@ async def test_test_event_with_empty_body_publishes_system_status(client: SSETes
         body = reply.json()
         assert body["event_type"] == "system_status" and isinstance(body["id"], str)
         event = await stream.next_event(timeout=5)
-    assert (event.event, event.id) == ("system_status", body["id"])
+    assert (event.type, event.id) == ("system_status", body["id"])
     assert json.loads(event.data) == {"message": "test event", "source": "trio_sse"}
 
 
@@ -242,7 +242,7 @@ async def test_test_event_accepts_custom_type_data_and_project(client: SSETestCl
         assert reply.status == 202
         assert reply.json()["event_type"] == "risk_alert"
         event = await stream.next_event(timeout=5)
-        assert (event.event, event.id, json.loads(event.data)) == ("risk_alert", reply.json()["id"], {"level": "high"})
+        assert (event.type, event.id, json.loads(event.data)) == ("risk_alert", reply.json()["id"], {"level": "high"})
         assert other.pending() == []
 
 

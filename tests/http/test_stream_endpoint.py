@@ -30,7 +30,7 @@ async def test_stream_is_200_with_exact_sse_headers_and_connection_id(client: SS
         for name, value in STREAM_HEADERS.items():
             assert stream.headers[name] == value
         connected = await stream.next_event(timeout=5)
-        assert connected.event == "connected"
+        assert connected.type == "connected"
         assert stream.headers["x-sse-connection-id"] == json.loads(connected.data)["connection_id"]
 
 
@@ -50,7 +50,7 @@ async def test_retry_field_follows_the_retry_setting(client_factory) -> None:
 async def test_connected_event_describes_filters_and_has_no_id_line(client: SSETestClient) -> None:
     async with client.stream(query={"types": "commit", "project": "p1"}) as stream:
         connected = await stream.next_event(timeout=5)
-        assert connected.event == "connected"
+        assert connected.type == "connected"
         assert connected.id is None
         assert b"\nid:" not in stream.raw and not stream.raw.startswith(b"id:")
         data = json.loads(connected.data)
@@ -74,7 +74,7 @@ async def test_without_types_the_stream_receives_every_registered_type(client: S
         assert data["project_id"] is None
         for event_type in ("commit", "risk_alert"):
             await client.publish(event_type, {"t": event_type})
-        assert [e.event for e in await stream.events(2, timeout=5)] == ["commit", "risk_alert"]
+        assert [e.type for e in await stream.events(2, timeout=5)] == ["commit", "risk_alert"]
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ async def test_types_filter_accepts_comma_separated_and_repeated_values(client: 
         commit_id = await client.publish("commit", {"n": 1})
         file_id = await client.publish("file_change", {"n": 2})
         events = await stream.events(2, timeout=5)
-        assert [(e.event, e.id) for e in events] == [("commit", commit_id), ("file_change", file_id)]
+        assert [(e.type, e.id) for e in events] == [("commit", commit_id), ("file_change", file_id)]
         assert stream.pending() == []
 
 
@@ -117,7 +117,7 @@ async def test_published_event_arrives_with_id_type_and_data(client: SSETestClie
         await stream.next_event(timeout=5)
         event_id = await client.publish("commit", {"sha": "abc", "files": [1, 2]})
         event = await stream.next_event(timeout=5)
-        assert (event.event, event.id, json.loads(event.data)) == ("commit", event_id, {"sha": "abc", "files": [1, 2]})
+        assert (event.type, event.id, json.loads(event.data)) == ("commit", event_id, {"sha": "abc", "files": [1, 2]})
         assert f"id: {event_id}\nevent: commit\ndata: ".encode() in stream.raw
 
 
@@ -211,7 +211,7 @@ async def test_last_event_id_query_replays_later_events(client: SSETestClient) -
     second = await client.publish("commit", {"n": 2})
     third = await client.publish("file_change", {"n": 3})
     async with client.stream(query={"last_event_id": first}) as stream:
-        assert (await stream.next_event(timeout=5)).event == "connected"
+        assert (await stream.next_event(timeout=5)).type == "connected"
         assert [e.id for e in await stream.events(2, timeout=5)] == [second, third]
 
 
@@ -250,7 +250,7 @@ async def test_stream_names_where_it_starts_in_a_last_event_id_header(client: SS
     away = [await client.publish("file_change", {"n": n}) for n in range(3)]
     await client.publish("commit", {"n": 9})
     async with client.stream(query={"types": "file_change"}, headers={"Last-Event-ID": ids[-1]}) as resumed:
-        assert (await resumed.next_event(timeout=5)).event == "connected"
+        assert (await resumed.next_event(timeout=5)).type == "connected"
         assert [e.id for e in await resumed.events(3, timeout=5)] == away  # no gap, no stream_reset
         assert resumed.pending() == []
 
@@ -260,7 +260,7 @@ async def test_unknown_last_event_id_gives_one_stream_reset_without_id(client: S
     async with client.stream(headers={"Last-Event-ID": "no-such-id"}) as stream:
         await stream.next_event(timeout=5)
         reset = await stream.next_event(timeout=5)
-        assert reset.event == "stream_reset" and reset.id is None
+        assert reset.type == "stream_reset" and reset.id is None
         assert json.loads(reset.data) == {"reason": "unknown_id", "last_event_id": "no-such-id"}
         live = await client.publish("commit", {"n": 2})
         assert (await stream.next_event(timeout=5)).id == live

@@ -13,7 +13,7 @@ from trio_sse.testing import SSETestClient, TestStream
 
 async def connection_id_of(stream: TestStream) -> str:
     connected = await stream.next_event(timeout=5)
-    assert connected.event == "connected"
+    assert connected.type == "connected"
     connection_id: str = json.loads(connected.data)["connection_id"]
     return connection_id
 
@@ -42,7 +42,7 @@ async def test_subscription_updated_arrives_before_any_event_under_the_new_filte
         await publish(client, "commit", 2)  # no longer wanted
         new = await publish(client, "file_change", 3, project_id="p1")
         events = await stream.events(3, timeout=5)
-        assert [e.event for e in events] == ["commit", "subscription_updated", "file_change"]
+        assert [e.type for e in events] == ["commit", "subscription_updated", "file_change"]
         assert events[0].id == old and events[2].id == new
         update = events[1]
         assert update.id is None
@@ -72,7 +72,7 @@ async def test_mode_add_and_remove_change_the_type_set(client: SSETestClient) ->
         await publish(client, "commit", 1)
         alert = await publish(client, "risk_alert", 2)
         events = await stream.events(3, timeout=5)
-        assert [e.event for e in events] == ["subscription_updated", "subscription_updated", "risk_alert"]
+        assert [e.type for e in events] == ["subscription_updated", "subscription_updated", "risk_alert"]
         assert events[2].id == alert
 
 
@@ -91,7 +91,7 @@ async def test_mode_replace_is_the_default(client: SSETestClient) -> None:
             await publish(client, event_type, 0)
         commit = await publish(client, "commit", 1)
         events = await stream.events(3, timeout=5)
-        assert [e.event for e in events] == ["subscription_updated", "subscription_updated", "commit"]
+        assert [e.type for e in events] == ["subscription_updated", "subscription_updated", "commit"]
         assert events[2].id == commit
         assert stream.pending() == []
 
@@ -107,7 +107,7 @@ async def test_project_id_null_clears_and_absent_keeps_the_project(client: SSETe
         assert cleared.json()["project_id"] is None
         other = await publish(client, "commit", 1, project_id="p9")
         events = await stream.events(3, timeout=5)
-        assert [e.event for e in events] == ["subscription_updated", "subscription_updated", "commit"]
+        assert [e.type for e in events] == ["subscription_updated", "subscription_updated", "commit"]
         assert events[2].id == other
 
 
@@ -124,7 +124,7 @@ async def test_last_event_id_replays_matching_events_under_the_new_filters(clien
         assert reply.status == 200
         live = await publish(client, "file_change", "live")
         events = await stream.events(6, timeout=5)
-        assert [e.event for e in events] == ["commit", "subscription_updated", *["file_change"] * 4]
+        assert [e.type for e in events] == ["commit", "subscription_updated", *["file_change"] * 4]
         assert [e.id for e in events[2:]] == [*missed, live]
         assert stream.pending() == []
 
@@ -137,8 +137,8 @@ async def test_last_event_id_unknown_gives_stream_reset(client: SSETestClient) -
         )
         assert reply.status == 200
         update, reset = await stream.events(2, timeout=5)
-        assert update.event == "subscription_updated"
-        assert reset.event == "stream_reset"
+        assert update.type == "subscription_updated"
+        assert reset.type == "stream_reset"
         assert json.loads(reset.data) == {"reason": "unknown_id", "last_event_id": "nope"}
 
 
@@ -172,7 +172,7 @@ async def test_bad_json_or_shape_is_400_and_changes_nothing(client: SSETestClien
         assert_error(reply, 400)
         event_id = await publish(client, "commit", 1)
         event = await stream.next_event(timeout=5)
-        assert (event.event, event.id) == ("commit", event_id)
+        assert (event.type, event.id) == ("commit", event_id)
 
 
 async def test_unknown_connection_is_404(client: SSETestClient) -> None:
@@ -198,7 +198,7 @@ async def test_unknown_types_are_422_with_invalid_types_and_change_nothing(clien
         assert body["invalid_types"] == ["alpha", "zeta"]
         event_id = await publish(client, "commit", 1)
         event = await stream.next_event(timeout=5)
-        assert (event.event, event.id) == ("commit", event_id)
+        assert (event.type, event.id) == ("commit", event_id)
 
 
 async def test_body_too_large_is_413(client_factory) -> None:

@@ -27,7 +27,7 @@ async def publish(client: SSETestClient, data: Any, tags: dict[str, str] | None 
 
 async def connected(stream: TestStream) -> dict[str, Any]:
     event = await stream.next_event(timeout=5)
-    assert event.event == "connected"
+    assert event.type == "connected"
     data: dict[str, Any] = json.loads(event.data)
     return data
 
@@ -46,9 +46,9 @@ async def received_until_marker(stream: TestStream) -> list[Any]:
     seen = []
     while True:
         event = await stream.next_event(timeout=5)
-        if event.event == "system_status":
+        if event.type == "system_status":
             return seen
-        if event.event == "commit":
+        if event.type == "commit":
             seen.append(json.loads(event.data))
 
 
@@ -149,7 +149,7 @@ async def test_subscribe_tags_replace_add_remove_and_null(client: SSETestClient)
             )
             assert reply.status == 200, reply
             update = await stream.next_event(timeout=5)
-            assert update.event == "subscription_updated"
+            assert update.type == "subscription_updated"
             described: dict[str, Any] = reply.json()
             assert json.loads(update.data) == described
             return described
@@ -214,7 +214,7 @@ async def test_subscribe_replay_respects_the_new_tag_filter(client: SSETestClien
         body = {"connection_id": cid, "event_types": ["commit"], "tags": {"team": ["core"]}, "last_event_id": first}
         assert (await client.post("/sse/subscribe", json=body)).status == 200
         events = await stream.events(4, timeout=5)
-        assert events[0].event == "subscription_updated"
+        assert events[0].type == "subscription_updated"
         assert [json.loads(e.data) for e in events[1:]] == [1, 2, 3]
         await stream.assert_no_event_within(0.05)  # not 4 (team web), 5, 6 (no team)
 

@@ -65,7 +65,7 @@ async def open_body(base_url: str, accept_encoding: str | None) -> AsyncIterator
         elif coding == "gzip":
             body.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
         await body.read_until_events(1)
-        assert body.events[0].event == "connected"
+        assert body.events[0].type == "connected"
         yield body
 
 
@@ -152,7 +152,7 @@ async def test_zstd_stream_ends_with_a_complete_frame_on_the_virtual_clock(autoj
         client.stream(headers={"Accept-Encoding": "zstd"}, query={"types": "commit"}) as stream,
     ):
         assert stream.headers["content-encoding"] == "zstd"
-        assert (await stream.next_event(timeout=1)).event == "connected"
+        assert (await stream.next_event(timeout=1)).type == "connected"
         event_id = await hub.publish("commit", {"n": 1})
         assert (await stream.next_event(timeout=1)).id == event_id
         # A heartbeat is flushed too: it arrives 30 s after the last write, not with the next event.

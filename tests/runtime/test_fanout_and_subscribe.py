@@ -109,7 +109,7 @@ async def test_connected_event_comes_first_and_describes_the_filters(autojump_cl
     ):
         connected = await stream.next_event()
         assert stream.raw.startswith(b"retry: 1500\n")
-        assert connected.event == "connected"
+        assert connected.type == "connected"
         assert connected.id is None
         assert payload(connected) == {
             "connection_id": hub.connections()[0].id,
@@ -233,7 +233,7 @@ async def test_unknown_last_event_id_gives_one_stream_reset_then_live(autojump_c
             async with client.stream(headers={"Last-Event-ID": unknown}) as stream:
                 await stream.next_event()
                 reset = await stream.next_event()
-                assert reset.event == "stream_reset"
+                assert reset.type == "stream_reset"
                 assert reset.id is None
                 assert payload(reset) == {"reason": "unknown_id", "last_event_id": unknown}
                 live = await hub.publish("commit", {"n": 1})
@@ -248,7 +248,7 @@ async def test_evicted_last_event_id_gives_stream_reset_history_gap(autojump_clo
         async with client.stream(query={"last_event_id": ids[1]}) as stream:
             await stream.next_event()
             reset = await stream.next_event()
-            assert (reset.event, reset.id) == ("stream_reset", None)
+            assert (reset.type, reset.id) == ("stream_reset", None)
             assert payload(reset) == {"reason": "history_gap", "last_event_id": ids[1]}
             live = await hub.publish("commit", {"n": 8})
             assert await read_ids(stream, 1) == [live]
@@ -270,7 +270,7 @@ async def test_subscribe_announces_new_filters_before_any_event_under_them(autoj
         await hub.publish("commit", {"old": True})
         new = await hub.publish("file_change", {"new": True})
         updated, event = await stream.events(2)
-        assert (updated.event, updated.id) == ("subscription_updated", None)
+        assert (updated.type, updated.id) == ("subscription_updated", None)
         assert payload(updated) == reply.json()
         assert event.id == new
         await assert_quiet(stream)
@@ -292,7 +292,7 @@ async def test_subscription_change_takes_its_place_in_the_stream_order(autojump_
             transport.open()
             events = await transport.wait_events(5)
             await trio.sleep(1)
-            assert [(e.event, e.id) for e in transport.items] == [
+            assert [(e.type, e.id) for e in transport.items] == [
                 ("connected", None),
                 ("commit", c1),
                 ("commit", c2),
@@ -380,7 +380,7 @@ async def test_subscribe_replay_uses_the_new_filters_and_repeats_nothing_deliver
             json={"connection_id": cid, "event_types": ["file_change"], "mode": "add", "last_event_id": c1},
         )
         assert reply.status == 200
-        assert (await stream.next_event()).event == "subscription_updated"
+        assert (await stream.next_event()).type == "subscription_updated"
         assert await read_ids(stream, 2) == [f1, f2]  # c2 was already delivered; r1 does not match
         c3 = await hub.publish("commit", {"n": 3})
         assert await read_ids(stream, 1) == [c3]
@@ -398,7 +398,7 @@ async def test_subscribe_replay_includes_new_filter_events_older_than_the_last_d
         c2 = await hub.publish("commit", {"n": 2})
         assert await read_ids(stream, 2) == [c1, c2]
         hub.update_subscription(cid, ["file_change"], mode="add", last_event_id=c1)
-        assert (await stream.next_event()).event == "subscription_updated"
+        assert (await stream.next_event()).type == "subscription_updated"
         c3 = await hub.publish("commit", {"n": 3})
         received = await read_ids(stream, 2)
         assert received == [f1, c3]  # f1 matches the new filters and was never sent; c2 is not repeated
@@ -429,12 +429,12 @@ async def test_system_events_carry_no_id_and_keep_the_resume_point(autojump_cloc
         first = await hub.publish("commit", {"n": 0})
         async with client.stream(headers={"Last-Event-ID": "unknown"}, query={"types": "commit"}) as stream:
             cid = await connected_id(stream)
-            assert (await stream.next_event()).event == "stream_reset"
+            assert (await stream.next_event()).type == "stream_reset"
             real = await hub.publish("commit", {"n": 1})
             assert (await stream.next_event()).id == real
             hub.update_subscription(cid, ["commit", "file_change"])
             updated = await stream.next_event()
-            assert updated.event == "subscription_updated"
+            assert updated.type == "subscription_updated"
             assert updated.last_event_id == real  # an id-less event does not move the resume point
         blocks = [block for block in stream.raw.split(b"\n\n") if block.strip()]
         system = [
@@ -469,7 +469,7 @@ async def test_global_connection_limit_refuses_with_503_and_retry_after(autojump
             assert int(refusal_error(info.value).headers["Retry-After"]) >= 1
             assert len(hub.connections()) == 2
         async with client.stream() as again:
-            assert (await again.next_event()).event == "connected"
+            assert (await again.next_event()).type == "connected"
         snapshot = hub.snapshot()
         assert snapshot["rejected_by_reason"] == {"connection_limit": 2}
         assert snapshot["rejected_connections"] == 2
@@ -489,9 +489,9 @@ async def test_per_client_connection_limit_refuses_with_429_for_that_client_only
                     assert int(refused.headers["retry-after"]) >= 1
                     assert refused.json["error"] == "client_connection_limit"
                 async with other.stream() as elsewhere:
-                    assert (await elsewhere.next_event()).event == "connected"
+                    assert (await elsewhere.next_event()).type == "connected"
             async with client.stream() as after_leaving:
-                assert (await after_leaving.next_event()).event == "connected"
+                assert (await after_leaving.next_event()).type == "connected"
         assert hub.snapshot()["rejected_by_reason"] == {"client_connection_limit": 1}
 
 
@@ -514,5 +514,5 @@ async def test_connection_rate_refuses_with_429_then_recovers_after_retry_after(
         await trio.sleep(1)
         async with client.stream() as admitted:
             assert admitted.status == 200
-            assert (await admitted.next_event()).event == "connected"
+            assert (await admitted.next_event()).type == "connected"
         assert hub.snapshot()["rejected_by_reason"] == {"connection_rate": 2}

@@ -105,7 +105,7 @@ class FakeTransport:
         return [item for item in self.items if isinstance(item, ParsedEvent)]
 
     def ids(self) -> list[str | None]:
-        return [e.id for e in self.events() if e.event != "connected"]
+        return [e.id for e in self.events() if e.type != "connected"]
 
     async def wait_events(self, count: int) -> list[ParsedEvent]:
         while len(self.events()) < count:
@@ -319,13 +319,13 @@ async def test_subscription_change_fans_out_earlier_events_under_the_old_filters
             await a.wait_events(4)
             await b.wait_events(4)
             await trio.sleep(2)
-            assert [(e.event, e.id) for e in a.events()] == [
+            assert [(e.type, e.id) for e in a.events()] == [
                 ("connected", None),
                 ("commit", c1),  # matched the old filters when it was committed
                 ("subscription_updated", None),
                 ("file_change", f2),  # f1 came before the change: not for this stream
             ]
-            assert [(e.event, e.id) for e in b.events()] == [
+            assert [(e.type, e.id) for e in b.events()] == [
                 ("connected", None),
                 ("file_change", f1),
                 ("subscription_updated", None),

@@ -25,7 +25,7 @@ EPS = 1e-6
 
 async def test_heartbeat_written_after_interval_of_silence_and_not_before(autojump_clock, client_factory) -> None:
     async with client_factory(heartbeat_interval=5) as (_hub, client), client.stream() as stream:
-        assert (await stream.next_event()).event == "connected"
+        assert (await stream.next_event()).type == "connected"
         start = trio.current_time()
         with pytest.raises(trio.TooSlowError):
             await stream.next_item(timeout=5 - 0.001)

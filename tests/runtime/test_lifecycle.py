@@ -310,7 +310,7 @@ async def test_aclose_returns_within_shutdown_grace_when_a_client_is_stuck(autoj
             await stuck.next_event()
             stuck.pause()
             await hub.publish("commit", {"n": 1})
-            assert (await live.next_event()).event == "commit"
+            assert (await live.next_event()).type == "commit"
             start = trio.current_time()
             await hub.aclose()
             elapsed = trio.current_time() - start

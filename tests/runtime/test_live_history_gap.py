@@ -15,7 +15,7 @@ TIMEOUT = 300
 
 
 def kinds(events: list[ParsedEvent]) -> list[str]:
-    return [e.id if e.id else e.event for e in events]
+    return [e.id if e.id else e.type for e in events]
 
 
 async def test_history_gap_puts_one_stream_reset_between_the_events_before_and_after_it(
@@ -25,7 +25,7 @@ async def test_history_gap_puts_one_stream_reset_between_the_events_before_and_a
         everything = await stack.enter_async_context(client.stream())
         risks_only = await stack.enter_async_context(client.stream(types="risk_alert"))
         for stream in (everything, risks_only):
-            assert (await stream.next_event(timeout=TIMEOUT)).event == "connected"
+            assert (await stream.next_event(timeout=TIMEOUT)).type == "connected"
         before = [await hub.publish("commit", n) for n in range(3)]
         # Published, still in the outbox: the reset must not overtake them.
         hub.history_gap(before[-1])
@@ -36,7 +36,7 @@ async def test_history_gap_puts_one_stream_reset_between_the_events_before_and_a
         # A stream whose filters matched none of the events is told too: what was
         # skipped is unknown, so it may have been of its types.
         reset = await risks_only.next_event(timeout=TIMEOUT)
-        assert reset.event == "stream_reset" and reset.id is None
+        assert reset.type == "stream_reset" and reset.id is None
         assert orjson.loads(reset.data) == {"reason": "history_gap", "last_event_id": before[-1]}
         await risks_only.assert_no_event_within(1)
 

@@ -66,7 +66,7 @@ async def after_samples(hub: Hub, count: int) -> None:
 async def stream_status(client: SSETestClient) -> tuple[int | None, dict[str, str], object]:
     async with client.stream() as stream:
         if stream.status == 200:
-            return 200, stream.headers, (await stream.next_event()).event
+            return 200, stream.headers, (await stream.next_event()).type
         return stream.status, stream.headers, stream.json
 
 
@@ -324,7 +324,7 @@ async def test_a_shed_stream_reconnects_after_the_pressure_and_catches_up_from_h
         rss.value = LIMIT // 2
         await after_samples(hub, 1)
         async with client.stream(query={"types": "commit"}, headers={"Last-Event-ID": first}) as again:
-            assert (await again.next_event()).event == "connected"
+            assert (await again.next_event()).type == "connected"
             assert [e.id for e in await again.events(3, timeout=5)] == missed
 
 
@@ -415,11 +415,11 @@ async def test_after_history_pressure_new_streams_are_accepted_and_evicted_ids_g
         assert not hub.memory.over
         assert (await stream_status(client))[0] == 200
         async with client.stream(headers={"Last-Event-ID": ids[0]}) as stream:
-            assert (await stream.next_event()).event == "connected"
+            assert (await stream.next_event()).type == "connected"
             reset = await stream.next_event()
-            assert (reset.event, json.loads(reset.data)["reason"]) == ("stream_reset", "history_gap")
+            assert (reset.type, json.loads(reset.data)["reason"]) == ("stream_reset", "history_gap")
         async with client.stream(headers={"Last-Event-ID": ids[-2]}) as stream:
-            assert (await stream.next_event()).event == "connected"
+            assert (await stream.next_event()).type == "connected"
             assert (await stream.next_event()).id == ids[-1]  # what was kept still replays
         assert hub.snapshot()["disconnects"].get("memory_pressure") is None
 

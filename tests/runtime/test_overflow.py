@@ -25,7 +25,7 @@ def sorted_types(changes: list[list[str]]) -> list[list[str]]:
 
 
 def connection_id(connected: ParsedEvent) -> str:
-    assert connected.event == "connected"
+    assert connected.type == "connected"
     value: str = orjson.loads(connected.data)["connection_id"]
     return value
 
@@ -74,7 +74,7 @@ async def test_slow_consumer_reconnects_with_last_event_id_and_loses_nothing(aut
         assert hub.snapshot()["disconnects"] == {"slow_consumer": 1}
 
         async with client.stream(headers={"Last-Event-ID": last_seen}) as again:
-            assert (await again.next_event()).event == "connected"
+            assert (await again.next_event()).type == "connected"
             replayed = await again.events(len(missed))
             assert [e.id for e in replayed] == missed
             assert [orjson.loads(e.data)["n"] for e in replayed] == list(range(1, 11))
@@ -262,7 +262,7 @@ async def test_filter_changes_reach_a_stream_whose_queue_is_full_and_refusals_be
             received = await stream.events(3 + CONTROL_RESERVE)
             assert [e.id for e in received[:3]] == ids[:3]
             updates = received[3:]
-            assert [(e.event, e.id) for e in updates] == [("subscription_updated", None)] * CONTROL_RESERVE
+            assert [(e.type, e.id) for e in updates] == [("subscription_updated", None)] * CONTROL_RESERVE
             assert [orjson.loads(e.data)["event_types"] for e in updates] == sorted_types(wanted)
             alert = await hub.publish("risk_alert", {})
             await hub.publish("task_update", {})  # the refused change did not apply

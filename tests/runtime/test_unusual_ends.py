@@ -240,7 +240,7 @@ async def test_shutdown_during_a_subscribe_replay_ends_once_and_refuses_further_
             with pytest.raises(UnknownConnection):
                 hub.update_subscription(connection.id, ["risk_alert"], mode="add")
         assert connection.close_reason == "server_shutdown" and connection.can_finish
-        assert [e.event for e in client.events()][:2] == ["connected", "subscription_updated"]
+        assert [e.type for e in client.events()][:2] == ["connected", "subscription_updated"]
         received = client.ids()
         assert received == published[1 : 1 + len(received)]
         assert_unregistered(hub, "server_shutdown")
@@ -344,7 +344,7 @@ async def test_send_timeout_with_the_queue_exactly_full_is_counted_once_and_lose
         snapshot = hub.snapshot()
         assert snapshot["errors_last_minute"] == 1 and snapshot["events_dropped"] == 0
         assert task_names() == before
-        assert [e.event for e in client.events()] == ["connected"]
+        assert [e.type for e in client.events()] == ["connected"]
         # It never got an event: it resumes from the stream's Last-Event-ID header.
         later = await hub.publish("commit", {"n": 4})
         assert await catch_up(hub, seed) == [stuck, *queued, later]

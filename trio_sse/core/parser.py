@@ -20,6 +20,7 @@ the line, so a line that never ends cannot grow the buffer without end.
 from __future__ import annotations
 
 import math
+import warnings
 
 import attrs
 
@@ -38,13 +39,26 @@ _LINE_ENDS = (b"\r", b"\n")
 
 @attrs.frozen(slots=True)
 class ParsedEvent:
-    event: str
+    """One dispatched event, named like :class:`trio_sse.client.Event`: ``type``, ``data``, ``id``."""
+
+    type: str
+    """The ``event:`` field (``"message"`` when the block had none)."""
     data: str
     id: str | None
     """The event's ``id:`` field if it had one (``None`` if it did not)."""
     last_event_id: str
     """The stream's last event id after this event (what a browser would send back)."""
     retry: int | None = None
+
+    @property
+    def event(self) -> str:
+        """Deprecated alias of :attr:`type` (the name ``trio_sse.client.Event`` uses); goes in 0.3."""
+        warnings.warn(
+            "ParsedEvent.event is deprecated, use ParsedEvent.type (as trio_sse.client.Event does)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.type
 
 
 @attrs.frozen(slots=True)

@@ -226,9 +226,7 @@ class History:
     def _evict_over_bounds(self, now: float | None = None) -> None:
         held_events = self._held
         limit = self._max_bytes
-        while len(held_events) > self._max_held or (
-            limit is not None and self._bytes > limit and len(held_events) > 1
-        ):
+        while len(held_events) > self._max_held or (limit is not None and self._bytes > limit and len(held_events) > 1):
             self._evict_oldest()
         if self._ttl and now is not None:
             deadline = now - self._ttl

@@ -24,7 +24,6 @@ from trio_sse.runtime.backends.redis import RedisBackend
 from trio_sse.settings import Settings
 from trio_sse.testing import SSETestClient
 
-
 TIMEOUT = 10.0
 BUSY = {"history_size": 1000, "project_history_size": 100}
 
@@ -106,8 +105,10 @@ async def test_redis_trims_and_refuses_events_past_history_ttl(redis_server: Any
     publisher = RedisBackend(redis_server.url, 1000, stream_key=key, project_history_size=100, history_ttl=60)
     async with trio_sse.open_hub(settings, backend=publisher):
         first, second = [e.id for e in await publisher.append([_new("a"), _new("a")])]
+        await trio.sleep(0.01)  # started a few ms later: the next instance reads neither
         fresh = RedisBackend(redis_server.url, 1000, stream_key=key, project_history_size=100, history_ttl=60)
         async with trio_sse.open_hub(settings, backend=fresh):
+            assert first not in fresh.history  # read from Redis, not from its own copy
             accepts_a = _accepts("a")
             assert [e.id for e in (await fresh.replay_after(first, accepts_a, project="a")).events] == [second]
             now = fresh.wall_ms()

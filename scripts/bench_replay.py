@@ -24,6 +24,12 @@ every write during the 100 ms from the request on). Medians over the repeats are
 
 With Redis the resume is served by a second instance started after the events were
 published, so it reads Redis (the shared stream, or the project's window), not its copy.
+
+``--memory`` measures instead what the history holds in memory per event (RSS growth
+and Python allocations, in this process): ``history_size`` 100,000 filled by one
+project, and the worst case of per-project retention, 200,000 one-event projects (the
+count cap: the project windows hold at most ``history_size`` events beyond the global
+window, so at most 2 x ``history_size`` events and as many projects are tracked).
 """
 
 from __future__ import annotations
@@ -171,6 +177,36 @@ async def main(backend: str, history: int, others: int, rate: float, repeats: in
         nursery.cancel_scope.cancel()
 
 
+def measure_memory(history: int) -> None:
+    import gc
+    import tracemalloc
+
+    import psutil
+
+    from trio_sse.core.events import EventIdGenerator, make_event
+    from trio_sse.core.history import History
+
+    def fill_history(projects: bool) -> tuple[int, int, float]:
+        gc.collect()
+        start = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else psutil.Process().memory_info().rss
+        kept = History(history, project_capacity=1000) if projects else History(history)
+        ids = EventIdGenerator()
+        for n in range(2 * history if projects else history):
+            kept.append(make_event(ids.next(n), "commit", b'{"n":1}', f"p{n}" if projects else "one", 0.0))
+        gc.collect()
+        end = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else psutil.Process().memory_info().rss
+        return len(kept), getattr(kept, "projects_tracked", 0), (end - start) / len(kept)
+
+    print(f"server: {inspect.getsourcefile(trio_sse)}; history_size {history}, 8-byte events")
+    for projects in (False, True) if "project_capacity" in inspect.signature(History).parameters else (False,):
+        held, tracked, rss = fill_history(projects)  # RSS first: tracemalloc's own bookkeeping would count
+        tracemalloc.start()
+        _, _, allocated = fill_history(projects)
+        tracemalloc.stop()
+        what = f"{held} events, {tracked} projects tracked"
+        print(f"{what:42s} RSS {rss:6.0f} B/event   allocated {allocated:6.0f} B/event")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="memory")
@@ -178,5 +214,9 @@ if __name__ == "__main__":
     parser.add_argument("--others", type=int, default=50)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--memory", action="store_true", help="measure the history's memory per event instead")
     args = parser.parse_args()
+    if args.memory:
+        measure_memory(args.history)
+        raise SystemExit(0)
     trio.run(main, args.backend, args.history, args.others, args.rate, args.repeats)

@@ -62,16 +62,10 @@ def event_bytes(event: Event) -> int:
     return len(event.wire) + len(event.data_json)
 
 
-class _Held:
-    """Where one held event is: its position in the global window and in its project's."""
-
-    __slots__ = ("event", "global_position", "project_position", "window")
-
-    def __init__(self, event: Event, global_position: int, window: Window | None, project_position: int) -> None:
-        self.event = event
-        self.global_position = global_position
-        self.window = window
-        self.project_position = project_position
+#: Where one held event is: ``(event, its position in the global window, its project's
+#: window or None, its position there, its event_bytes)``. A tuple: the append path makes
+#: one per event, and a tuple costs a tenth of an object with an ``__init__``.
+_Held = tuple[Event, int, "Window | None", int, int]
 
 
 def _order(event: Event) -> EventOrder:
@@ -168,17 +162,17 @@ class History:
 
     @property
     def oldest(self) -> Event | None:
-        return next(iter(self._held.values())).event if self._held else None
+        return next(iter(self._held.values()))[0] if self._held else None
 
     @property
     def newest(self) -> Event | None:
-        return next(reversed(self._held.values())).event if self._held else None
+        return next(reversed(self._held.values()))[0] if self._held else None
 
     def __contains__(self, event_id: str) -> bool:
         return event_id in self._held
 
     def __iter__(self) -> Iterator[Event]:
-        return (held.event for held in self._held.values())
+        return (held[0] for held in self._held.values())
 
     # -- appending and evicting --------------------------------------------------------
 
@@ -190,21 +184,29 @@ class History:
         count, ``max_bytes`` (never the event just added) or ``ttl`` (measured from
         this event's ``published_at``).
         """
+        # The publish path: the windows' push is written out here (no method calls).
         window = None
         project_position = -1
         if self._project_capacity:
             window = self._projects.get(event.project_id)
             if window is None:
                 window = self._projects[event.project_id] = Window(self._project_capacity, self._forgotten_through)
-            if window.full:
+            elif window.next - window.first >= window.capacity:
                 self._leave_project_window(window)
             project_position = window.push(event)
         glob = self._global
-        if glob.full:
+        position = glob.next
+        if position - glob.first >= glob.capacity:
             self._leave_global_window()
-        self._held[event.id] = _Held(event, glob.push(event), window, project_position)
-        self._bytes += event_bytes(event)
-        self._evict_over_bounds(event.published_at)
+        glob._slots[position % glob.capacity] = event
+        glob.next = position + 1
+        size = event_bytes(event)
+        held = self._held
+        held[event.id] = (event, position, window, project_position, size)
+        self._bytes += size
+        limit = self._max_bytes
+        if len(held) > self._max_held or self._ttl or (limit is not None and self._bytes > limit):
+            self._evict_over_bounds(event.published_at)
 
     def expire(self, now: float) -> None:
         """Evict the events older than ``ttl`` at ``now`` (nothing when ``ttl`` is 0)."""
@@ -212,15 +214,17 @@ class History:
             self._evict_over_bounds(now)
 
     def _leave_global_window(self) -> None:
-        event = self._global.pop_head()
+        glob = self._global
+        event = glob.pop_head()
         held = self._held[event.id]
-        if held.window is None or not held.window.holds(held.project_position):
+        window, position = held[2], held[3]
+        if window is None or position < window.first:
             self._forget(held)
 
     def _leave_project_window(self, window: Window) -> None:
         event = window.pop_head()
         held = self._held[event.id]
-        if not self._global.holds(held.global_position):
+        if held[1] < self._global.first:
             self._forget(held, drop_empty=False)  # an event is pushed onto it next
 
     def _evict_over_bounds(self, now: float | None = None) -> None:
@@ -230,30 +234,33 @@ class History:
             self._evict_oldest()
         if self._ttl and now is not None:
             deadline = now - self._ttl
-            while held_events and next(iter(held_events.values())).event.published_at <= deadline:
+            while held_events and next(iter(held_events.values()))[0].published_at <= deadline:
                 self._evict_oldest()
 
     def _evict_oldest(self) -> None:
         # The oldest event held is at the head of each window that holds it.
         held = next(iter(self._held.values()))
-        if self._global.holds(held.global_position):
+        if self._global.holds(held[1]):
             self._global.pop_head()
-        window = held.window
-        if window is not None and window.holds(held.project_position):
+        window = held[2]
+        if window is not None and window.holds(held[3]):
             window.pop_head()
         self._forget(held)
 
     def _forget(self, held: _Held, *, drop_empty: bool = True) -> None:
         """``held`` is in no window any more: out of the history (its project untracked
         once nothing of it is held, unless ``drop_empty`` is false: it is being pushed to)."""
-        event = held.event
+        event = held[0]
         del self._held[event.id]
-        self._bytes -= event_bytes(event)
-        self._evicted_through = max(self._evicted_through, event.order)
-        window = held.window
+        self._bytes -= held[4]
+        order = event.order
+        if order > self._evicted_through:
+            self._evicted_through = order
+        window = held[2]
         if window is not None:
-            window.evicted_through = max(window.evicted_through, event.order)
-            if drop_empty and not len(window):
+            if order > window.evicted_through:
+                window.evicted_through = order
+            if drop_empty and window.next == window.first:
                 # Its older events left before it (oldest first): nothing of it is held.
                 del self._projects[event.project_id]
                 self._forgotten_through = max(self._forgotten_through, window.evicted_through)
@@ -281,7 +288,7 @@ class History:
             # Every held event of these projects is in their windows.
             candidates = merge(*(w.backward() for w in windows), key=_order, reverse=True)
         else:
-            candidates = (held.event for held in reversed(self._held.values()))
+            candidates = (held[0] for held in reversed(self._held.values()))
         found = list(islice((e for e in candidates if matches(e)), count))
         found.reverse()
         return found
@@ -316,13 +323,14 @@ class History:
         held = self._held.get(last_event_id)
         if held is None:
             return Replay([], self._missing(last_event_id))
+        event, global_position, own_window, project_position, _ = held
         glob = self._global
         windows = self._filter_windows(project)
         if windows is None:
-            if not glob.holds(held.global_position):
+            if not glob.holds(global_position):
                 return Replay([], "history_gap")
-            return Replay([e for e in glob.forward(held.global_position + 1) if matches(e)])
-        order = held.event.order
+            return Replay([e for e in glob.forward(global_position + 1) if matches(e)])
+        order = event.order
         floor = max(self._forgotten_through if w is None else w.evicted_through for w in self._tracked(project))
         if floor > order:
             return Replay([], "history_gap")  # an event of this filter after the id is gone
@@ -330,7 +338,7 @@ class History:
         if all(w.left_through <= order for w in windows):
             # Nothing of these projects after the id ever left their windows.
             for window in windows:
-                start = held.project_position + 1 if held.window is window else window.position_after(order)
+                start = project_position + 1 if own_window is window else window.position_after(order)
                 parts.append(window.forward(start))
         else:
             # Some of it left a project window and is only in the global one: the events
@@ -340,7 +348,7 @@ class History:
             for window in windows:
                 older = window.forward(window.position_after(order))
                 parts.append(e for e in older if e.order < cut)
-            start = held.global_position + 1 if glob.holds(held.global_position) else glob.first
+            start = global_position + 1 if glob.holds(global_position) else glob.first
             parts.append(glob.forward(start))
         return Replay([e for e in merge(*parts, key=_order) if matches(e)])
 

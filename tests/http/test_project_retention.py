@@ -168,3 +168,31 @@ def _new(project: str) -> Any:
     from trio_sse.core.validation import NewEvent
 
     return NewEvent(type="commit", data_json=b"{}", project_id=project)
+
+
+@pytest.mark.one_backend
+async def test_a_redis_window_that_lost_an_event_after_the_id_is_not_used_alone(redis_server: Any) -> None:
+    """The broadcasts' window (2 events) pushed out a broadcast published after ``a``'s id:
+    a replay from the windows would skip it, so the shared stream answers instead — with
+    every broadcast while it holds the id, with ``history_gap`` once it does not."""
+    for history_size, expected in ((1000, None), (1, "history_gap")):
+        key = f"test:{uuid.uuid4().hex}"
+        settings = Settings(backend=redis_server.url, redis_stream=key, history_size=history_size)
+        small = {"stream_key": key, "project_history_size": 2}
+        writer = RedisBackend(redis_server.url, history_size, **small)
+        async with trio_sse.open_hub(settings, backend=writer):
+            stored = await writer.append([_new("a"), *(_broadcast(n) for n in range(3))])
+            stored += await writer.append([_broadcast(n) for n in range(150)] if history_size == 1 else [])
+        await trio.sleep(0.01)
+        fresh = RedisBackend(redis_server.url, history_size, **small)
+        async with trio_sse.open_hub(settings, backend=fresh):
+            replay = await fresh.replay_after(stored[0].id, _accepts("a"), project="a")
+            assert replay.reset == expected
+            if expected is None:
+                assert [e.id for e in replay.events] == [e.id for e in stored[1:]]
+
+
+def _broadcast(n: int) -> Any:
+    from trio_sse.core.validation import NewEvent
+
+    return NewEvent(type="commit", data_json=str(n).encode(), project_id=None)

@@ -1,18 +1,22 @@
 """The shared backend: Redis Streams through coredis, for several instances.
 
-One Redis stream holds the deployment's events. Publishing is one ``MULTI``/``XADD``…
-``EXEC`` transaction per batch (all of it stored, in order, or none of it), and the
-stream id Redis assigns *is* the event id, so ids are global, ordered and resumable on
-any instance. Each instance runs one reader task — ``XREAD BLOCK`` from the last id it
-saw — that turns entries into events (wire bytes encoded once per instance) and hands
-them to the hub: one Redis read per instance, not per connection.
+One Redis stream holds the deployment's events. Publishing is one Lua script run per
+batch (all of it stored, in order, or none of it: Redis runs a script atomically), and
+the stream id Redis assigns *is* the event id, so ids are global, ordered and resumable
+on any instance. The same script writes each event to its project's window, a stream
+of that project's newest ``project_history_size`` events under the same id
+(:mod:`trio_sse.runtime.backends.redis_windows`; the layout is in docs/deploy.md). Each
+instance runs one reader task — ``XREAD BLOCK`` from the last id it saw — that turns
+entries into events (wire bytes encoded once per instance) and hands them to the hub:
+one Redis read per instance, not per connection.
 
-Replays are served from the instance's own ring of the events it has read when the
+Replays are served from the instance's own copy of the events it has read when the
 client's id is in it (no Redis round trip, and exactly consistent with live delivery),
-and otherwise from ``XRANGE`` on the shared stream: a client coming from another
-instance, or from before this instance started. Live events a replay already covered
-are dropped by the connection (ids are ordered), so the two merge with no gap and no
-duplicate.
+and otherwise from Redis: a client coming from another instance, or from before this
+instance started. A stream with a project filter reads that project's window and the
+broadcasts' when they hold all it needs; otherwise ``XRANGE`` on the shared stream.
+Live events a replay already covered are dropped by the connection (ids are ordered),
+so the two merge with no gap and no duplicate.
 
 When Redis is unreachable publishes raise :class:`BackendUnavailable` (HTTP 503,
 nothing stored), ``status`` is ``degraded``, local streams keep their heartbeats, and

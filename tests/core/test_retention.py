@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_sse.core.events import Event, EventIdGenerator, make_event, parse_event_id
-from trio_sse.core.history import History, Replay
+from trio_sse.core.history import History, Replay, event_bytes
 from trio_sse.core.matching import Subscription
 
 PROJECTS = (None, "a", "b", "c")
@@ -23,8 +23,9 @@ TYPES = ("commit", "file_change")
 class Model:
     """The retention rule by brute force: O(n) per step, obviously right."""
 
-    def __init__(self, capacity: int, project_capacity: int, ttl: float) -> None:
+    def __init__(self, capacity: int, project_capacity: int, ttl: float, max_bytes: int | None = None) -> None:
         self.capacity, self.project_capacity, self.ttl = capacity, project_capacity, ttl
+        self.max_bytes = max_bytes
         self.appended: list[Event] = []
         self.held: list[Event] = []
 
@@ -40,6 +41,8 @@ class Model:
         self.expire(event.published_at)
         cap = 2 * self.capacity if self.project_capacity else self.capacity
         del self.held[: max(0, len(self.held) - cap)]
+        while self.max_bytes is not None and len(self.held) > 1 and sum(map(event_bytes, self.held)) > self.max_bytes:
+            del self.held[0]  # oldest out first; the newest always stays
 
     def expire(self, now: float) -> None:
         if self.ttl:
@@ -97,15 +100,19 @@ def published(plan: list[tuple[str | None, str, float]]) -> list[Event]:
     ttl=st.sampled_from([0.0, 2.0, 5.0]),
     plan=publishes,
     late=st.sampled_from([0.0, 1.0, 4.0]),
+    max_bytes=st.none() | st.integers(0, 600),
     data=st.data(),
 )
-def test_what_is_replayable_matches_the_retention_model(capacity, project_capacity, ttl, plan, late, data) -> None:
-    history = History(capacity, project_capacity=project_capacity, ttl=ttl)
-    model = Model(capacity, project_capacity, ttl)
+def test_what_is_replayable_matches_the_retention_model(
+    capacity, project_capacity, ttl, plan, late, max_bytes, data
+) -> None:
+    history = History(capacity, max_bytes, project_capacity=project_capacity, ttl=ttl)
+    model = Model(capacity, project_capacity, ttl, max_bytes)
     for event in published(plan):
         history.append(event)
         model.append(event)
         assert list(history) == model.held
+        assert max_bytes is None or history.nbytes <= max_bytes or len(history) == 1
     now = (model.appended[-1].published_at if model.appended else 0.0) + late
     history.expire(now)
     model.expire(now)

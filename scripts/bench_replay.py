@@ -30,6 +30,10 @@ and Python allocations, in this process): ``history_size`` 100,000 filled by one
 project, and the worst case of per-project retention, 200,000 one-event projects (the
 count cap: the project windows hold at most ``history_size`` events beyond the global
 window, so at most 2 x ``history_size`` events and as many projects are tracked).
+
+``--publish`` measures instead what writing the windows costs a publish on ``--backend``
+(``Backend.append`` of batches of 1 and 100 events of 20 projects, 5,000 events, median
+of 3; on Redis the one script that writes the shared entry and the window).
 """
 
 from __future__ import annotations
@@ -207,6 +211,22 @@ def measure_memory(history: int) -> None:
         print(f"{what:42s} RSS {rss:6.0f} B/event   allocated {allocated:6.0f} B/event")
 
 
+async def measure_publish(backend: str, history: int) -> None:
+    settings = settings_for(backend, history, f"bench:publish:{uuid.uuid4().hex}")
+    print(f"server: {inspect.getsourcefile(trio_sse)}; backend {backend}")
+    async with trio_sse.open_hub(settings) as hub:
+        for size in (1, 100):
+            runs = []
+            for _ in range(3):
+                started, sent = time.perf_counter(), 0
+                while sent < 5000:
+                    batch = [NewEvent("commit", b'{"n":1}', f"p{i % 20}") for i in range(size)]
+                    await hub.backend.append(batch)
+                    sent += size
+                runs.append((time.perf_counter() - started) / sent * 1e6)
+            print(f"batches of {size:3d}: {statistics.median(runs):7.1f} us per event")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="memory")
@@ -215,7 +235,11 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--memory", action="store_true", help="measure the history's memory per event instead")
+    parser.add_argument("--publish", action="store_true", help="measure the publish path instead")
     args = parser.parse_args()
+    if args.publish:
+        trio.run(measure_publish, args.backend, args.history)
+        raise SystemExit(0)
     if args.memory:
         measure_memory(args.history)
         raise SystemExit(0)

@@ -365,3 +365,23 @@ def test_gzip_true_means_compression_gzip_unless_compression_says_otherwise(
     gzip: bool, compression: str, effective: str
 ) -> None:
     assert Settings(gzip=gzip, compression=compression).stream_compression == effective
+
+
+def test_retention_settings_have_the_contract_defaults_and_come_from_flags_env_and_file(tmp_path: Path) -> None:
+    assert (Settings().project_history_size, Settings().history_ttl) == (100, 0.0)
+    prod = Settings.from_profile("prod")
+    assert (prod.project_history_size, prod.history_ttl) == (1000, 0.0)
+    config = tmp_path / "trio_sse.toml"
+    config.write_text("project_history_size = 7\nhistory_ttl = 3600\n")
+    from_file = load_settings(config_file=str(config), env={})
+    assert (from_file.project_history_size, from_file.history_ttl) == (7, 3600.0)
+    env = {"TRIO_SSE_PROJECT_HISTORY_SIZE": "50", "TRIO_SSE_HISTORY_TTL": "1.5"}
+    from_env = load_settings(config_file=str(config), env=env)
+    assert (from_env.project_history_size, from_env.history_ttl) == (50, 1.5)
+    flags = {"project_history_size": "0", "history_ttl": "0"}  # 0: no project windows, no age limit
+    from_flags = load_settings(flags, config_file=str(config), env=env)
+    assert (from_flags.project_history_size, from_flags.history_ttl) == (0, 0.0)
+    with pytest.raises(SettingsError, match="project_history_size must be >= 0"):
+        load_settings(env={"TRIO_SSE_PROJECT_HISTORY_SIZE": "-1"})
+    with pytest.raises(SettingsError, match="history_ttl must be >= 0"):
+        load_settings({"history_ttl": "-5"})

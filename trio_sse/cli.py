@@ -35,6 +35,8 @@ HELP = {
     "send_timeout": "seconds a write may take before the client is considered gone",
     "retry": "reconnection delay sent to clients (milliseconds)",
     "history_size": "events kept for Last-Event-ID replay",
+    "project_history_size": "events kept per project for replay, whatever other projects publish (0 = none)",
+    "history_ttl": "seconds an event stays replayable (0 = no age limit)",
     "queue_size": "events queued per connection before the overflow policy applies",
     "overflow": "disconnect (default) or drop, when a connection's queue is full",
     "connection_limit": "maximum concurrent streams",

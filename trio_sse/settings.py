@@ -137,6 +137,8 @@ class Settings:
     send_timeout: float = attrs.field(default=10.0, validator=_positive)
     retry: int = attrs.field(default=3000, validator=_non_negative)
     history_size: int = attrs.field(default=10_000, validator=_positive)
+    project_history_size: int = attrs.field(default=100, validator=_non_negative)
+    history_ttl: float = attrs.field(default=0.0, validator=_non_negative)
     queue_size: int = attrs.field(default=1000, validator=_positive)
     overflow: str = attrs.field(default="disconnect", validator=_one_of("disconnect", "drop"))
     connection_limit: int = attrs.field(default=100, validator=_positive)
@@ -260,6 +262,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "log_level": "info",
         "send_timeout": 60.0,
         "history_size": 100_000,
+        "project_history_size": 1000,
         "test_event": "admin",
         "cors_origins": (),
         "client_connection_limit": 20,

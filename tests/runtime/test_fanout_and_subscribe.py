@@ -242,7 +242,9 @@ async def test_unknown_last_event_id_gives_one_stream_reset_then_live(autojump_c
 
 
 async def test_evicted_last_event_id_gives_stream_reset_history_gap(autojump_clock, client_factory) -> None:
-    async with client_factory(history_size=5) as (hub, client):
+    # project_history_size 0: the global window alone (these broadcasts would otherwise
+    # stay in the broadcasts' window; tests/http/test_project_retention.py covers that).
+    async with client_factory(history_size=5, project_history_size=0) as (hub, client):
         ids = [await hub.publish("commit", {"n": n}) for n in range(8)]
         assert hub.snapshot()["history"]["oldest_id"] == ids[3]
         async with client.stream(query={"last_event_id": ids[1]}) as stream:

@@ -242,7 +242,7 @@ class Connection(StreamDriver):
         if settings.direct_writes:
             self._direct = getattr(transport, "direct", None)
         if self.last_event_id is not None:  # nothing is written before the preamble: the client's own id
-            replay = await self._replay(self.last_event_id, self.subscription.accepts)
+            replay = await self._replay(self.last_event_id, self.subscription)
             await self._write_replay(transport, replay, self.last_event_id)
         elif rewind:
             rewound = await self._rewind(rewind, self.subscription.accepts)
@@ -323,10 +323,10 @@ class Connection(StreamDriver):
             return
         if message.last_event_id is None:
             return
-        replay = await self._replay(message.last_event_id, message.subscription.accepts)
+        replay = await self._replay(message.last_event_id, message.subscription)
         await self._write_replay(transport, replay, message.last_event_id, self.already_sent(message.previous.accepts))
 
-    async def _replay(self, last_event_id: str, matches: Callable[[Event], bool]) -> Replay:
+    async def _replay(self, last_event_id: str, subscription: Subscription) -> Replay:
         """The backend's replay; when the backend cannot answer, the stream ends instead.
 
         Ending (reason ``backend_unavailable``) is the lossless choice: the client
@@ -334,7 +334,8 @@ class Connection(StreamDriver):
         then, where sending live events now would skip the ones it missed.
         """
         try:
-            return await self.hub.backend.replay_after(last_event_id, matches)
+            project = subscription.project_id  # replays from that project's window (retention per project)
+            return await self.hub.backend.replay_after(last_event_id, subscription.accepts, project=project)
         except BackendUnavailable:
             self.close(CloseReason.BACKEND_UNAVAILABLE)
             await trio.lowlevel.checkpoint()  # raises Cancelled: the run scope is cancelled

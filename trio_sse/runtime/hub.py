@@ -363,7 +363,13 @@ async def open_hub(
     from .backends import make_backend
 
     settings = settings or Settings()
-    backend = backend or make_backend(settings.backend, settings.history_size, stream_key=settings.redis_stream)
+    backend = backend or make_backend(
+        settings.backend,
+        settings.history_size,
+        stream_key=settings.redis_stream,
+        project_history_size=settings.project_history_size,
+        history_ttl=settings.history_ttl,
+    )
     hub = Hub(settings, backend, read_rss=read_rss)
     async with trio.open_nursery() as nursery:
         await nursery.start(hub._flusher.run)

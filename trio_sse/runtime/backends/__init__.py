@@ -63,14 +63,22 @@ class Backend(Protocol):
         """
         ...
 
-    async def replay_after(self, last_event_id: str, matches: Callable[[Event], bool]) -> Replay:
-        """Events after ``last_event_id`` that satisfy ``matches``, or a reset reason."""
+    async def replay_after(
+        self, last_event_id: str, matches: Callable[[Event], bool], *, project: str | None = None
+    ) -> Replay:
+        """Events after ``last_event_id`` that satisfy ``matches``, or a reset reason.
+
+        ``project`` is the stream's project filter (``matches`` refuses other projects'
+        events): with it the replay reads that project's window and the broadcasts'
+        (retention per project, docs/concepts.md); without it, the global window.
+        """
         ...
 
-    async def rewind(self, count: int, matches: Callable[[Event], bool]) -> list[Event]:
+    async def rewind(self, count: int, matches: Callable[[Event], bool], *, project: str | None = None) -> list[Event]:
         """The newest ``count`` stored events that satisfy ``matches``, oldest first.
 
-        What ``?rewind=N`` sends a new stream before live events. Raises
+        What ``?rewind=N`` sends a new stream before live events; ``project`` as for
+        :meth:`replay_after` (it only makes the walk cheaper). Raises
         :class:`BackendUnavailable` when the engine is needed and cannot be reached.
         """
         ...
@@ -88,8 +96,17 @@ class BackendConfigError(ValueError):
     """The configured backend cannot be used by this build."""
 
 
-def make_backend(url: str, history_size: int, *, stream_key: str = "trio_sse:events") -> Backend:
+def make_backend(
+    url: str,
+    history_size: int,
+    *,
+    stream_key: str = "trio_sse:events",
+    project_history_size: int = 0,
+    history_ttl: float = 0.0,
+) -> Backend:
     """The backend a ``backend`` setting names: ``memory`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL.
+
+    ``project_history_size`` and ``history_ttl`` are the retention settings (0: off).
 
     The URL is judged by :func:`trio_sse.settings.backend_kind`, the settings' own check
     (``SettingsError`` for one it refuses).
@@ -97,7 +114,13 @@ def make_backend(url: str, history_size: int, *, stream_key: str = "trio_sse:eve
     if backend_kind(url) == "memory":
         from .memory import MemoryBackend
 
-        return MemoryBackend(history_size)
+        return MemoryBackend(history_size, project_history_size=project_history_size, history_ttl=history_ttl)
     from .redis import RedisBackend
 
-    return RedisBackend(url, history_size, stream_key=stream_key)
+    return RedisBackend(
+        url,
+        history_size,
+        stream_key=stream_key,
+        project_history_size=project_history_size,
+        history_ttl=history_ttl,
+    )

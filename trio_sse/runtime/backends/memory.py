@@ -24,8 +24,8 @@ class MemoryBackend:
     kind = "memory"
     status = "ok"
 
-    def __init__(self, history_size: int) -> None:
-        self.history = History(history_size)
+    def __init__(self, history_size: int, *, project_history_size: int = 0, history_ttl: float = 0.0) -> None:
+        self.history = History(history_size, project_capacity=project_history_size, ttl=history_ttl)
         self._ids = EventIdGenerator()
         self._deliver: Deliver = lambda events: None
 
@@ -51,14 +51,17 @@ class MemoryBackend:
         self._deliver(events)
         return events
 
-    async def replay_after(self, last_event_id: str, matches: Callable[[Event], bool]) -> Replay:
-        return self.history.replay_after(last_event_id, matches)
+    async def replay_after(
+        self, last_event_id: str, matches: Callable[[Event], bool], *, project: str | None = None
+    ) -> Replay:
+        return self.history.replay_after(last_event_id, matches, project=project, now=trio.current_time())
 
-    async def rewind(self, count: int, matches: Callable[[Event], bool]) -> list[Event]:
-        return self.history.newest_matching(count, matches)
+    async def rewind(self, count: int, matches: Callable[[Event], bool], *, project: str | None = None) -> list[Event]:
+        return self.history.newest_matching(count, matches, project=project, now=trio.current_time())
 
     async def refresh_stats(self) -> None:
-        """Always up to date: the ring is in this process."""
+        """Up to date but for ``history_ttl``: expired events leave now."""
+        self.history.expire(trio.current_time())
 
     @property
     def resume_point(self) -> str | None:
@@ -69,6 +72,9 @@ class MemoryBackend:
         return {
             "size": len(self.history),
             "capacity": self.history.capacity,
+            "project_capacity": self.history.project_capacity,
+            "projects": self.history.projects_tracked,
+            "ttl": self.history.ttl,
             "bytes": self.history.nbytes,
             "max_bytes": self.history.max_bytes,
             "oldest_id": oldest.id if oldest else None,

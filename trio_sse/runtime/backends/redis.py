@@ -1,18 +1,22 @@
 """The shared backend: Redis Streams through coredis, for several instances.
 
-One Redis stream holds the deployment's events. Publishing is one ``MULTI``/``XADD``…
-``EXEC`` transaction per batch (all of it stored, in order, or none of it), and the
-stream id Redis assigns *is* the event id, so ids are global, ordered and resumable on
-any instance. Each instance runs one reader task — ``XREAD BLOCK`` from the last id it
-saw — that turns entries into events (wire bytes encoded once per instance) and hands
-them to the hub: one Redis read per instance, not per connection.
+One Redis stream holds the deployment's events. Publishing is one Lua script run per
+batch (all of it stored, in order, or none of it: Redis runs a script atomically), and
+the stream id Redis assigns *is* the event id, so ids are global, ordered and resumable
+on any instance. The same script writes each event to its project's window, a stream
+of that project's newest ``project_history_size`` events under the same id
+(:mod:`trio_sse.runtime.backends.redis_windows`; the layout is in docs/deploy.md). Each
+instance runs one reader task — ``XREAD BLOCK`` from the last id it saw — that turns
+entries into events (wire bytes encoded once per instance) and hands them to the hub:
+one Redis read per instance, not per connection.
 
-Replays are served from the instance's own ring of the events it has read when the
+Replays are served from the instance's own copy of the events it has read when the
 client's id is in it (no Redis round trip, and exactly consistent with live delivery),
-and otherwise from ``XRANGE`` on the shared stream: a client coming from another
-instance, or from before this instance started. Live events a replay already covered
-are dropped by the connection (ids are ordered), so the two merge with no gap and no
-duplicate.
+and otherwise from Redis: a client coming from another instance, or from before this
+instance started. A stream with a project filter reads that project's window and the
+broadcasts' when they hold all it needs; otherwise ``XRANGE`` on the shared stream.
+Live events a replay already covered are dropped by the connection (ids are ordered),
+so the two merge with no gap and no duplicate.
 
 When Redis is unreachable publishes raise :class:`BackendUnavailable` (HTTP 503,
 nothing stored), ``status`` is ``degraded``, local streams keep their heartbeats, and
@@ -34,17 +38,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import coredis
 import coredis.exceptions
 import orjson
 import trio
-from coredis import PureToken
+from coredis.commands.script import Script
 from coredis.retry import NoRetryPolicy
 
 from ...core.events import Event, EventOrder, make_event, parse_event_id
 from ...core.history import History, Replay
+from ...core.retention import NEVER
 from ...core.validation import NewEvent
 from . import BackendUnavailable, Deliver, HistoryGap
 from .redis_reader import (
@@ -56,6 +61,7 @@ from .redis_reader import (
     entry_text,
     event_from_entry,
 )
+from .redis_windows import APPEND_SCRIPT, replay_from_windows, rewind_from_windows
 
 __all__ = ["RedisBackend"]
 
@@ -70,12 +76,26 @@ class RedisBackend:
 
     kind = "redis"
 
-    def __init__(self, url: str, history_size: int, *, stream_key: str = "trio_sse:events") -> None:
+    def __init__(
+        self,
+        url: str,
+        history_size: int,
+        *,
+        stream_key: str = "trio_sse:events",
+        project_history_size: int = 0,
+        history_ttl: float = 0.0,
+    ) -> None:
         self.url = url
         self.stream_key = stream_key
         self.history_size = history_size
-        #: The events this instance has read, for replays that need no round trip.
-        self.history = History(history_size)
+        self.project_history_size = project_history_size
+        self.history_ttl = history_ttl
+        #: The events this instance has read, for replays that need no round trip
+        #: (the same retention rule as the shared streams: global and project windows).
+        self.history = History(history_size, project_capacity=project_history_size, ttl=history_ttl)
+        #: Wall-clock milliseconds, for ``history_ttl`` (replaceable: tests move it on).
+        self.wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+        self._append_script: Script[bytes] = Script(script=APPEND_SCRIPT)
         self._client: coredis.Redis[bytes] | None = None
         self._status = "starting"
         #: The task that reads the shared stream (its position, its gap checks).
@@ -183,52 +203,93 @@ class RedisBackend:
 
     # -- the Backend protocol ------------------------------------------------------------
 
-    async def append(self, batch: Sequence[NewEvent]) -> list[Event]:
-        """Store ``batch`` in one transaction; delivery follows through the reader.
+    def window_key(self, project: str | None) -> str:
+        """The stream of one project's window (broadcasts: ``{b}``), hash-tagged per project.
 
-        Raises :class:`BackendUnavailable` when Redis does not confirm in time: with a
-        transaction nothing was stored unless Redis ran ``EXEC`` and only its answer was
-        lost (the one case where a 503 may hide a stored batch; see docs/deploy.md).
+        The tag (``{p:<project>}``) is what a Redis Cluster hashes, so each project's
+        window could live on its own shard; see docs/deploy.md for the layout.
+        """
+        return f"{self.stream_key}:{{b}}" if project is None else f"{self.stream_key}:{{p:{project}}}"
+
+    async def append(self, batch: Sequence[NewEvent]) -> list[Event]:
+        """Store ``batch`` in one script run (atomic); delivery follows through the reader.
+
+        Each event goes to the shared stream (``MAXLEN ~ history_size``: Redis gives its
+        id) and, with ``project_history_size`` > 0, to its project's window under the
+        same id (trimmed to exactly ``project_history_size``); with ``history_ttl``, the
+        streams written are also trimmed by ``MINID`` and the windows expire with it.
+        Raises :class:`BackendUnavailable` when Redis does not confirm in time: nothing
+        was stored unless Redis ran the script and only its answer was lost (the one
+        case where a 503 may hide a stored batch; see docs/deploy.md).
         """
         wall_ns = time.time_ns()
+        ttl_ms = int(self.history_ttl * 1000)
+        keys = [self.stream_key, *(self.window_key(item.project_id) for item in batch)]
+        args: list[str | bytes | int] = [
+            self.history_size,
+            self.project_history_size,
+            f"{self.wall_ms() - ttl_ms}-0" if ttl_ms else "",
+            ttl_ms,
+        ]
+        for item in batch:
+            fields = self._fields(item, wall_ns)
+            args.append(2 * len(fields))
+            for name, value in fields.items():
+                args += [name, value]
         try:
             with trio.fail_after(PUBLISH_TIMEOUT):
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pending = [
-                        pipe.xadd(
-                            self.stream_key,
-                            self._fields(item, wall_ns),
-                            trim_strategy=PureToken.MAXLEN,
-                            trim_operator=PureToken.APPROXIMATELY,
-                            threshold=self.history_size,
-                        )
-                        for item in batch
-                    ]
-                ids = [await request for request in pending]
+                ids: Any = await self._append_script(keys=keys, args=args, client=self._redis)
         except REDIS_OR_TIMEOUT as exc:
             self._mark(False)
             raise BackendUnavailable(f"the Redis backend is unreachable ({type(exc).__name__})") from None
         now = trio.current_time()
         events = []
-        for item, raw in zip(batch, ids, strict=True):
-            assert raw is not None
-            event_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-            order = parse_event_id(event_id)
+        for item, raw in zip(batch, cast("list[bytes | str]", ids), strict=True):
+            order = parse_event_id(entry_text(raw))
             assert order is not None
             events.append(make_event(order, item.type, item.data_json, item.project_id, now, item.tags))
         return events
 
-    async def replay_after(self, last_event_id: str, matches: Callable[[Event], bool]) -> Replay:
-        """Replay from the local ring when the id is in it, else from the shared stream.
+    def _ttl_floor(self) -> EventOrder:
+        """Entries older than this are past ``history_ttl`` (``NEVER``: no age limit)."""
+        if not self.history_ttl:
+            return NEVER
+        return (self.wall_ms() - int(self.history_ttl * 1000), 0)
 
-        Raises :class:`BackendUnavailable` when Redis is needed and cannot be reached.
+    def _filter_keys(self, project: str | None) -> list[str] | None:
+        """The windows a project filter reads (its own and the broadcasts'); ``None``: none."""
+        if project is None or not self.project_history_size:
+            return None
+        return [self.window_key(project), self.window_key(None)]
+
+    async def replay_after(
+        self, last_event_id: str, matches: Callable[[Event], bool], *, project: str | None = None
+    ) -> Replay:
+        """Replay from the local copy when it can answer, else from Redis.
+
+        From Redis, a stream with a project filter reads that project's window and the
+        broadcasts' when they hold everything after the id (see
+        :mod:`~trio_sse.runtime.backends.redis_windows`); otherwise, and for a stream
+        with no project filter, the shared stream. Raises :class:`BackendUnavailable`
+        when Redis is needed and cannot be reached.
         """
         if last_event_id in self.history:
-            return self.history.replay_after(last_event_id, matches)
+            replay = self.history.replay_after(last_event_id, matches, project=project, now=trio.current_time())
+            if replay.reset is None:
+                return replay
+            # The copy lost something after the id; Redis trims approximately (it keeps
+            # at least as much), so it may still answer.
         order = parse_event_id(last_event_id)
         if order is None:
             return Replay([], "unknown_id")
+        if order < self._ttl_floor():
+            return Replay([], "history_gap")  # past history_ttl: not replayable, wherever it is stored
         try:
+            keys = self._filter_keys(project)
+            if keys is not None:
+                events = await replay_from_windows(self._redis, keys, last_event_id, order, matches)
+                if events is not None:
+                    return Replay(events)
             return await self._replay_from_redis(last_event_id, order, matches)
         except REDIS_ERRORS as exc:
             self._mark(False)
@@ -237,6 +298,8 @@ class RedisBackend:
     async def _replay_from_redis(
         self, last_event_id: str, order: EventOrder, matches: Callable[[Event], bool]
     ) -> Replay:
+        """From the shared stream: ``XRANGE`` pages from the id on, so the cost follows the
+        entries after it, not the stream's length."""
         async with self._redis.pipeline(transaction=False) as pipe:
             itself = pipe.xrange(self.stream_key, last_event_id, last_event_id, count=1)
             oldest = pipe.xrange(self.stream_key, "-", "+", count=1)
@@ -261,39 +324,61 @@ class RedisBackend:
                 break
         return Replay(events)
 
-    async def rewind(self, count: int, matches: Callable[[Event], bool]) -> list[Event]:
-        """The newest ``count`` matching entries of the shared stream, read from its newest end.
+    async def rewind(self, count: int, matches: Callable[[Event], bool], *, project: str | None = None) -> list[Event]:
+        """The newest ``count`` matching events, read from the newest end.
 
-        Reads pages with ``XREVRANGE`` and stops at ``count`` matches or after
-        ``history_size`` entries (what the stream keeps). Raises
-        :class:`BackendUnavailable` when Redis cannot be reached.
+        A project filter reads its window and the broadcasts' first (see
+        :func:`~trio_sse.runtime.backends.redis_windows.rewind_from_windows`); otherwise,
+        or when those cannot answer alone, the shared stream with ``XREVRANGE`` pages,
+        stopping at ``count`` matches, after ``history_size`` entries (what the stream
+        keeps) or at ``history_ttl``. Raises :class:`BackendUnavailable` when Redis
+        cannot be reached.
         """
-        found: list[Event] = []
         if count <= 0:
-            return found
+            return []
+        floor = self._ttl_floor()
         try:
-            end, scanned = "+", 0
-            while scanned < self.history_size:
-                page = await self._redis.xrevrange(self.stream_key, end, "-", count=REPLAY_PAGE)
-                for entry in page:
-                    event = event_from_entry(entry)
-                    if matches(event):
-                        found.append(event)
-                        if len(found) == count:
-                            break
-                scanned += len(page)
-                if len(found) == count or len(page) < REPLAY_PAGE:
-                    break
-                end = f"({entry_text(page[-1].identifier)}"
+            keys = self._filter_keys(project)
+            if keys is not None:
+                windowed = await rewind_from_windows(self._redis, keys, count, matches, floor)
+                if windowed is not None:
+                    return windowed
+            found = await self._rewind_shared(count, matches, floor)
         except REDIS_ERRORS as exc:
             self._mark(False)
             raise BackendUnavailable(f"the Redis backend is unreachable ({type(exc).__name__})") from None
         found.reverse()
         return found
 
+    async def _rewind_shared(self, count: int, matches: Callable[[Event], bool], floor: EventOrder) -> list[Event]:
+        """Newest first: up to ``count`` matching entries of the shared stream."""
+        found: list[Event] = []
+        end, scanned = "+", 0
+        while scanned < self.history_size:
+            page = await self._redis.xrevrange(self.stream_key, end, "-", count=REPLAY_PAGE)
+            for entry in page:
+                event = event_from_entry(entry)
+                if event.order < floor:
+                    return found
+                if matches(event):
+                    found.append(event)
+                    if len(found) == count:
+                        return found
+            scanned += len(page)
+            if len(page) < REPLAY_PAGE:
+                break
+            end = f"({entry_text(page[-1].identifier)}"
+        return found
+
     def history_stats(self) -> dict[str, Any]:
         """The shared stream's figures (refreshed every few seconds) plus this reader's position."""
-        return {**self._info, "capacity": self.history_size, "read_up_to": self._reader.last_id}
+        return {
+            **self._info,
+            "capacity": self.history_size,
+            "project_capacity": self.project_history_size,
+            "ttl": self.history_ttl,
+            "read_up_to": self._reader.last_id,
+        }
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -39,9 +39,9 @@ async def publish_busy(publish_many: Any) -> tuple[str, str]:
 
 async def expect_resume(client: SSETestClient, first: str, second: str) -> None:
     async with client.stream(project="a", last_event_id=first) as stream:
-        assert (await stream.next_event(timeout=5)).event == "connected"
+        assert (await stream.next_event(timeout=5)).type == "connected"
         event = await stream.next_event(timeout=5)
-        assert (event.event, event.id, json.loads(event.data)) == ("commit", second, "a2")  # not stream_reset
+        assert (event.type, event.id, json.loads(event.data)) == ("commit", second, "a2")  # not stream_reset
         await stream.assert_no_event_within(0.05)
 
 
@@ -55,9 +55,9 @@ async def test_a_stream_without_project_filter_still_gets_history_gap(client_fac
     async with client_factory(**BUSY) as (_, client):
         first, _ = await publish_busy(client.publish_many)
         async with client.stream(last_event_id=first) as stream:
-            assert (await stream.next_event(timeout=5)).event == "connected"
+            assert (await stream.next_event(timeout=5)).type == "connected"
             reset = await stream.next_event(timeout=5)
-            assert reset.event == "stream_reset"
+            assert reset.type == "stream_reset"
             assert json.loads(reset.data) == {"reason": "history_gap", "last_event_id": first}
 
 
@@ -84,6 +84,18 @@ async def test_rewind_of_a_project_reads_its_window(client_factory) -> None:
         assert [e.id for e in got] == [first, second]
 
 
+async def test_rewind_over_http_of_a_quiet_project_sends_what_only_its_window_holds(client_factory) -> None:
+    """``?project=a&rewind=5`` after the busy project: ``a``'s first event is out of the global
+    window but in ``a``'s, so the stream's rewind (not only the backend's) must read that window."""
+    async with client_factory(**BUSY) as (_, client):
+        first, second = await publish_busy(client.publish_many)
+        async with client.stream(project="a", query={"rewind": "5"}) as stream:
+            assert (await stream.next_event(timeout=5)).type == "connected"
+            got = [await stream.next_event(timeout=5) for _ in range(2)]
+            assert [(e.id, json.loads(e.data)) for e in got] == [(first, "a1"), (second, "a2")]
+            await stream.assert_no_event_within(0.05)
+
+
 async def test_events_past_history_ttl_are_not_replayed(client_factory, autojump_clock) -> None:
     async with client_factory(**BUSY, history_ttl=60) as (_, client):
         first = await client.publish("commit", "a1", "a")
@@ -92,7 +104,7 @@ async def test_events_past_history_ttl_are_not_replayed(client_factory, autojump
         await expect_resume(client, first, second)  # younger than the ttl
         await trio.sleep(31)
         async with client.stream(project="a", last_event_id=first) as stream:
-            assert (await stream.next_event(timeout=5)).event == "connected"
+            assert (await stream.next_event(timeout=5)).type == "connected"
             reset = await stream.next_event(timeout=5)
             assert json.loads(reset.data) == {"reason": "history_gap", "last_event_id": first}
 

@@ -245,7 +245,7 @@ class Connection(StreamDriver):
             replay = await self._replay(self.last_event_id, self.subscription)
             await self._write_replay(transport, replay, self.last_event_id)
         elif rewind:
-            rewound = await self._rewind(rewind, self.subscription.accepts)
+            rewound = await self._rewind(rewind, self.subscription.accepts, self.subscription.project_id)
             await self._write_replay(transport, Replay(rewound), None)
         self.preamble_written()
         heartbeat_interval = settings.heartbeat_interval
@@ -318,7 +318,9 @@ class Connection(StreamDriver):
         if message.rewind:
             # Only what the stream was not sent: the client has the rest already.
             already, accepts = self.already_sent(message.previous.accepts), message.subscription.accepts
-            rewound = await self._rewind(message.rewind, lambda event: accepts(event) and not already(event))
+            rewound = await self._rewind(
+                message.rewind, lambda event: accepts(event) and not already(event), message.subscription.project_id
+            )
             await self._write_replay(transport, Replay(rewound), None)
             return
         if message.last_event_id is None:
@@ -341,11 +343,14 @@ class Connection(StreamDriver):
             await trio.lowlevel.checkpoint()  # raises Cancelled: the run scope is cancelled
             raise
 
-    async def _rewind(self, count: int, matches: Callable[[Event], bool]) -> list[Event]:
+    async def _rewind(self, count: int, matches: Callable[[Event], bool], project: str | None) -> list[Event]:
         """The backend's newest ``count`` matching events; when it cannot answer, the stream
-        ends (``backend_unavailable``) as for a replay, so the client asks again later."""
+        ends (``backend_unavailable``) as for a replay, so the client asks again later.
+
+        ``project`` (the stream's project filter) lets the backend read that project's
+        window, which keeps a quiet project's events after the global window lost them."""
         try:
-            return await self.hub.backend.rewind(count, matches)
+            return await self.hub.backend.rewind(count, matches, project=project)
         except BackendUnavailable:
             self.close(CloseReason.BACKEND_UNAVAILABLE)
             await trio.lowlevel.checkpoint()  # raises Cancelled: the run scope is cancelled

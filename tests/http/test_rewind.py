@@ -178,10 +178,10 @@ async def test_an_event_published_while_the_rewind_is_read_arrives_exactly_once(
         racing: list[str] = []
         rewound = trio.Event()
 
-        async def rewind_racing_publishes(count: int, matches: Any) -> list[Event]:
+        async def rewind_racing_publishes(count: int, matches: Any, *, project: str | None = None) -> list[Event]:
             racing.append(await hub.publish("commit", "before"))
             await trio.sleep(0.2)  # it is fanned out (and queued for the stream) meanwhile
-            found: list[Event] = await read(count, matches)
+            found: list[Event] = await read(count, matches, project=project)
             racing.append(await hub.publish("commit", "after"))
             rewound.set()
             return found
@@ -299,7 +299,7 @@ async def test_a_rewind_the_backend_cannot_answer_ends_the_stream_instead_of_goi
 
     async with server_and_http(live_server_factory) as (server, http):
 
-        async def unreachable(count: int, matches: Any) -> list[Event]:
+        async def unreachable(count: int, matches: Any, *, project: str | None = None) -> list[Event]:
             raise BackendUnavailable("the Redis backend is unreachable (test)")
 
         server.hub.backend.rewind = unreachable

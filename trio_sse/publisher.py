@@ -86,7 +86,7 @@ from .client import (
     redacted,
 )
 from .core.backoff import DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, reconnect_delay
-from .core.errors import InvalidValue
+from .core.errors import InvalidValue, UnknownEventTypes
 from .core.events import EVENT_TYPE_PATTERN, dumps_json
 from .core.validation import EventTooLarge, check_project_id, check_tags
 
@@ -170,13 +170,16 @@ def encode_event(
 ) -> bytes:
     """One batch item's JSON, checked with the server's rules (see the module doc).
 
-    Raises :class:`~trio_sse.core.errors.InvalidValue` (bad type name, ``project_id``,
-    data JSON cannot carry), :class:`~trio_sse.core.errors.InvalidTags` or
+    Raises :class:`~trio_sse.core.errors.UnknownEventTypes` for a type name no server can
+    register, :class:`~trio_sse.core.errors.InvalidValue` (a type that is not a string, a
+    bad ``project_id``, data JSON cannot carry), :class:`~trio_sse.core.errors.InvalidTags` or
     :class:`~trio_sse.core.errors.EventTooLarge` (data over ``max_event_bytes``; ``None``
     leaves that check to the server). Whether the server registers the type is its to say.
     """
-    if not isinstance(event_type, str) or not EVENT_TYPE_PATTERN.fullmatch(event_type):
-        raise InvalidValue(f"event_type must be a string matching ^{EVENT_TYPE_PATTERN.pattern}$")
+    if not isinstance(event_type, str):
+        raise InvalidValue("event_type must be a string")
+    if not EVENT_TYPE_PATTERN.fullmatch(event_type):
+        raise UnknownEventTypes([event_type])  # no server can register it: its 422
     project = check_project_id(project_id)
     checked_tags = check_tags(tags)
     data_json = dumps_json(data)  # serialised once; the item embeds it as it is
@@ -409,7 +412,7 @@ class _Options:
 
 # -- the trio publisher ----------------------------------------------------------------
 
-_WAITING, _SENT, _WITHDRAWN, _DONE = range(4)
+_ROOM, _WAITING, _SENT, _WITHDRAWN, _DONE = range(5)
 
 
 @attrs.define(eq=False, slots=True)
@@ -440,13 +443,13 @@ class Publisher:
         self._options = options
         self._backoff = options.backoff(rng)
         self._where = redacted(options.url)
-        self._queue: deque[_Pending] = deque()
-        self._space = trio.Semaphore(options.max_pending)
+        self._queue: deque[_Pending] = deque()  # at most max_pending (withdrawn ones until taken)
+        self._room: deque[_Pending] = deque()  # callers waiting for room in the queue, in call order
         self._kick = trio.Event()
         self._progress = trio.Event()
         self._closing = False
         self._stopped = trio.Event()
-        self._seq = 0  # the last event queued
+        self._seq = 0  # the last event called
         self._settled = 0  # every event up to this one is settled (in order: one batch at a time)
         self._in_flight: list[_Pending] = []
         self.requests = 0
@@ -455,7 +458,8 @@ class Publisher:
 
     @property
     def pending(self) -> int:
-        """Events queued and not yet taken into a batch (withdrawn ones included until then)."""
+        """Events queued and not yet taken into a batch (withdrawn ones included until then);
+        callers waiting for room are not counted."""
         return len(self._queue)
 
     async def publish(
@@ -465,38 +469,43 @@ class Publisher:
 
         Raises at once, queueing nothing, what the event's own checks refuse
         (:func:`encode_event`) and :class:`PublisherClosed` after :meth:`aclose`. Waits
-        while ``max_pending`` events are queued. Then raises :class:`SSEHTTPError` for the
-        server's refusal of this event (or of the batch: a ``401``; a 429/503 that
-        outlasted ``max_attempts``), :class:`SSEConnectionError` when the server could not
-        be reached in ``max_attempts`` attempts, and :class:`PublishOutcomeUnknown` when the
-        batch was sent and no answer came. Cancelled while queued: the event is withdrawn,
-        never sent; cancelled after its batch left: see the module doc.
+        while ``max_pending`` events are queued (its turn kept). Then raises
+        :class:`SSEHTTPError` for the server's refusal of this event (or of the batch: a
+        ``401``; a 429/503 that outlasted ``max_attempts``), :class:`SSEConnectionError`
+        when the server could not be reached in ``max_attempts`` attempts, and
+        :class:`PublishOutcomeUnknown` when the batch was sent and no answer came.
+        Cancelled while queued: the event is withdrawn, never sent; cancelled after its
+        batch left: see the module doc.
         """
         body = encode_event(event_type, data, project_id, tags, max_event_bytes=self._options.max_event_bytes)
         if self._closing:
             raise PublisherClosed("the publisher is closed")
-        await self._space.acquire()
-        if self._closing:
-            self._space.release()
-            raise PublisherClosed("the publisher is closed")
         self._seq += 1
+        # Queued (or given its turn) before any checkpoint: events are stored in call order.
         item = _Pending(body, self._seq, trio.current_time())
-        self._queue.append(item)
-        if len(self._queue) == 1 or len(self._queue) >= self._options.max_batch:
-            self._kick.set()
+        if self._room or len(self._queue) >= self._options.max_pending:
+            item.state = _ROOM
+            self._room.append(item)
+        else:
+            self._enqueue(item)
         try:
             await item.done.wait()
         except BaseException:
-            if item.state == _WAITING:
-                item.state = _WITHDRAWN  # the sender drops it (and frees its slot) when it reaches it
+            if item.state in (_ROOM, _WAITING):
+                item.state = _WITHDRAWN  # the sender drops it when it reaches it
             raise
         if item.error is not None:
             raise item.error
         assert item.id is not None
         return item.id
 
+    def _enqueue(self, item: _Pending) -> None:
+        self._queue.append(item)
+        if len(self._queue) == 1 or len(self._queue) >= self._options.max_batch:
+            self._kick.set()
+
     async def flush(self) -> None:
-        """Wait until every event queued before this call is settled (published or failed)."""
+        """Wait until every event called before this call is settled (published or failed)."""
         target = self._seq
         while self._settled < target and not self._stopped.is_set():
             await self._progress.wait()
@@ -515,13 +524,29 @@ class Publisher:
         self._kick = trio.Event()
         await self._kick.wait()
 
-    def _usable(self, item: _Pending) -> bool:
-        self._space.release()
+    @staticmethod
+    def _usable(item: _Pending) -> bool:
         if item.state == _WITHDRAWN:
-            item.settle(None, None)  # nobody waits for it; it only has to count as settled
+            item.settle(None, None)  # nobody waits for it
             return False
         item.state = _SENT
         return True
+
+    def _admit(self) -> None:
+        """Move callers waiting for room into the queue, in their order."""
+        now = trio.current_time()
+        while self._room and len(self._queue) < self._options.max_pending:
+            item = self._room.popleft()
+            if item.state == _WITHDRAWN:
+                item.settle(None, None)
+                continue
+            item.state, item.queued_at = _WAITING, now
+            self._queue.append(item)
+
+    def _report(self, settled: int) -> None:
+        self._settled = settled
+        self._progress.set()
+        self._progress = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Send batches until :meth:`aclose` and the queue is empty (:func:`open_publisher` runs it)."""
@@ -530,6 +555,7 @@ class Publisher:
         try:
             while True:
                 if not self._queue:
+                    self._report(self._seq)  # idle: all called so far is settled (or withdrawn)
                     if self._closing:
                         return
                     await self._wait_for_kick()
@@ -538,15 +564,13 @@ class Publisher:
                     with trio.move_on_at(self._queue[0].queued_at + options.linger):
                         while len(self._queue) < options.max_batch and not self._closing:
                             await self._wait_for_kick()
-                batch, popped = options.take(self._queue, self._usable)
-                last = self._settled + popped  # seqs are consecutive and taken in order
+                batch, _ = options.take(self._queue, self._usable)
+                self._admit()
                 if batch:
                     self._in_flight = batch
                     await self._carry_out(_delivery(list(batch), self._where, options.max_attempts, self._backoff))
                     self._in_flight = []
-                self._settled = last
-                self._progress.set()
-                self._progress = trio.Event()
+                    self._report(batch[-1].seq)
         finally:
             self._closing = True
             self._give_up()
@@ -558,10 +582,11 @@ class Publisher:
         for item in self._in_flight:
             if item.state != _DONE:
                 item.settle(None, PublishOutcomeUnknown("the publisher was closed while its batch was in flight"))
-        while self._queue:
-            item = self._queue.popleft()
-            if item.state != _DONE:
-                item.settle(None, PublisherClosed("the publisher was closed before this event was sent"))
+        for waiting in (self._queue, self._room):
+            while waiting:
+                item = waiting.popleft()
+                if item.state != _DONE:
+                    item.settle(None, PublisherClosed("the publisher was closed before this event was sent"))
 
     async def _carry_out(self, delivery: _Delivery) -> None:
         result: _Result = None

@@ -126,7 +126,7 @@ async def test_sync_publisher_refused_event_fails_only_its_caller_and_close_flus
             publisher.close()
             with pytest.raises(PublisherClosed):
                 publisher.submit("commit", "late")
-            return [f.exception() or f.result() for f in futures]
+            return [f.exception(timeout=10) or f.result(0) for f in futures]
 
         a, b, c = await trio.to_thread.run_sync(scenario)
         assert isinstance(b, SSEHTTPError) and b.status == 422
@@ -161,7 +161,7 @@ def test_sync_a_cancelled_future_is_withdrawn_and_never_sent() -> None:
     withdrawn = publisher.submit("commit", 2)
     assert withdrawn.cancel()
     publisher.close()
-    assert kept.result(0) == "id-0"
+    assert kept.result(10) == "id-0"
     assert recorder.batches == [[1]]
 
 

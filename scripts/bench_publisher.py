@@ -37,6 +37,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -284,6 +285,10 @@ def main() -> None:
         print(json.dumps(runner(args.client, args.url, args.callers, args.warmup, args.duration)))
         return
 
+    # A SIGTERM (or a SIGINT to a background job, which ignores it by default) must still
+    # run the ``finally`` that stops the server of the case in progress.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     servers = [s for s in args.only.split(",") if s]
     modes = [m for m in args.modes.split(",") if m]
     info = machine()

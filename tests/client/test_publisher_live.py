@@ -20,6 +20,7 @@ import httpx
 import orjson
 import pytest
 import trio
+import trio.testing
 
 from trio_sse.client import SSEHTTPError
 from trio_sse.publisher import PublisherClosed, PublishOutcomeUnknown, SyncPublisher, open_publisher
@@ -78,6 +79,47 @@ async def test_trio_publisher_waits_out_the_servers_publish_rate(live_server_fac
         assert trio.current_time() - start >= 1.0
         assert publisher.retries >= 1
         check_each_once_in_caller_order(server.hub, results, 40, 30)
+
+
+async def test_trio_publisher_a_cancelled_waiting_caller_is_never_published(live_server_factory) -> None:
+    """Against a real server: the withdrawn event is not in the batch the block's end sends."""
+    async with live_server_factory(publish_rate=10**9) as server:
+        kept: list[str] = []
+        async with open_publisher(server.base_url, linger=60.0) as publisher:  # only the end sends
+            async with trio.open_nursery() as nursery:
+
+                async def keep(data: str) -> None:
+                    kept.append(await publisher.publish("commit", data))
+
+                nursery.start_soon(keep, "before")
+                impatient = trio.CancelScope()
+
+                async def withdraw() -> None:
+                    with impatient:
+                        await publisher.publish("commit", "withdrawn")
+
+                nursery.start_soon(withdraw)
+                nursery.start_soon(keep, "after")
+                await trio.testing.wait_all_tasks_blocked()
+                assert publisher.pending == 3
+                impatient.cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                await publisher.aclose()  # the queue is sent now
+        assert sorted(data for _, data in stored(server.hub)) == ["after", "before"]
+        assert publisher.requests == 1 and len(kept) == 2
+
+
+async def test_sync_publisher_a_cancelled_future_is_never_published(live_server_factory) -> None:
+    async with live_server_factory(publish_rate=10**9) as server:
+
+        def scenario() -> list[Any]:
+            with SyncPublisher(server.base_url, linger=60.0) as publisher:
+                futures = [publisher.submit("commit", n) for n in range(5)]
+                assert futures[2].cancel()  # still queued: withdrawn
+            return [f.result(10) for f in futures if not f.cancelled()]
+
+        ids = await trio.to_thread.run_sync(scenario)
+        assert stored(server.hub) == list(zip(ids, [0, 1, 3, 4], strict=True))
 
 
 def run_threads(publisher: SyncPublisher, threads: int, each: int) -> dict[tuple[int, int], str]:

@@ -9,7 +9,7 @@
     event_id = publisher.publish("task_update", {"task": 7})             # from any thread
 
 One request per event costs a server about 400 µs of CPU (hypercorn's per-request work,
-see docs/performance.md), a batch of 1,000 about as much per request plus a few µs per
+see docs/performance.md), a batch of 1,000 about as much per request plus about 10 µs per
 event. So the publishers collect the events of concurrent callers and send them as one
 ``{"events": [...]}`` batch: once ``max_batch`` events wait, or ``linger`` seconds after the
 oldest waiting one arrived, whichever comes first; and while a batch is on its way, the

@@ -45,7 +45,7 @@ import random
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import httpx
@@ -66,6 +66,9 @@ __all__ = [
     "SYSTEM_EVENTS",
     "Event",
     "EventSource",
+    "PublishOutcomeUnknown",
+    "Publisher",
+    "PublisherClosed",
     "SSEClientError",
     "SSEConnectionError",
     "SSEHTTPError",
@@ -73,8 +76,10 @@ __all__ = [
     "SSEStreamError",
     "State",
     "StateChange",
+    "SyncPublisher",
     "connect",
     "endpoint_url",
+    "open_publisher",
     "open_url",
     "publish",
     "reconnect_delay",
@@ -1000,3 +1005,24 @@ async def publish(
             raise await _error_from(response)
         event_id: str = response.json()["id"]
         return event_id
+
+
+# -- the batching publishers, from trio_sse.publisher -----------------------------------
+
+if TYPE_CHECKING:
+    from .publisher import Publisher, PublisherClosed, PublishOutcomeUnknown, SyncPublisher, open_publisher
+
+_PUBLISHER_NAMES = frozenset(
+    {"Publisher", "PublisherClosed", "PublishOutcomeUnknown", "SyncPublisher", "open_publisher"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    """The publishers resolve lazily (PEP 562): :mod:`trio_sse.publisher` imports this module."""
+    if name not in _PUBLISHER_NAMES:
+        raise AttributeError(f"module 'trio_sse.client' has no attribute {name!r}")
+    from . import publisher
+
+    value = getattr(publisher, name)
+    globals()[name] = value
+    return value

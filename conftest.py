@@ -21,11 +21,18 @@ import sys
 
 import psutil
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 import trio_sse.pytest_plugin
 
 # pytester: tests/test_testing_kit.py runs a user's project through pytest in-process.
 pytest_plugins = ["pytester"]
+
+# No per-example deadline: on a shared 2-core machine an example's first call (an import,
+# a cold cache) can take 300 ms, and a deadline then fails on the machine, not the code.
+# Costs that must stay linear have tests of their own that measure them.
+hypothesis_settings.register_profile("trio_sse", deadline=None)
+hypothesis_settings.load_profile("trio_sse")
 
 #: Seconds the suite's children get to exit after the last test (a browser or a server
 #: stopped by the last fixture may still be on its way out).

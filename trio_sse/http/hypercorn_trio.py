@@ -62,11 +62,12 @@ import attrs
 import psutil
 import trio
 from hypercorn.config import Config, Sockets
-from hypercorn.events import Event, Updated
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import MAX_RECV
 from hypercorn.trio.tcp_server import TCPServer as HypercornTCPServer
 from hypercorn.trio.udp_server import UDPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -78,9 +79,11 @@ from ..runtime.hub import PROCESS_FIGURES
 
 __all__ = [
     "ADAPTER",
+    "CONNECTION_KEY",
     "COUNTERS",
     "STREAM_KEY",
     "AdapterMisses",
+    "ClientWatcher",
     "Config",
     "IdleConnections",
     "ServerCounters",
@@ -165,6 +168,12 @@ class _Closable(Protocol):
     def close_idle(self) -> None: ...
 
 
+class ClientWatcher(Protocol):
+    """A stream told by its connection's reading task when the client leaves."""
+
+    def client_gone(self) -> None: ...
+
+
 class IdleConnections:
     """The connections with no request in progress, oldest idle first, at most ``limit``.
 
@@ -243,6 +252,9 @@ class TCPServer(HypercornTCPServer):
         self._idle_scope: trio.CancelScope | None = None
         #: False once nothing more can be read: the client has gone (or we closed).
         self._reading = True
+        #: The stream of the request in progress that asked to be told when the client
+        #: leaves (:meth:`ServerTransport.watch_client`): this task reads the socket anyway.
+        self.client_watcher: ClientWatcher | None = None
 
     def close_idle(self) -> None:
         """Close this idle connection now (its idle timer's task closes it at its next turn)."""
@@ -273,7 +285,7 @@ class TCPServer(HypercornTCPServer):
                     task_group,
                     # A state of its own per connection, holding the connection's stream for
                     # transport_for (hypercorn's shares one dict between every connection).
-                    ConnectionState({**self.state, STREAM_KEY: self._own_stream}),
+                    ConnectionState({**self.state, STREAM_KEY: self._own_stream, CONNECTION_KEY: self}),
                     ssl,
                     client,
                     server,
@@ -313,14 +325,52 @@ class TCPServer(HypercornTCPServer):
             await super().protocol_send(event)
 
     async def _read_data(self) -> None:
-        await super()._read_data()
+        """hypercorn's read loop, telling the client watcher as soon as nothing more can be read.
+
+        Also without hypercorn's ``fail_after(read_timeout or inf)`` around every read when
+        there is no ``read_timeout``: an entered cancel scope with nothing to cancel is
+        ~1 KB for as long as a stream's connection waits for its client.
+        """
+        timeout = self.config.read_timeout
+        stream = self.stream
+        protocol = self.protocol
+        while True:
+            try:
+                if timeout:
+                    with trio.fail_after(timeout):
+                        data = await stream.receive_some(MAX_RECV)
+                else:
+                    data = await stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            if not data:
+                self._client_left()
+            await protocol.handle(RawData(bytes(data)))
+            if not data:
+                break
+        self._client_left()
+        await protocol.handle(Closed())
         # EOF, a broken connection, or our own close: nothing more will arrive, so no
         # idle timer may hold the connection open. Once any request in progress has
         # ended (hypercorn has already told it http.disconnect) the nursery is empty and
         # the socket is closed.
-        self._reading = False
         self._leave_idle()
         await self.idle_task.stop()
+
+    def _client_left(self) -> None:
+        """Nothing more can be read: no new watcher is taken, and the current one is told."""
+        self._reading = False
+        watcher, self.client_watcher = self.client_watcher, None
+        if watcher is not None:
+            watcher.client_gone()
+
+    def watch_client(self, watcher: ClientWatcher | None) -> bool:
+        """Tell ``watcher`` (the request in progress) when the client leaves; False if it
+        already has (the request learns it from ``http.disconnect``). None: stop."""
+        if watcher is not None and not self._reading:
+            return False
+        self.client_watcher = watcher
+        return True
 
     async def _idle_timeout(self) -> None:
         with trio.move_on_after(self.config.keep_alive_timeout) as scope:
@@ -645,6 +695,8 @@ async def serve(
 #: The key of ``scope["state"]`` (ASGI's per-request copy of the lifespan state) under which
 #: trio_sse's worker hands each request the trio stream of its connection.
 STREAM_KEY = "trio_sse.connection_stream"
+#: ... and its connection (:class:`TCPServer`), which can tell a stream when the client leaves.
+CONNECTION_KEY = "trio_sse.connection"
 #: The hypercorn releases this module was checked against (``pyproject.toml`` pins them).
 CHECKED_HYPERCORN = "0.18"
 
@@ -704,10 +756,12 @@ class ServerTransport:
     - ``socket``: the TCP socket for direct writes (HTTP/1.1 over plain TCP), else None;
     - ``h2_buffer``: hypercorn's outgoing buffer of this HTTP/2 stream (``buffer``,
       ``drain()``), else None;
-    - :meth:`abort`: frees a write stuck in hypercorn's shielded ``send_all``.
+    - :meth:`abort`: frees a write stuck in hypercorn's shielded ``send_all``;
+    - :meth:`watch_client`: the connection's reading task tells the stream when the client
+      leaves, so the stream needs no task of its own waiting for ``http.disconnect``.
     """
 
-    __slots__ = ("_addresses", "_closable", "h2_buffer", "socket")
+    __slots__ = ("_addresses", "_closable", "_connection", "h2_buffer", "socket")
 
     def __init__(
         self,
@@ -715,11 +769,13 @@ class ServerTransport:
         h2_buffer: Any,
         closable: trio.socket.SocketType | None,
         addresses: tuple[Any, Any] | None,
+        connection: TCPServer | None = None,
     ) -> None:
         self.socket = socket
         self.h2_buffer = h2_buffer
         self._closable = closable
         self._addresses = addresses
+        self._connection = connection
 
     def abort(self) -> None:
         """Close the connection under an HTTP/1.x response, so that a blocked write returns
@@ -728,6 +784,20 @@ class ServerTransport:
             self._closable.close()
         elif self._addresses is not None:
             shutdown_by_addresses(*self._addresses)
+
+    def watch_client(self, watcher: ClientWatcher | None) -> bool:
+        """Have ``watcher.client_gone()`` called when the client leaves; True if it will be.
+
+        Only trio_sse's own worker can (its :class:`TCPServer` reads the connection), only
+        for HTTP/1.x, and only for a request without a body (with one, the app has to read
+        it, and whatever reads it also sees ``http.disconnect``); False as well when the
+        client has already left (``http.disconnect`` is waiting in ``receive``). ``None``
+        stops it (the stream is over; the connection may carry another request).
+        """
+        connection = self._connection
+        if connection is None:
+            return False
+        return connection.watch_client(watcher)
 
 
 def transport_for(scope: Mapping[str, Any], receive: Any, send: Any) -> ServerTransport:
@@ -745,7 +815,7 @@ def transport_for(scope: Mapping[str, Any], receive: Any, send: Any) -> ServerTr
 
     A ``send`` wrapped by a middleware gets no direct writes (they would skip it) but
     still the abort; a server that is not hypercorn (an in-process test client) gets
-    nothing, silently.
+    nothing, silently. Only the first route offers :meth:`~ServerTransport.watch_client`.
     """
     version = scope.get("http_version", "1.1")
     http1 = version in ("1.0", "1.1")
@@ -754,6 +824,7 @@ def transport_for(scope: Mapping[str, Any], receive: Any, send: Any) -> ServerTr
     state = scope.get("state")
     stream = state.get(STREAM_KEY) if isinstance(state, dict) else None
     direct = own_send  # through our worker's state: only when nothing stands between us and hypercorn
+    connection: TCPServer | None = None
     if stream is None:
         stream = _stream_by_walk(send)
         direct = stream is not None  # the walk reached it through hypercorn's own objects
@@ -763,6 +834,10 @@ def transport_for(scope: Mapping[str, Any], receive: Any, send: Any) -> ServerTr
                 "streams write through ASGI only (no direct writes); a stuck HTTP/1.x write is freed by "
                 "shutting its socket down by address",
             )
+    elif http1 and not _has_body(scope):
+        assert isinstance(state, dict)
+        found = state.get(CONNECTION_KEY)
+        connection = found if isinstance(found, TCPServer) else None
     sock = _socket_of(stream)
     addresses = (scope.get("server"), scope.get("client")) if http1 and sock is None and own_send else None
     h2_buffer = None
@@ -774,7 +849,16 @@ def transport_for(scope: Mapping[str, Any], receive: Any, send: Any) -> ServerTr
                 "an HTTP/2 stream whose client stops reading is not detected until hypercorn's send blocks",
             )
     plain = sock if direct and version == "1.1" and isinstance(stream, trio.SocketStream) else None
-    return ServerTransport(plain, h2_buffer, sock if http1 else None, addresses)
+    return ServerTransport(plain, h2_buffer, sock if http1 else None, addresses, connection)
+
+
+def _has_body(scope: Mapping[str, Any]) -> bool:
+    """Whether the request announces a body (RFC 9112 6.3: Transfer-Encoding, or a Content-Length above 0)."""
+    for key, value in scope.get("headers", ()):
+        name = key.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"0", b"")):
+            return True
+    return False
 
 
 def _is_hypercorn(send: Any) -> bool:

@@ -27,7 +27,7 @@ from ..runtime.hub import Hub
 from .auth import authenticator_for, require_project
 from .errors import send_refusal, to_api_error
 from .fastpath import ChunkedSocketWriter
-from .hypercorn_trio import ServerTransport, transport_for
+from .hypercorn_trio import ClientWatcher, ServerTransport, transport_for
 from .params import client_address, header, parse_stream_params
 
 __all__ = ["AsgiTransport", "serve_stream"]
@@ -133,6 +133,11 @@ class AsgiTransport:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 return
+
+    def watch_client(self, watcher: ClientWatcher | None) -> bool:
+        """The server calls ``watcher.client_gone()`` when the client leaves, if it can (True):
+        then nothing needs to wait in :meth:`wait_closed`."""
+        return self._server.watch_client(watcher)
 
     def abort(self) -> None:
         # Under HTTP/2 the socket carries every stream of the connection: never closed for one.

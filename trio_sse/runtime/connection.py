@@ -155,7 +155,7 @@ class Connection(StreamDriver):
         queue_size = hub.settings.queue_size
         # Items: event batches (their length counts against queue_size), control messages.
         send, self._recv = trio.open_memory_channel[Any](queue_size + CONTROL_RESERVE + 1)
-        super().__init__(hub.settings.send_timeout, queue_size, send, last_event_id)
+        super().__init__(hub.settings.send_timeout, queue_size, send, last_event_id, hub.write_deadlines)
         self.hub = hub
         self.id = connection_id
         self.client = client

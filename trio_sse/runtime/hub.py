@@ -41,6 +41,7 @@ from ..settings import Settings
 from .admission import Admission, ConnectionRefused, PublishRateExceeded, Refusal, client_key
 from .backends import Backend
 from .connection import ClientInfo, Connection
+from .driver import WriteDeadlines
 from .flusher import ROUND_SPACING, Flusher
 from .memory import MemoryGuard, MemoryWatch
 from .registry import Registry, UnknownConnection
@@ -92,6 +93,8 @@ class Hub:
         self._registry = registry = Registry()
         self._admission = Admission(settings, self.stats)
         self._flusher = Flusher(settings, registry, self.stats)
+        #: The send deadlines of every one-task stream's transport writes (one task, not one per stream).
+        self.write_deadlines = WriteDeadlines()
         self._subscriptions = Subscriptions(self.event_types, registry, self._flusher)
         #: ``read_rss`` (bytes) is injectable so memory pressure can be tested without using memory.
         self.memory = MemoryGuard(settings.memory_limit, read_rss or memory_rss_bytes)
@@ -357,6 +360,7 @@ async def open_hub(
     hub = Hub(settings, backend, read_rss=read_rss)
     async with trio.open_nursery() as nursery:
         await nursery.start(hub._flusher.run)
+        await nursery.start(hub.write_deadlines.run)
         if hub.memory.enabled:
             await nursery.start(hub._memory_watch.run)
         # The backend hands events to the flusher itself: no hop through the facade per event.

@@ -56,7 +56,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from random import randint
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import attrs
 import psutil
@@ -72,7 +72,7 @@ from hypercorn.trio.tcp_server import TCPServer as HypercornTCPServer
 from hypercorn.trio.udp_server import UDPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
-from hypercorn.utils import ShutdownError, parse_socket_addr, raise_shutdown, repr_socket_addr, wrap_app
+from hypercorn.utils import ShutdownError, parse_socket_addr, raise_shutdown, repr_socket_addr
 from quart_trio.asgi import TrioASGILifespan
 
 from ..runtime.hub import PROCESS_FIGURES
@@ -85,6 +85,7 @@ __all__ = [
     "AdapterMisses",
     "ClientWatcher",
     "Config",
+    "DirectASGI",
     "IdleConnections",
     "ServerCounters",
     "ServerTransport",
@@ -639,8 +640,10 @@ async def worker_serve(
 
                 connection = partial(TCPServer, app, config, context, ConnectionState(lifespan_state.copy()), idle=idle)
 
-                async def handle(stream: trio.abc.Stream) -> None:
-                    await connection(stream).run()
+                def handle(stream: trio.abc.Stream) -> Awaitable[None]:
+                    # The connection's run itself, not a coroutine awaiting it: this frame
+                    # would live as long as the connection (a stream: hours).
+                    return connection(stream).run()
 
                 shortage = DescriptorShortage()
                 task_status.started(binds)
@@ -672,6 +675,23 @@ async def worker_serve(
             sock.close()
 
 
+class DirectASGI:
+    """hypercorn's ``ASGIWrapper`` (the app called with ``scope, receive, send``), minus its
+    coroutine: ``__call__`` returns the app's own awaitable for hypercorn to await.
+
+    Why: the wrapper's frame lives as long as the request, and a stream's request lasts
+    hours; thousands of idle streams each kept one (~0.5 KB).
+    """
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, scope: Any, receive: Any, send: Any, sync_spawn: Any, call_soon: Any) -> Awaitable[None]:
+        return cast(Awaitable[None], self.app(scope, receive, send))
+
+
 async def serve(
     app: Any,
     config: Config,
@@ -682,7 +702,7 @@ async def serve(
 ) -> None:
     """``hypercorn.trio.serve`` through :func:`worker_serve`: an ASGI app until ``shutdown_trigger`` returns."""
     await worker_serve(
-        wrap_app(app, config.wsgi_max_body_size, None),
+        cast(AppWrapper, DirectASGI(app)),
         config,
         idle_connection_limit=idle_connection_limit,
         shutdown_trigger=shutdown_trigger,

@@ -181,50 +181,40 @@ async def serve_stream(
         subscription = hub.subscription(params.event_types, params.project_id, dict(params.tags))
         info = ClientInfo(address, header(headers, b"user-agent"), principal.sub, principal.projects)
         # Not an AsyncExitStack: it would hold a deque (~0.8 KB) for every open stream.
+        # And everything of the stream's life inline, below: every frame of a helper
+        # coroutine would live as long as the stream.
         async with hub.connect(
             subscription,
             last_event_id=params.last_event_id,
             client=info,
             expires_at=principal.expires_at,
         ) as connection:
-            await _run(hub, connection, scope, receive, send, headers, extra)
+            del params, principal  # what the stream needs of them, the connection holds
+            setting = hub.settings.stream_compression
+            coding = negotiate(setting, _accept_encoding(headers))
+            gzip = new_encoder(coding)
+            transport = AsgiTransport(
+                receive,
+                send,
+                _stream_headers(connection, compression_on=setting != "off", coding=coding) + extra,
+                http_version=scope.get("http_version", "1.1"),
+                gzip=gzip,
+                scope=scope,
+            )
+            try:
+                await connection.run(transport)
+            finally:
+                # A stream closed before its first write still gets a complete (empty) response.
+                if connection.can_finish or not transport.started:
+                    with trio.CancelScope(shield=True):
+                        await transport.finish()
+                if connection.close_reason == "server_shutdown":
+                    # The client's reconnect must not reuse this keep-alive connection: it
+                    # would reach this closing server and get a 503, which makes a browser's
+                    # EventSource give up for good. A new connection reaches a live instance.
+                    transport.abort()
     except Exception as exc:
         error = to_api_error(exc) if connection is None else None
         if error is None:
             raise
         await send_refusal(send, scope, error, extra, sub=sub)
-
-
-async def _run(
-    hub: Hub,
-    connection: Connection,
-    scope: dict[str, Any],
-    receive: Any,
-    send: Any,
-    headers: list[tuple[bytes, bytes]],
-    extra: list[tuple[bytes, bytes]],
-) -> None:
-    """Write a registered stream until it ends, then end the response."""
-    setting = hub.settings.stream_compression
-    coding = negotiate(setting, _accept_encoding(headers))
-    gzip = new_encoder(coding)
-    transport = AsgiTransport(
-        receive,
-        send,
-        _stream_headers(connection, compression_on=setting != "off", coding=coding) + extra,
-        http_version=scope.get("http_version", "1.1"),
-        gzip=gzip,
-        scope=scope,
-    )
-    try:
-        await connection.run(transport)
-    finally:
-        # A stream closed before its first write still gets a complete (empty) response.
-        if connection.can_finish or not transport.started:
-            with trio.CancelScope(shield=True):
-                await transport.finish()
-        if connection.close_reason == "server_shutdown":
-            # The client's reconnect must not reuse this keep-alive connection: it
-            # would reach this closing server and get a 503, which makes a browser's
-            # EventSource give up for good. A new connection reaches a live instance.
-            transport.abort()

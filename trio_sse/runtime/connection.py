@@ -37,7 +37,7 @@ Edges:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -194,17 +194,20 @@ class Connection(StreamDriver):
 
     # -- the connection task ----------------------------------------------------------
 
-    async def run(self, transport: Transport) -> None:
-        """Write the stream until it ends; returns normally in every case.
+    def run(self, transport: Transport) -> Coroutine[Any, Any, None]:
+        """Write the stream until it ends (await it); returns normally in every case.
 
         Afterwards ``close_reason`` says why it ended. The caller finishes the HTTP
-        response only when the reason allows a clean end (see ``can_finish``).
+        response only when the reason allows a clean end (see ``can_finish``). This is
+        :meth:`drive` itself, not a coroutine awaiting it, whose frame would live as long
+        as the stream.
         """
-        try:
-            await self.drive(transport, self._pump)
-        finally:
-            if self._direct is not None and self._direct.backlog:
-                self.send_failed()  # a half-written chunk cannot be followed by the final one
+        return self.drive(transport, self._pump)
+
+    def finished(self, reason: CloseReason | str = CloseReason.SERVER_SHUTDOWN) -> None:
+        if self._direct is not None and self._direct.backlog:
+            self.send_failed()  # a half-written chunk cannot be followed by the final one
+        super().finished(reason)
 
     async def _write_parts(self, transport: Transport, parts: list[bytes]) -> None:
         """One write of ``parts`` by the task, under ``send_timeout``."""

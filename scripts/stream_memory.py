@@ -110,7 +110,7 @@ async def _measure(conns: int) -> dict[str, Any]:
 
     async def load(n: int, *, ready: trio.Event | None = None) -> trio.Process:
         argv = [str(SSELOAD), "--host", "127.0.0.1", "--port", str(port), "--path", path, "--conns", str(n)]
-        argv += ["--duration", "600", "--ramp", "2000", "--timeout", "60", "--idle"]
+        argv += ["--duration", "900", "--ramp", "500", "--timeout", "300", "--idle"]
         return await trio.lowlevel.open_process(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     async def wait_ready(proc: trio.Process) -> int:
@@ -128,7 +128,7 @@ async def _measure(conns: int) -> dict[str, Any]:
         await proc.wait()
 
     async def until_gone(hub: Any) -> None:
-        while hub.statistics().active_connections:
+        while hub.statistics().active_connections:  # noqa: ASYNC110 - polled state, no event to wait on
             await trio.sleep(0.05)
 
     result: dict[str, Any] = {}
@@ -153,7 +153,12 @@ async def _measure(conns: int) -> dict[str, Any]:
             before = tracemalloc.take_snapshot()
             proc = await load(conns)
             opened = await wait_ready(proc)
-            await trio.sleep(2.0)
+            if opened != conns:
+                raise RuntimeError(f"only {opened} of {conns} streams opened")
+            with trio.fail_after(120):  # every stream registered and idle (direct writes open)
+                while len(hub.connections()) != conns or not all(c.direct_ready for c in hub.connections()):  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+            await trio.sleep(1.0)
             gc.collect()
             after = tracemalloc.take_snapshot()
             tasks_after = trio.lowlevel.current_statistics().tasks_living

@@ -233,6 +233,16 @@ class TCPServer(HypercornTCPServer):
     Each connection gets a state of its own (a copy of the lifespan state) holding its trio
     stream under :data:`STREAM_KEY`: hypercorn copies it into every request's scope, so
     :func:`transport_for` finds the socket without walking hypercorn's objects.
+
+    The read loop tells a stream that asked (:meth:`watch_client`) when the client leaves,
+    right after hypercorn's protocol has taken the close. It is leaner than hypercorn's
+    where it waits, because a stream's connection waits there for as long as the stream
+    lasts, thousands at once: it runs in :meth:`run`'s own frame (no ``_read_data``
+    coroutine), without ``fail_after(read_timeout or inf)`` around each read when there is
+    no ``read_timeout`` (an entered cancel scope, ~1 KB), and on plain TCP it does the read
+    of trio's ``SocketStream.receive_some`` itself — try the non-blocking socket, else
+    ``wait_readable`` — instead of through its five nested coroutines and context manager
+    (~2 KB while waiting).
     """
 
     def __init__(
@@ -263,7 +273,8 @@ class TCPServer(HypercornTCPServer):
             self._idle_scope.cancel()
 
     async def run(self) -> None:
-        """hypercorn's ``TCPServer.run``, with the TLS handshake counted as idle time."""
+        """hypercorn's ``TCPServer.run``, with the TLS handshake counted as idle time, and its
+        read loop (``_read_data``) inline: see the class docstring."""
         try:
             if isinstance(self.stream, trio.SSLStream):
                 if not await self._handshake():
@@ -276,7 +287,7 @@ class TCPServer(HypercornTCPServer):
                 sock = self.stream.socket
                 ssl = False
             client = parse_socket_addr(sock.family, sock.getpeername())
-            server = parse_socket_addr(sock.family, sock.getsockname())
+            server = _server_address(sock.family, sock.getsockname())
             async with TaskGroup() as task_group:
                 self._task_group = task_group
                 self.protocol = ProtocolWrapper(
@@ -295,7 +306,54 @@ class TCPServer(HypercornTCPServer):
                 )
                 await self.protocol.initiate()
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
-                await self._read_data()
+                # hypercorn's _read_data, in this frame (see the class docstring: read loop).
+                timeout = self.config.read_timeout
+                stream = self.stream
+                protocol = self.protocol
+                plain = stream.socket if isinstance(stream, trio.SocketStream) and not timeout else None
+                while True:
+                    if plain is not None:
+                        fd = plain.fileno()  # -1 once closed (by an abort): never read a reused descriptor
+                        if fd < 0:
+                            break
+                        try:
+                            data = os.read(fd, MAX_RECV)
+                        except BlockingIOError:
+                            data = None
+                        except OSError:  # reset, or closed under us: as trio's BrokenResourceError
+                            break
+                        if data is None:
+                            # Waited for outside the except clause, which would keep the exception
+                            # and its traceback alive for as long as the wait (~0.7 KB).
+                            try:
+                                await trio.lowlevel.wait_readable(plain)
+                            except trio.ClosedResourceError:
+                                break
+                            continue
+                        await trio.lowlevel.checkpoint()  # a read that did not wait is still a checkpoint
+                    else:
+                        try:
+                            if timeout:
+                                with trio.fail_after(timeout):
+                                    data = bytes(await stream.receive_some(MAX_RECV))
+                            else:
+                                data = bytes(await stream.receive_some(MAX_RECV))
+                        except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                            break
+                    await protocol.handle(RawData(data))
+                    if not data:
+                        break
+                await protocol.handle(Closed())
+                # After hypercorn's protocol has taken the close, as the app's ``http.disconnect``
+                # always came after it: the stream learns it in the same order as before, one
+                # scheduler hop sooner than a watchdog task woken by that message would.
+                self._client_left()
+                # EOF, a broken connection, or our own close: nothing more will arrive, so no
+                # idle timer may hold the connection open. Once any request in progress has
+                # ended (hypercorn has already told it http.disconnect) the nursery is empty and
+                # the socket is closed.
+                self._leave_idle()
+                await self.idle_task.stop()
         except OSError:
             pass
         finally:
@@ -324,60 +382,6 @@ class TCPServer(HypercornTCPServer):
                 await self.idle_task.stop()
         else:
             await super().protocol_send(event)
-
-    async def _read_data(self) -> None:
-        """hypercorn's read loop, telling the client watcher as soon as nothing more can be read.
-
-        Leaner than hypercorn's where it waits, because a stream's connection waits here for
-        as long as the stream lasts: no ``fail_after(read_timeout or inf)`` around each read
-        when there is no ``read_timeout`` (an entered cancel scope, ~1 KB), and on plain TCP
-        the read of trio's ``SocketStream.receive_some`` done in this frame — try the
-        non-blocking socket, else ``wait_readable`` — instead of through its five nested
-        coroutines and context manager (~2 KB while waiting).
-        """
-        timeout = self.config.read_timeout
-        stream = self.stream
-        protocol = self.protocol
-        plain = stream.socket if isinstance(stream, trio.SocketStream) and not timeout else None
-        while True:
-            if plain is not None:
-                fd = plain.fileno()  # -1 once closed (by an abort): never read a reused descriptor
-                if fd < 0:
-                    break
-                try:
-                    data = os.read(fd, MAX_RECV)
-                except BlockingIOError:
-                    try:
-                        await trio.lowlevel.wait_readable(plain)
-                    except trio.ClosedResourceError:
-                        break
-                    continue
-                except OSError:  # reset, or closed under us: as trio's BrokenResourceError
-                    break
-                await trio.lowlevel.checkpoint()  # a read that did not wait is still a checkpoint
-            else:
-                try:
-                    if timeout:
-                        with trio.fail_after(timeout):
-                            data = bytes(await stream.receive_some(MAX_RECV))
-                    else:
-                        data = bytes(await stream.receive_some(MAX_RECV))
-                except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
-                    break
-            await protocol.handle(RawData(data))
-            if not data:
-                break
-        await protocol.handle(Closed())
-        # After hypercorn's protocol has taken the close, as the app's ``http.disconnect``
-        # always came after it: the stream learns it in the same order as before, one
-        # scheduler hop sooner than a watchdog task woken by that message would.
-        self._client_left()
-        # EOF, a broken connection, or our own close: nothing more will arrive, so no
-        # idle timer may hold the connection open. Once any request in progress has
-        # ended (hypercorn has already told it http.disconnect) the nursery is empty and
-        # the socket is closed.
-        self._leave_idle()
-        await self.idle_task.stop()
 
     def _client_left(self) -> None:
         """Nothing more can be read: no new watcher is taken, and the current one is told."""
@@ -416,6 +420,21 @@ class TCPServer(HypercornTCPServer):
         if scope is None or self._idle_scope is scope:
             self._idle_scope = None
             self.idle.discard(self)
+
+
+#: The server's address as hypercorn gives it to each request (``scope["server"]``), one
+#: tuple per listening address rather than one per connection.
+_SERVER_ADDRESSES: dict[tuple[int, Any], tuple[str, int] | None] = {}
+
+
+def _server_address(family: int, sockname: Any) -> tuple[str, int] | None:
+    key = (family, sockname)
+    address = _SERVER_ADDRESSES.get(key)
+    if address is None:
+        if len(_SERVER_ADDRESSES) >= 64:  # bounded whatever the sockets (many binds, tests)
+            _SERVER_ADDRESSES.clear()
+        address = _SERVER_ADDRESSES[key] = parse_socket_addr(family, sockname)
+    return address
 
 
 class ReserveDescriptor:

@@ -16,7 +16,7 @@ write, events, heartbeats, the end — goes through the stream's one encoder
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
@@ -99,7 +99,7 @@ class AsgiTransport:
     ) -> None:
         self._receive = receive
         self._send = send
-        self._headers = headers
+        self._headers: Sequence[tuple[bytes, bytes]] = headers
         self._chunked = http_version == "1.1"
         self._gzip = gzip
         self.started = False
@@ -118,6 +118,7 @@ class AsgiTransport:
             await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
             # Only now: a head interrupted before it was sent must be sent again by finish().
             self.started = True
+            self._headers = ()  # sent: not kept for the life of the stream
             await self._send({"type": "http.response.body", "body": data, "more_body": True})
             if self._chunked and self._socket is not None:
                 # hypercorn has written the head and the first chunk: the rest may go direct.

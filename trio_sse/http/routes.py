@@ -323,7 +323,7 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
         path, method = scope["path"], scope["method"]
         if path == stream_path and method == "GET":
             # The stream keeps hypercorn's own send (the direct-write path needs it).
-            return serve_stream(get_hub(), scope, receive, send, extra_headers=cors_headers)
+            return serve_stream(get_hub(), scope, receive, send, extra_headers=cors_headers or None)
         if path == stats_stream_path and method == "GET":
             # Same reason: the send deadline's abort needs hypercorn's own send.
             return serve_stats_stream(get_hub(), scope, receive, send, extra_headers=cors_headers)

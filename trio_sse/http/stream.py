@@ -34,6 +34,7 @@ __all__ = ["AsgiTransport", "serve_stream"]
 
 
 FINAL_WRITE_TIMEOUT = 1.0
+_NO_HEADERS: list[tuple[bytes, bytes]] = []  # never modified
 #: An HTTP/2 write waits (under ``send_timeout``) for hypercorn's buffer of the stream to
 #: empty once it holds this much: the client is not keeping up (two frames of 16 KiB).
 H2_BUFFER_LIMIT = 32 * 1024
@@ -169,7 +170,7 @@ async def serve_stream(
     extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Handle one ``GET /sse/events`` request from start to end (``extra_headers``: CORS)."""
-    extra = extra_headers or []
+    extra = extra_headers or _NO_HEADERS  # not a new list held by every stream
     address = client_address(scope)
     headers = scope.get("headers", [])
     sub: str | None = None  # known once the token is verified, for the audit line of a refusal
@@ -197,7 +198,7 @@ async def serve_stream(
             transport = AsgiTransport(
                 receive,
                 send,
-                _stream_headers(connection, compression_on=setting != "off", coding=coding) + extra,
+                [*_stream_headers(connection, compression_on=setting != "off", coding=coding), *extra],
                 http_version=scope.get("http_version", "1.1"),
                 gzip=gzip,
                 scope=scope,

@@ -114,6 +114,13 @@ class WriteDeadlines:
             self._scope = None
 
 
+def _watch_client(transport: object, driver: StreamDriver | None) -> bool:
+    """``transport.watch_client(driver)`` if it has one (looked up when called: a bound method
+    kept in ``drive``'s frame would live as long as the stream)."""
+    watch: Callable[[Any], bool] | None = getattr(transport, "watch_client", None)
+    return watch is not None and watch(driver)
+
+
 class StreamDriver(StreamMachine):
     """A stream's task: runs a body under the token's deadline, with its writes timed and
     the client's leaving noticed (by the server, or by a watchdog task: see the module)."""
@@ -172,9 +179,8 @@ class StreamDriver(StreamMachine):
         transport failed under us, else ``server_shutdown`` (cancelled from outside).
         """
         self._transport = transport
-        watch_client: Callable[[Any], bool] | None = getattr(transport, "watch_client", None)
         deadlines = self._deadlines
-        one_task = deadlines is not None and deadlines.running and watch_client is not None and watch_client(self)
+        one_task = deadlines is not None and deadlines.running and _watch_client(transport, self)
         try:
             if self.reason is not None:  # ended before it started
                 return
@@ -202,8 +208,7 @@ class StreamDriver(StreamMachine):
             self.finished(CloseReason.CLIENT_CLOSED)  # the transport failed under us
         finally:
             if one_task:
-                assert watch_client is not None
-                watch_client(None)
+                _watch_client(transport, None)
             self.finished()
 
     async def _watch(self, transport: Transport, *, task_status: trio.TaskStatus[None]) -> None:

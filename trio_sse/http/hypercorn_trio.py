@@ -66,7 +66,7 @@ from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
-from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.task_group import TaskGroup, _handle
 from hypercorn.trio.tcp_server import MAX_RECV
 from hypercorn.trio.tcp_server import TCPServer as HypercornTCPServer
 from hypercorn.trio.udp_server import UDPServer
@@ -288,7 +288,7 @@ class TCPServer(HypercornTCPServer):
                 ssl = False
             client = parse_socket_addr(sock.family, sock.getpeername())
             server = _server_address(sock.family, sock.getsockname())
-            async with TaskGroup() as task_group:
+            async with _TaskGroup() as task_group:
                 self._task_group = task_group
                 self.protocol = ProtocolWrapper(
                     self.app,
@@ -594,7 +594,7 @@ async def accept_loop(
             stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
             if ssl_context is not None:
                 stream = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
-            handler_nursery.start_soon(_run_connection, handle, stream)
+            handler_nursery.start_soon(_run_connection, handle, stream, name=_CONNECTION_TASK)
 
 
 def client_has_gone(sock: socket.socket) -> bool:
@@ -605,6 +605,39 @@ def client_has_gone(sock: socket.socket) -> bool:
         return False  # connected, nothing sent yet
     except OSError:
         return True  # reset
+
+
+#: The name of every connection's task, and of every request's task: one string for all
+#: of them (trio otherwise formats one per task, ~90 B each, for as long as it lives).
+_CONNECTION_TASK = "trio_sse.http.hypercorn_trio.connection"
+_REQUEST_TASK = "hypercorn.trio.task_group._handle"
+
+
+class _TaskGroup(TaskGroup):
+    """hypercorn's task group of one connection; its request tasks share one name string."""
+
+    async def spawn_app(
+        self,
+        app: AppWrapper,
+        config: Config,
+        scope: Any,
+        send: Callable[[Any], Awaitable[None]],
+    ) -> Callable[[Any], Awaitable[None]]:
+        # hypercorn 0.18's TaskGroup.spawn_app (pyproject pins it), with name=.
+        app_send_channel, app_receive_channel = trio.open_memory_channel[Any](config.max_app_queue_size)
+        assert self._nursery is not None
+        self._nursery.start_soon(
+            _handle,
+            app,
+            config,
+            scope,
+            app_receive_channel.receive,
+            send,
+            trio.to_thread.run_sync,
+            trio.from_thread.run,
+            name=_REQUEST_TASK,
+        )
+        return app_send_channel.send
 
 
 async def _run_connection(handle: Callable[[trio.abc.Stream], Awaitable[None]], stream: trio.abc.Stream) -> None:

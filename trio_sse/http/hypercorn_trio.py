@@ -53,6 +53,7 @@ import math
 import os
 import resource
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from random import randint
@@ -66,7 +67,7 @@ from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
-from hypercorn.trio.task_group import TaskGroup, _handle
+from hypercorn.trio.task_group import _handle
 from hypercorn.trio.tcp_server import MAX_RECV
 from hypercorn.trio.tcp_server import TCPServer as HypercornTCPServer
 from hypercorn.trio.udp_server import UDPServer
@@ -287,9 +288,11 @@ class TCPServer(HypercornTCPServer):
                 sock = self.stream.socket
                 ssl = False
             client = parse_socket_addr(sock.family, sock.getpeername())
+            if client is not None:  # one host string for every connection from that host (a proxy's)
+                client = (sys.intern(client[0]), client[1])
             server = _server_address(sock.family, sock.getsockname())
             async with _TaskGroup() as task_group:
-                self._task_group = task_group
+                self._task_group = cast(Any, task_group)  # hypercorn types it as its own class
                 self.protocol = ProtocolWrapper(
                     self.app,
                     self.config,
@@ -613,8 +616,28 @@ _CONNECTION_TASK = "trio_sse.http.hypercorn_trio.connection"
 _REQUEST_TASK = "hypercorn.trio.task_group._handle"
 
 
-class _TaskGroup(TaskGroup):
-    """hypercorn's task group of one connection; its request tasks share one name string."""
+class _TaskGroup:
+    """hypercorn's ``TaskGroup`` for one connection (the same interface: ``spawn_app``,
+    ``spawn``, ``_nursery``), with slots instead of an instance dict, and request tasks
+    that share one name string."""
+
+    __slots__ = ("_manager", "_nursery")
+
+    def __init__(self) -> None:
+        self._manager: Any = None
+        self._nursery: trio.Nursery | None = None
+
+    async def __aenter__(self) -> _TaskGroup:
+        self._manager = trio.open_nursery()
+        self._nursery = await self._manager.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        manager, self._manager = self._manager, None
+        try:
+            await manager.__aexit__(*exc_info)
+        finally:
+            self._nursery = None
 
     async def spawn_app(
         self,
@@ -638,6 +661,10 @@ class _TaskGroup(TaskGroup):
             name=_REQUEST_TASK,
         )
         return app_send_channel.send
+
+    def spawn(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(func, *args)
 
 
 async def _run_connection(handle: Callable[[trio.abc.Stream], Awaitable[None]], stream: trio.abc.Stream) -> None:

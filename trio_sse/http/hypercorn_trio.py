@@ -53,35 +53,40 @@ import math
 import os
 import resource
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from random import randint
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import attrs
 import psutil
 import trio
 from hypercorn.config import Config, Sockets
-from hypercorn.events import Event, Updated
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
-from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.task_group import _handle
+from hypercorn.trio.tcp_server import MAX_RECV
 from hypercorn.trio.tcp_server import TCPServer as HypercornTCPServer
 from hypercorn.trio.udp_server import UDPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
-from hypercorn.utils import ShutdownError, parse_socket_addr, raise_shutdown, repr_socket_addr, wrap_app
+from hypercorn.utils import ShutdownError, parse_socket_addr, raise_shutdown, repr_socket_addr
 from quart_trio.asgi import TrioASGILifespan
 
 from ..runtime.hub import PROCESS_FIGURES
 
 __all__ = [
     "ADAPTER",
+    "CONNECTION_KEY",
     "COUNTERS",
     "STREAM_KEY",
     "AdapterMisses",
+    "ClientWatcher",
     "Config",
+    "DirectASGI",
     "IdleConnections",
     "ServerCounters",
     "ServerTransport",
@@ -165,6 +170,12 @@ class _Closable(Protocol):
     def close_idle(self) -> None: ...
 
 
+class ClientWatcher(Protocol):
+    """A stream told by its connection's reading task when the client leaves."""
+
+    def client_gone(self) -> None: ...
+
+
 class IdleConnections:
     """The connections with no request in progress, oldest idle first, at most ``limit``.
 
@@ -223,6 +234,16 @@ class TCPServer(HypercornTCPServer):
     Each connection gets a state of its own (a copy of the lifespan state) holding its trio
     stream under :data:`STREAM_KEY`: hypercorn copies it into every request's scope, so
     :func:`transport_for` finds the socket without walking hypercorn's objects.
+
+    The read loop tells a stream that asked (:meth:`watch_client`) when the client leaves,
+    right after hypercorn's protocol has taken the close. It is leaner than hypercorn's
+    where it waits, because a stream's connection waits there for as long as the stream
+    lasts, thousands at once: it runs in :meth:`run`'s own frame (no ``_read_data``
+    coroutine), without ``fail_after(read_timeout or inf)`` around each read when there is
+    no ``read_timeout`` (an entered cancel scope, ~1 KB), and on plain TCP it does the read
+    of trio's ``SocketStream.receive_some`` itself — try the non-blocking socket, else
+    ``wait_readable`` — instead of through its five nested coroutines and context manager
+    (~2 KB while waiting).
     """
 
     def __init__(
@@ -243,6 +264,9 @@ class TCPServer(HypercornTCPServer):
         self._idle_scope: trio.CancelScope | None = None
         #: False once nothing more can be read: the client has gone (or we closed).
         self._reading = True
+        #: The stream of the request in progress that asked to be told when the client
+        #: leaves (:meth:`ServerTransport.watch_client`): this task reads the socket anyway.
+        self.client_watcher: ClientWatcher | None = None
 
     def close_idle(self) -> None:
         """Close this idle connection now (its idle timer's task closes it at its next turn)."""
@@ -250,7 +274,8 @@ class TCPServer(HypercornTCPServer):
             self._idle_scope.cancel()
 
     async def run(self) -> None:
-        """hypercorn's ``TCPServer.run``, with the TLS handshake counted as idle time."""
+        """hypercorn's ``TCPServer.run``, with the TLS handshake counted as idle time, and its
+        read loop (``_read_data``) inline: see the class docstring."""
         try:
             if isinstance(self.stream, trio.SSLStream):
                 if not await self._handshake():
@@ -263,9 +288,11 @@ class TCPServer(HypercornTCPServer):
                 sock = self.stream.socket
                 ssl = False
             client = parse_socket_addr(sock.family, sock.getpeername())
-            server = parse_socket_addr(sock.family, sock.getsockname())
-            async with TaskGroup() as task_group:
-                self._task_group = task_group
+            if client is not None:  # one host string for every connection from that host (a proxy's)
+                client = (sys.intern(client[0]), client[1])
+            server = _server_address(sock.family, sock.getsockname())
+            async with _TaskGroup() as task_group:
+                self._task_group = cast(Any, task_group)  # hypercorn types it as its own class
                 self.protocol = ProtocolWrapper(
                     self.app,
                     self.config,
@@ -273,7 +300,7 @@ class TCPServer(HypercornTCPServer):
                     task_group,
                     # A state of its own per connection, holding the connection's stream for
                     # transport_for (hypercorn's shares one dict between every connection).
-                    ConnectionState({**self.state, STREAM_KEY: self._own_stream}),
+                    ConnectionState({**self.state, STREAM_KEY: self._own_stream, CONNECTION_KEY: self}),
                     ssl,
                     client,
                     server,
@@ -282,7 +309,54 @@ class TCPServer(HypercornTCPServer):
                 )
                 await self.protocol.initiate()
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
-                await self._read_data()
+                # hypercorn's _read_data, in this frame (see the class docstring: read loop).
+                timeout = self.config.read_timeout
+                stream = self.stream
+                protocol = self.protocol
+                plain = stream.socket if isinstance(stream, trio.SocketStream) and not timeout else None
+                while True:
+                    if plain is not None:
+                        fd = plain.fileno()  # -1 once closed (by an abort): never read a reused descriptor
+                        if fd < 0:
+                            break
+                        try:
+                            data = os.read(fd, MAX_RECV)
+                        except BlockingIOError:
+                            data = None
+                        except OSError:  # reset, or closed under us: as trio's BrokenResourceError
+                            break
+                        if data is None:
+                            # Waited for outside the except clause, which would keep the exception
+                            # and its traceback alive for as long as the wait (~0.7 KB).
+                            try:
+                                await trio.lowlevel.wait_readable(plain)
+                            except trio.ClosedResourceError:
+                                break
+                            continue
+                        await trio.lowlevel.checkpoint()  # a read that did not wait is still a checkpoint
+                    else:
+                        try:
+                            if timeout:
+                                with trio.fail_after(timeout):
+                                    data = bytes(await stream.receive_some(MAX_RECV))
+                            else:
+                                data = bytes(await stream.receive_some(MAX_RECV))
+                        except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                            break
+                    await protocol.handle(RawData(data))
+                    if not data:
+                        break
+                await protocol.handle(Closed())
+                # After hypercorn's protocol has taken the close, as the app's ``http.disconnect``
+                # always came after it: the stream learns it in the same order as before, one
+                # scheduler hop sooner than a watchdog task woken by that message would.
+                self._client_left()
+                # EOF, a broken connection, or our own close: nothing more will arrive, so no
+                # idle timer may hold the connection open. Once any request in progress has
+                # ended (hypercorn has already told it http.disconnect) the nursery is empty and
+                # the socket is closed.
+                self._leave_idle()
+                await self.idle_task.stop()
         except OSError:
             pass
         finally:
@@ -312,15 +386,20 @@ class TCPServer(HypercornTCPServer):
         else:
             await super().protocol_send(event)
 
-    async def _read_data(self) -> None:
-        await super()._read_data()
-        # EOF, a broken connection, or our own close: nothing more will arrive, so no
-        # idle timer may hold the connection open. Once any request in progress has
-        # ended (hypercorn has already told it http.disconnect) the nursery is empty and
-        # the socket is closed.
+    def _client_left(self) -> None:
+        """Nothing more can be read: no new watcher is taken, and the current one is told."""
         self._reading = False
-        self._leave_idle()
-        await self.idle_task.stop()
+        watcher, self.client_watcher = self.client_watcher, None
+        if watcher is not None:
+            watcher.client_gone()
+
+    def watch_client(self, watcher: ClientWatcher | None) -> bool:
+        """Tell ``watcher`` (the request in progress) when the client leaves; False if it
+        already has (the request learns it from ``http.disconnect``). None: stop."""
+        if watcher is not None and not self._reading:
+            return False
+        self.client_watcher = watcher
+        return True
 
     async def _idle_timeout(self) -> None:
         with trio.move_on_after(self.config.keep_alive_timeout) as scope:
@@ -344,6 +423,21 @@ class TCPServer(HypercornTCPServer):
         if scope is None or self._idle_scope is scope:
             self._idle_scope = None
             self.idle.discard(self)
+
+
+#: The server's address as hypercorn gives it to each request (``scope["server"]``), one
+#: tuple per listening address rather than one per connection.
+_SERVER_ADDRESSES: dict[tuple[int, Any], tuple[str, int] | None] = {}
+
+
+def _server_address(family: int, sockname: Any) -> tuple[str, int] | None:
+    key = (family, sockname)
+    address = _SERVER_ADDRESSES.get(key)
+    if address is None:
+        if len(_SERVER_ADDRESSES) >= 64:  # bounded whatever the sockets (many binds, tests)
+            _SERVER_ADDRESSES.clear()
+        address = _SERVER_ADDRESSES[key] = parse_socket_addr(family, sockname)
+    return address
 
 
 class ReserveDescriptor:
@@ -503,7 +597,7 @@ async def accept_loop(
             stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
             if ssl_context is not None:
                 stream = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
-            handler_nursery.start_soon(_run_connection, handle, stream)
+            handler_nursery.start_soon(_run_connection, handle, stream, name=_CONNECTION_TASK)
 
 
 def client_has_gone(sock: socket.socket) -> bool:
@@ -514,6 +608,63 @@ def client_has_gone(sock: socket.socket) -> bool:
         return False  # connected, nothing sent yet
     except OSError:
         return True  # reset
+
+
+#: The name of every connection's task, and of every request's task: one string for all
+#: of them (trio otherwise formats one per task, ~90 B each, for as long as it lives).
+_CONNECTION_TASK = "trio_sse.http.hypercorn_trio.connection"
+_REQUEST_TASK = "hypercorn.trio.task_group._handle"
+
+
+class _TaskGroup:
+    """hypercorn's ``TaskGroup`` for one connection (the same interface: ``spawn_app``,
+    ``spawn``, ``_nursery``), with slots instead of an instance dict, and request tasks
+    that share one name string."""
+
+    __slots__ = ("_manager", "_nursery")
+
+    def __init__(self) -> None:
+        self._manager: Any = None
+        self._nursery: trio.Nursery | None = None
+
+    async def __aenter__(self) -> _TaskGroup:
+        self._manager = trio.open_nursery()
+        self._nursery = await self._manager.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        manager, self._manager = self._manager, None
+        try:
+            await manager.__aexit__(*exc_info)
+        finally:
+            self._nursery = None
+
+    async def spawn_app(
+        self,
+        app: AppWrapper,
+        config: Config,
+        scope: Any,
+        send: Callable[[Any], Awaitable[None]],
+    ) -> Callable[[Any], Awaitable[None]]:
+        # hypercorn 0.18's TaskGroup.spawn_app (pyproject pins it), with name=.
+        app_send_channel, app_receive_channel = trio.open_memory_channel[Any](config.max_app_queue_size)
+        assert self._nursery is not None
+        self._nursery.start_soon(
+            _handle,
+            app,
+            config,
+            scope,
+            app_receive_channel.receive,
+            send,
+            trio.to_thread.run_sync,
+            trio.from_thread.run,
+            name=_REQUEST_TASK,
+        )
+        return app_send_channel.send
+
+    def spawn(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(func, *args)
 
 
 async def _run_connection(handle: Callable[[trio.abc.Stream], Awaitable[None]], stream: trio.abc.Stream) -> None:
@@ -589,8 +740,10 @@ async def worker_serve(
 
                 connection = partial(TCPServer, app, config, context, ConnectionState(lifespan_state.copy()), idle=idle)
 
-                async def handle(stream: trio.abc.Stream) -> None:
-                    await connection(stream).run()
+                def handle(stream: trio.abc.Stream) -> Awaitable[None]:
+                    # The connection's run itself, not a coroutine awaiting it: this frame
+                    # would live as long as the connection (a stream: hours).
+                    return connection(stream).run()
 
                 shortage = DescriptorShortage()
                 task_status.started(binds)
@@ -622,6 +775,23 @@ async def worker_serve(
             sock.close()
 
 
+class DirectASGI:
+    """hypercorn's ``ASGIWrapper`` (the app called with ``scope, receive, send``), minus its
+    coroutine: ``__call__`` returns the app's own awaitable for hypercorn to await.
+
+    Why: the wrapper's frame lives as long as the request, and a stream's request lasts
+    hours; thousands of idle streams each kept one (~0.5 KB).
+    """
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, scope: Any, receive: Any, send: Any, sync_spawn: Any, call_soon: Any) -> Awaitable[None]:
+        return cast(Awaitable[None], self.app(scope, receive, send))
+
+
 async def serve(
     app: Any,
     config: Config,
@@ -632,7 +802,7 @@ async def serve(
 ) -> None:
     """``hypercorn.trio.serve`` through :func:`worker_serve`: an ASGI app until ``shutdown_trigger`` returns."""
     await worker_serve(
-        wrap_app(app, config.wsgi_max_body_size, None),
+        cast(AppWrapper, DirectASGI(app)),
         config,
         idle_connection_limit=idle_connection_limit,
         shutdown_trigger=shutdown_trigger,
@@ -645,6 +815,8 @@ async def serve(
 #: The key of ``scope["state"]`` (ASGI's per-request copy of the lifespan state) under which
 #: trio_sse's worker hands each request the trio stream of its connection.
 STREAM_KEY = "trio_sse.connection_stream"
+#: ... and its connection (:class:`TCPServer`), which can tell a stream when the client leaves.
+CONNECTION_KEY = "trio_sse.connection"
 #: The hypercorn releases this module was checked against (``pyproject.toml`` pins them).
 CHECKED_HYPERCORN = "0.18"
 
@@ -704,10 +876,12 @@ class ServerTransport:
     - ``socket``: the TCP socket for direct writes (HTTP/1.1 over plain TCP), else None;
     - ``h2_buffer``: hypercorn's outgoing buffer of this HTTP/2 stream (``buffer``,
       ``drain()``), else None;
-    - :meth:`abort`: frees a write stuck in hypercorn's shielded ``send_all``.
+    - :meth:`abort`: frees a write stuck in hypercorn's shielded ``send_all``;
+    - :meth:`watch_client`: the connection's reading task tells the stream when the client
+      leaves, so the stream needs no task of its own waiting for ``http.disconnect``.
     """
 
-    __slots__ = ("_addresses", "_closable", "h2_buffer", "socket")
+    __slots__ = ("_addresses", "_closable", "_connection", "h2_buffer", "socket")
 
     def __init__(
         self,
@@ -715,11 +889,13 @@ class ServerTransport:
         h2_buffer: Any,
         closable: trio.socket.SocketType | None,
         addresses: tuple[Any, Any] | None,
+        connection: TCPServer | None = None,
     ) -> None:
         self.socket = socket
         self.h2_buffer = h2_buffer
         self._closable = closable
         self._addresses = addresses
+        self._connection = connection
 
     def abort(self) -> None:
         """Close the connection under an HTTP/1.x response, so that a blocked write returns
@@ -728,6 +904,20 @@ class ServerTransport:
             self._closable.close()
         elif self._addresses is not None:
             shutdown_by_addresses(*self._addresses)
+
+    def watch_client(self, watcher: ClientWatcher | None) -> bool:
+        """Have ``watcher.client_gone()`` called when the client leaves; True if it will be.
+
+        Only trio_sse's own worker can (its :class:`TCPServer` reads the connection), only
+        for HTTP/1.x, and only for a request without a body (with one, the app has to read
+        it, and whatever reads it also sees ``http.disconnect``); False as well when the
+        client has already left (``http.disconnect`` is waiting in ``receive``). ``None``
+        stops it (the stream is over; the connection may carry another request).
+        """
+        connection = self._connection
+        if connection is None:
+            return False
+        return connection.watch_client(watcher)
 
 
 def transport_for(scope: Mapping[str, Any], receive: Any, send: Any) -> ServerTransport:
@@ -745,7 +935,7 @@ def transport_for(scope: Mapping[str, Any], receive: Any, send: Any) -> ServerTr
 
     A ``send`` wrapped by a middleware gets no direct writes (they would skip it) but
     still the abort; a server that is not hypercorn (an in-process test client) gets
-    nothing, silently.
+    nothing, silently. Only the first route offers :meth:`~ServerTransport.watch_client`.
     """
     version = scope.get("http_version", "1.1")
     http1 = version in ("1.0", "1.1")
@@ -754,6 +944,7 @@ def transport_for(scope: Mapping[str, Any], receive: Any, send: Any) -> ServerTr
     state = scope.get("state")
     stream = state.get(STREAM_KEY) if isinstance(state, dict) else None
     direct = own_send  # through our worker's state: only when nothing stands between us and hypercorn
+    connection: TCPServer | None = None
     if stream is None:
         stream = _stream_by_walk(send)
         direct = stream is not None  # the walk reached it through hypercorn's own objects
@@ -763,6 +954,10 @@ def transport_for(scope: Mapping[str, Any], receive: Any, send: Any) -> ServerTr
                 "streams write through ASGI only (no direct writes); a stuck HTTP/1.x write is freed by "
                 "shutting its socket down by address",
             )
+    elif http1 and not _has_body(scope):
+        assert isinstance(state, dict)
+        found = state.get(CONNECTION_KEY)
+        connection = found if isinstance(found, TCPServer) else None
     sock = _socket_of(stream)
     addresses = (scope.get("server"), scope.get("client")) if http1 and sock is None and own_send else None
     h2_buffer = None
@@ -774,7 +969,16 @@ def transport_for(scope: Mapping[str, Any], receive: Any, send: Any) -> ServerTr
                 "an HTTP/2 stream whose client stops reading is not detected until hypercorn's send blocks",
             )
     plain = sock if direct and version == "1.1" and isinstance(stream, trio.SocketStream) else None
-    return ServerTransport(plain, h2_buffer, sock if http1 else None, addresses)
+    return ServerTransport(plain, h2_buffer, sock if http1 else None, addresses, connection)
+
+
+def _has_body(scope: Mapping[str, Any]) -> bool:
+    """Whether the request announces a body (RFC 9112 6.3: Transfer-Encoding, or a Content-Length above 0)."""
+    for key, value in scope.get("headers", ()):
+        name = key.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"0", b"")):
+            return True
+    return False
 
 
 def _is_hypercorn(send: Any) -> bool:

@@ -11,7 +11,7 @@ blueprint mounts the lean ASGI stream handlers (:mod:`trio_sse.http.stream`,
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import orjson
@@ -272,6 +272,11 @@ def _adding_headers(send: Any, extra: list[tuple[bytes, bytes]]) -> Any:
     return send_with_headers
 
 
+async def _send_empty(send: Any, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> None:
     """Serve the hot paths — ``GET {prefix}/sse/events`` and ``POST {prefix}/sse/publish`` —
     with lean ASGI handlers in front of ``app``'s ASGI callable; everything else goes to Quart.
@@ -288,10 +293,11 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
         except RuntimeError:  # no hub yet: the app's other routes are still served
             return None
 
-    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+    def asgi_app(scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        # A plain function returning the handler's awaitable, not a coroutine awaiting it:
+        # its frame would otherwise live as long as the request (a stream: hours).
         if scope["type"] != "http":
-            await inner(scope, receive, send)
-            return
+            return cast(Awaitable[None], inner(scope, receive, send))
         cors_headers: list[tuple[bytes, bytes]] = []
         request_headers = scope.get("headers", [])
         origin = header(request_headers, b"origin", "latin-1")
@@ -303,8 +309,7 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
         if size > limit:
             error = ApiError(431, "head_too_large", f"the request head is {size} bytes; the limit is {limit}")
             allowed = None if settings is None else _cors_for(settings.cors_origins).response_headers(origin)
-            await send_refusal(send, scope, error, allowed)
-            return
+            return send_refusal(send, scope, error, allowed)
         if origin is not None:
             policy = _cors_for(get_hub().settings.cors_origins)
             if scope["method"] == "OPTIONS" and header(
@@ -315,32 +320,26 @@ def mount_lean_handlers(app: Quart, get_hub: Callable[[], Hub], prefix: str) -> 
                         origin, header(scope.get("headers", []), b"access-control-request-headers", "latin-1")
                     )
                 except ApiError as error:
-                    await send_refusal(send, scope, error)
-                    return
-                await send({"type": "http.response.start", "status": 204, "headers": headers})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
+                    return send_refusal(send, scope, error)
+                return _send_empty(send, 204, headers)
             cors_headers = policy.response_headers(origin)
         path, method = scope["path"], scope["method"]
         if path == stream_path and method == "GET":
             # The stream keeps hypercorn's own send (the direct-write path needs it).
-            await serve_stream(get_hub(), scope, receive, send, extra_headers=cors_headers)
-            return
+            return serve_stream(get_hub(), scope, receive, send, extra_headers=cors_headers or None)
         if path == stats_stream_path and method == "GET":
             # Same reason: the send deadline's abort needs hypercorn's own send.
-            await serve_stats_stream(get_hub(), scope, receive, send, extra_headers=cors_headers)
-            return
+            return serve_stats_stream(get_hub(), scope, receive, send, extra_headers=cors_headers)
         if cors_headers:
             send = _adding_headers(send, cors_headers)
         if path == publish_path and method == "POST":
-            await serve_publish(get_hub(), scope, receive, send)
-        elif path in (stream_path, publish_path):
+            return serve_publish(get_hub(), scope, receive, send)
+        if path in (stream_path, publish_path):
             is_stream = path == stream_path
             message = "use GET to open a stream" if is_stream else "use POST to publish"
             allow = "GET" if is_stream else "POST"
-            await send_refusal(send, scope, ApiError(405, "method_not_allowed", message, headers={"Allow": allow}))
-        else:
-            send = final_send_shielded(scope, send, get_hub().settings.send_timeout)
-            await inner(scope, receive, send)
+            return send_refusal(send, scope, ApiError(405, "method_not_allowed", message, headers={"Allow": allow}))
+        send = final_send_shielded(scope, send, get_hub().settings.send_timeout)
+        return cast(Awaitable[None], inner(scope, receive, send))
 
-    app.asgi_app = asgi_app  # type: ignore[method-assign]
+    app.asgi_app = asgi_app  # type: ignore[method-assign,assignment]

@@ -16,7 +16,7 @@ write, events, heartbeats, the end — goes through the stream's one encoder
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
@@ -27,13 +27,14 @@ from ..runtime.hub import Hub
 from .auth import authenticator_for, require_project
 from .errors import send_refusal, to_api_error
 from .fastpath import ChunkedSocketWriter
-from .hypercorn_trio import ServerTransport, transport_for
+from .hypercorn_trio import ClientWatcher, ServerTransport, transport_for
 from .params import client_address, header, parse_stream_params
 
 __all__ = ["AsgiTransport", "serve_stream"]
 
 
 FINAL_WRITE_TIMEOUT = 1.0
+_NO_HEADERS: list[tuple[bytes, bytes]] = []  # never modified
 #: An HTTP/2 write waits (under ``send_timeout``) for hypercorn's buffer of the stream to
 #: empty once it holds this much: the client is not keeping up (two frames of 16 KiB).
 H2_BUFFER_LIMIT = 32 * 1024
@@ -99,7 +100,7 @@ class AsgiTransport:
     ) -> None:
         self._receive = receive
         self._send = send
-        self._headers = headers
+        self._headers: Sequence[tuple[bytes, bytes]] = headers
         self._chunked = http_version == "1.1"
         self._gzip = gzip
         self.started = False
@@ -118,6 +119,7 @@ class AsgiTransport:
             await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
             # Only now: a head interrupted before it was sent must be sent again by finish().
             self.started = True
+            self._headers = ()  # sent: not kept for the life of the stream
             await self._send({"type": "http.response.body", "body": data, "more_body": True})
             if self._chunked and self._socket is not None:
                 # hypercorn has written the head and the first chunk: the rest may go direct.
@@ -133,6 +135,11 @@ class AsgiTransport:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 return
+
+    def watch_client(self, watcher: ClientWatcher | None) -> bool:
+        """The server calls ``watcher.client_gone()`` when the client leaves, if it can (True):
+        then nothing needs to wait in :meth:`wait_closed`."""
+        return self._server.watch_client(watcher)
 
     def abort(self) -> None:
         # Under HTTP/2 the socket carries every stream of the connection: never closed for one.
@@ -163,7 +170,7 @@ async def serve_stream(
     extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Handle one ``GET /sse/events`` request from start to end (``extra_headers``: CORS)."""
-    extra = extra_headers or []
+    extra = extra_headers or _NO_HEADERS  # not a new list held by every stream
     address = client_address(scope)
     headers = scope.get("headers", [])
     sub: str | None = None  # known once the token is verified, for the audit line of a refusal
@@ -176,51 +183,41 @@ async def serve_stream(
         subscription = hub.subscription(params.event_types, params.project_id, dict(params.tags))
         info = ClientInfo(address, header(headers, b"user-agent"), principal.sub, principal.projects)
         # Not an AsyncExitStack: it would hold a deque (~0.8 KB) for every open stream.
+        # And everything of the stream's life inline, below: every frame of a helper
+        # coroutine would live as long as the stream.
         async with hub.connect(
             subscription,
             last_event_id=params.last_event_id,
             client=info,
             expires_at=principal.expires_at,
         ) as connection:
-            await _run(hub, connection, scope, receive, send, headers, extra, params.rewind)
+            rewind = params.rewind
+            del params, principal  # what the stream needs of them, the connection holds
+            setting = hub.settings.stream_compression
+            coding = negotiate(setting, _accept_encoding(headers))
+            gzip = new_encoder(coding)
+            transport = AsgiTransport(
+                receive,
+                send,
+                [*_stream_headers(connection, compression_on=setting != "off", coding=coding), *extra],
+                http_version=scope.get("http_version", "1.1"),
+                gzip=gzip,
+                scope=scope,
+            )
+            try:
+                await connection.run(transport, rewind=rewind)
+            finally:
+                # A stream closed before its first write still gets a complete (empty) response.
+                if connection.can_finish or not transport.started:
+                    with trio.CancelScope(shield=True):
+                        await transport.finish()
+                if connection.close_reason == "server_shutdown":
+                    # The client's reconnect must not reuse this keep-alive connection: it
+                    # would reach this closing server and get a 503, which makes a browser's
+                    # EventSource give up for good. A new connection reaches a live instance.
+                    transport.abort()
     except Exception as exc:
         error = to_api_error(exc) if connection is None else None
         if error is None:
             raise
         await send_refusal(send, scope, error, extra, sub=sub)
-
-
-async def _run(
-    hub: Hub,
-    connection: Connection,
-    scope: dict[str, Any],
-    receive: Any,
-    send: Any,
-    headers: list[tuple[bytes, bytes]],
-    extra: list[tuple[bytes, bytes]],
-    rewind: int = 0,
-) -> None:
-    """Write a registered stream until it ends (first ``rewind`` events from history), then end the response."""
-    setting = hub.settings.stream_compression
-    coding = negotiate(setting, _accept_encoding(headers))
-    gzip = new_encoder(coding)
-    transport = AsgiTransport(
-        receive,
-        send,
-        _stream_headers(connection, compression_on=setting != "off", coding=coding) + extra,
-        http_version=scope.get("http_version", "1.1"),
-        gzip=gzip,
-        scope=scope,
-    )
-    try:
-        await connection.run(transport, rewind=rewind)
-    finally:
-        # A stream closed before its first write still gets a complete (empty) response.
-        if connection.can_finish or not transport.started:
-            with trio.CancelScope(shield=True):
-                await transport.finish()
-        if connection.close_reason == "server_shutdown":
-            # The client's reconnect must not reuse this keep-alive connection: it
-            # would reach this closing server and get a 503, which makes a browser's
-            # EventSource give up for good. A new connection reaches a live instance.
-            transport.abort()

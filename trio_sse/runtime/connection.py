@@ -37,7 +37,7 @@ Edges:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -158,7 +158,7 @@ class Connection(StreamDriver):
         queue_size = hub.settings.queue_size
         # Items: event batches (their length counts against queue_size), control messages.
         send, self._recv = trio.open_memory_channel[Any](queue_size + CONTROL_RESERVE + 1)
-        super().__init__(hub.settings.send_timeout, queue_size, send, last_event_id)
+        super().__init__(hub.settings.send_timeout, queue_size, send, last_event_id, hub.write_deadlines)
         self.hub = hub
         self.id = connection_id
         self.client = client
@@ -197,20 +197,22 @@ class Connection(StreamDriver):
 
     # -- the connection task ----------------------------------------------------------
 
-    async def run(self, transport: Transport, *, rewind: int = 0) -> None:
-        """Write the stream until it ends; returns normally in every case.
+    def run(self, transport: Transport, *, rewind: int = 0) -> Coroutine[Any, Any, None]:
+        """Write the stream until it ends (await it); returns normally in every case.
 
         With ``rewind`` and no ``Last-Event-ID`` the newest ``rewind`` matching events of
         the history come first, oldest first, then live events with no gap and no
-        duplicate (the replay's floor). Afterwards ``close_reason`` says why it ended. The
-        caller finishes the HTTP response only when the reason allows a clean end (see
-        ``can_finish``).
+        duplicate (the replay's floor). Afterwards ``close_reason`` says why it ended. The caller finishes the HTTP
+        response only when the reason allows a clean end (see ``can_finish``). This is
+        :meth:`drive` itself, not a coroutine awaiting it, whose frame would live as long
+        as the stream.
         """
-        try:
-            await self.drive(transport, partial(self._pump, rewind=rewind) if rewind else self._pump)
-        finally:
-            if self._direct is not None and self._direct.backlog:
-                self.send_failed()  # a half-written chunk cannot be followed by the final one
+        return self.drive(transport, partial(self._pump, rewind=rewind) if rewind else self._pump)
+
+    def finished(self, reason: CloseReason | str = CloseReason.SERVER_SHUTDOWN) -> None:
+        if self._direct is not None and self._direct.backlog:
+            self.send_failed()  # a half-written chunk cannot be followed by the final one
+        super().finished(reason)
 
     async def _write_parts(self, transport: Transport, parts: list[bytes]) -> None:
         """One write of ``parts`` by the task, under ``send_timeout``."""

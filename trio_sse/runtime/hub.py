@@ -41,9 +41,10 @@ from ..settings import Settings
 from .admission import Admission, ConnectionRefused, PublishRateExceeded, Refusal, client_key
 from .backends import Backend
 from .connection import ClientInfo, Connection
+from .driver import WriteDeadlines
 from .flusher import ROUND_SPACING, Flusher
 from .memory import MemoryGuard, MemoryWatch
-from .registry import Registry, UnknownConnection
+from .registry import Registration, Registry, UnknownConnection
 from .shutdown import begin_shutdown, close_all
 from .stats import (
     ConnectionStatistics,
@@ -65,6 +66,7 @@ __all__ = [
     "Hub",
     "PublishRateExceeded",
     "Refusal",
+    "Registration",
     "TooManyPendingChanges",
     "UnknownConnection",
     "open_hub",
@@ -92,6 +94,8 @@ class Hub:
         self._registry = registry = Registry()
         self._admission = Admission(settings, self.stats)
         self._flusher = Flusher(settings, registry, self.stats)
+        #: The send deadlines of every one-task stream's transport writes (one task, not one per stream).
+        self.write_deadlines = WriteDeadlines()
         self._subscriptions = Subscriptions(self.event_types, registry, self._flusher)
         #: ``read_rss`` (bytes) is injectable so memory pressure can be tested without using memory.
         self.memory = MemoryGuard(settings.memory_limit, read_rss or memory_rss_bytes)
@@ -154,23 +158,27 @@ class Hub:
 
     # -- connections ------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def connect(
+    def connect(
         self,
         subscription: Subscription,
         *,
         last_event_id: str | None = None,
         client: ClientInfo = _NO_CLIENT,
         expires_at: float | None = None,
-    ) -> AsyncIterator[Connection]:
-        """Register a stream for the duration of the block, then unregister it.
+    ) -> Registration:
+        """Register a stream for the duration of an ``async with`` block, then unregister it.
 
-        Raises :class:`ConnectionRefused` (nothing registered; its ``reason`` says why)
-        when the hub is shutting down, memory is under pressure or a connection limit is
-        reached. With ``expires_at`` (wall-clock seconds, a token's ``exp``) the stream
+        Entering raises :class:`ConnectionRefused` (nothing registered; its ``reason`` says
+        why) when the hub is shutting down, memory is under pressure or a connection limit
+        is reached. With ``expires_at`` (wall-clock seconds, a token's ``exp``) the stream
         is ended then, with reason ``token_expired``. From the moment the block is
         entered the connection is offered every matching event committed.
         """
+        return Registration(self, subscription, last_event_id, client, expires_at)
+
+    def _register(
+        self, subscription: Subscription, last_event_id: str | None, client: ClientInfo, expires_at: float | None
+    ) -> tuple[Connection, str]:
         registry = self._registry
         key = client_key(client)
         self._admission.admit_stream(
@@ -189,11 +197,11 @@ class Hub:
         connection.expires_at = expires_at
         registry.add(connection, key)
         self.stats.total_connections += 1
-        try:
-            yield connection
-        finally:
-            registry.remove(connection, key)
-            self.stats.disconnects[connection.close_reason or "client_closed"] += 1
+        return connection, key
+
+    def _unregister(self, connection: Connection, key: str) -> None:
+        self._registry.remove(connection, key)
+        self.stats.disconnects[connection.close_reason or "client_closed"] += 1
 
     def get_connection(self, connection_id: str) -> Connection:
         """The live connection ``connection_id``; raises :class:`UnknownConnection`."""
@@ -373,6 +381,7 @@ async def open_hub(
     hub = Hub(settings, backend, read_rss=read_rss)
     async with trio.open_nursery() as nursery:
         await nursery.start(hub._flusher.run)
+        await nursery.start(hub.write_deadlines.run)
         if hub.memory.enabled:
             await nursery.start(hub._memory_watch.run)
         # The backend hands events to the flusher itself: no hop through the facade per event.

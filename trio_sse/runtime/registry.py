@@ -10,13 +10,17 @@ closing stream costs the publisher nothing more.
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import trio
 
 from ..core.matching import Subscription, SubscriptionIndex
-from .connection import Connection
+from .connection import ClientInfo, Connection
 
-__all__ = ["Registry", "UnknownConnection"]
+if TYPE_CHECKING:
+    from .hub import Hub
+
+__all__ = ["Registration", "Registry", "UnknownConnection"]
 
 
 class UnknownConnection(LookupError):
@@ -66,3 +70,44 @@ class Registry:
         """Out of the index at once, then closed with ``reason`` (its write is cut short)."""
         self.index.remove(connection)
         connection.close(reason)
+
+
+class Registration:
+    """:meth:`Hub.connect`'s context manager: registers on entry, unregisters on exit, however
+    the block ends (normally, by an exception or by cancellation).
+
+    A class with slots rather than ``@asynccontextmanager``: that one's generator frame and
+    keyword dict lived as long as the stream, for every open stream.
+    """
+
+    __slots__ = ("_args", "_connection", "_hub", "_key")
+
+    def __init__(
+        self,
+        hub: Hub,
+        subscription: Subscription,
+        last_event_id: str | None,
+        client: ClientInfo,
+        expires_at: float | None,
+    ) -> None:
+        self._hub = hub
+        self._args: tuple[Subscription, str | None, ClientInfo, float | None] | None = (
+            subscription,
+            last_event_id,
+            client,
+            expires_at,
+        )
+        self._connection: Connection | None = None
+        self._key = ""
+
+    async def __aenter__(self) -> Connection:
+        args, self._args = self._args, None
+        if args is None:
+            raise RuntimeError("a Registration is entered once")
+        self._connection, self._key = self._hub._register(*args)
+        return self._connection
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._hub._unregister(connection, self._key)

@@ -80,6 +80,10 @@ def change_tags(current: TagFilter, tags: Any, change: Mode) -> TagFilter:
     return tuple(sorted(merged.items()))
 
 
+#: Distinct filters kept for sharing between streams (see ``Subscriptions.subscription``).
+SHARED_SUBSCRIPTIONS = 1024
+
+
 class Subscriptions:
     """The registered event types, and filter changes of live connections."""
 
@@ -88,11 +92,21 @@ class Subscriptions:
         self._sorted_types = sorted(event_types)
         self._registry = registry
         self._flusher = flusher
+        self._shared: dict[Subscription, Subscription] = {}
 
     def subscription(self, event_types: Iterable[str] | None, project_id: str | None, tags: Any = None) -> Subscription:
         """A validated subscription; ``None`` types means every type, ``None`` tags no tag filter."""
         types = None if event_types is None else check_event_types(event_types, self.event_types)
-        return Subscription(types, check_project_id(project_id), check_tag_filter(tags))
+        subscription = Subscription(types, check_project_id(project_id), check_tag_filter(tags))
+        # Equal filters share one (immutable) object: thousands of streams with the same
+        # types would each hold a frozenset (~0.2 KB) and a Subscription otherwise.
+        shared = self._shared.get(subscription)
+        if shared is not None:
+            return shared
+        if len(self._shared) >= SHARED_SUBSCRIPTIONS:
+            self._shared.clear()  # bounded, whatever filters clients send
+        self._shared[subscription] = subscription
+        return subscription
 
     def describe(self, connection: Connection) -> dict[str, Any]:
         """The filters as clients see them in ``connected`` and ``subscription_updated``."""

@@ -354,12 +354,19 @@ SPECS = {
 
 
 class Server:
-    def __init__(self, spec: Spec, params: Params, workdir: Path, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        params: Params,
+        workdir: Path,
+        extra: tuple[str, ...] = (),
+        env_extra: dict[str, str] | None = None,
+    ) -> None:
         self.spec = spec
         self.killed = False
         self.port = free_port()
         self.log_path = workdir / f"{spec.name}-{self.port}.log"
-        env = dict(os.environ)
+        env = dict(os.environ, **(env_extra or {}))
         pin = ["taskset", "-c", params.server_core]
         if spec.name == "trio_sse":
             argv = [*pin, str(TRIO_SSE_BIN), "serve", "--host", HOST, "--port", str(self.port), *TRIO_SSE_ARGS]
@@ -585,8 +592,10 @@ class Ctx:
     server_notes: list[dict[str, Any]] = field(default_factory=list)  # per run: each server started
 
     @contextlib.contextmanager
-    def server(self, spec: Spec, extra: tuple[str, ...] = ()) -> Iterator[Server]:
-        srv = Server(spec, self.params, self.workdir, extra)
+    def server(
+        self, spec: Spec, extra: tuple[str, ...] = (), env_extra: dict[str, str] | None = None
+    ) -> Iterator[Server]:
+        srv = Server(spec, self.params, self.workdir, extra, env_extra)
         try:
             yield srv
             srv.check_alive()
@@ -807,7 +816,9 @@ def scenario_scale50k(ctx: Ctx, spec: Spec) -> Figures:
             )  # fmt: skip
         load_avg = os.getloadavg()
         sources = max(1, math.ceil(n / STREAMS_PER_SOURCE))
-        with ctx.server(spec, extra) as srv:
+        # nginx allocates all its worker_connections at start: raised here only.
+        env_extra = {"NCHAN_WORKER_CONNECTIONS": str(n + FD_MARGIN)} if spec.name == "nchan" else None
+        with ctx.server(spec, extra, env_extra) as srv:
             time.sleep(1.0)
             before = srv.rss()
             subs = Subscribers(
@@ -834,6 +845,12 @@ def scenario_scale50k(ctx: Ctx, spec: Spec) -> Figures:
             figs[f"{k}_{n}"] = f[k]
         figs[f"deliveries_per_s_{n}"] = round(f["received"] / SCALE50K_S)
         figs[f"server_cpu_pct_{n}"] = round(100 * cpu / wall, 1)
+        # Writes per stream per second (each ~ one read by sseload) and what one costs the
+        # server: rounds that carry several events each write once per stream.
+        reads = int(load.get("reads", 0))
+        if reads and f["open"]:
+            figs[f"writes_per_stream_s_{n}"] = round(reads / f["open"] / SCALE50K_S, 2)
+            figs[f"cpu_us_per_write_{n}"] = round(cpu / reads * 1e6, 2)
         figs[f"rss_open_{n}"] = rss_open
         figs[f"rss_end_{n}"] = rss_end
         figs[f"bytes_per_stream_{n}"] = round((rss_open - before) / f["open"]) if f["open"] else None
@@ -854,6 +871,7 @@ WORKER_LABELS = {
 }
 HYPERCORN_BIN = ROOT / ".venv" / "bin" / "hypercorn"
 SUSTAINED_P99_MS = 1000.0
+WORKERS_CPU_PCONNS = 32
 
 
 def trio_sse_env(extra: dict[str, str]) -> dict[str, str]:
@@ -984,7 +1002,12 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
 
 
 def workers_step(
-    ctx: Ctx, srv: HypercornServer, redis: RedisProc | None, rate: int, duration: float | None = None
+    ctx: Ctx,
+    srv: HypercornServer,
+    redis: RedisProc | None,
+    rate: int,
+    duration: float | None = None,
+    pconns: int = 8,
 ) -> Figures:
     """One fan-out step (as in `fanout`), plus CPU use of each party while ssepub runs, and
     the server's CPU-seconds (every process of it, from /proc/<pid>/stat) from the first
@@ -1005,7 +1028,7 @@ def workers_step(
         before = {k: cpu_seconds(v) for k, v in parties.items()}
         server_before = proc_cpu_seconds(pids)
         t0 = time.monotonic()
-        pub = publish(p, spec, srv.port, duration, rate=rate, batch=p.workers_batch, conns=8)
+        pub = publish(p, spec, srv.port, duration, rate=rate, batch=p.workers_batch, conns=pconns)
         wall = time.monotonic() - t0
         cpu = {f"cpu_{k}_pct": round(100 * (cpu_seconds(v) - before[k]) / wall, 1) for k, v in parties.items()}
         load = subs.result(timeout=duration + p.fanout_drain_s + 30)
@@ -1041,7 +1064,9 @@ def scenario_workers(ctx: Ctx, spec: Spec) -> Figures:
             steps: list[Figures] = []
             try:
                 # The CPU-per-delivery step: the same load for every configuration.
-                f = workers_step(ctx, srv, redis, p.workers_cpu_rate, p.workers_cpu_s)
+                # More publisher connections than the steps use: a publish on Redis waits a
+                # round trip and a fan-out round, and the whole load must get in for both.
+                f = workers_step(ctx, srv, redis, p.workers_cpu_rate, p.workers_cpu_s, WORKERS_CPU_PCONNS)
                 log(
                     f"  workers {key} CPU step {p.workers_cpu_rate}/s for {p.workers_cpu_s:g} s: "
                     f"{f['server_cpu_s']:.2f} CPU-s for {f['received']:,} deliveries = {f['cpu_s_per_m']} "
@@ -1310,6 +1335,10 @@ def fmt_best(x: Any) -> str:
     return "none passed" if x == 0 else fmt_num(x)
 
 
+def fmt_2(x: Any) -> str:
+    return fmt_num(x, 2)
+
+
 def fmt_met(x: Any) -> str:
     """A median of per-run 1/0 verdicts (a half is a tie between runs)."""
     return "n/a" if not numeric(x) else ("yes" if x > 0.5 else "no" if x < 0.5 else "split")
@@ -1402,6 +1431,8 @@ def rows_for(scenario: str, params: Params) -> list[Row]:
                 Row(f"p99_ms_{n}", f"latency p99{at}", fmt_ms, "lower"),
                 Row(f"max_ms_{n}", f"latency max{at}", fmt_ms, "lower"),
                 Row(f"server_cpu_pct_{n}", f"server CPU{at}, % of one core", lambda x: fmt_num(x, 1), "lower"),
+                Row(f"writes_per_stream_s_{n}", f"writes per stream per second{at} (sseload reads)", fmt_2),
+                Row(f"cpu_us_per_write_{n}", f"server CPU per write{at}, µs", fmt_2, "lower"),
                 Row(f"rss_open_{n}", f"RSS with every stream open{at}", fmt_mib, "lower"),
                 Row(f"bytes_per_stream_{n}", f"bytes per stream{at}", lambda x: fmt_num(x) + " B", "lower"),
                 Row(f"loadavg_{n}", f"machine load average (1 min) at start{at}", lambda x: fmt_num(x, 2)),
@@ -1458,7 +1489,8 @@ def render_workers(res: dict[str, Any] | None, params: Params) -> list[str]:
     out.append("")
     out += [
         f"Server CPU at the same load ({params.workers_cpu_rate} events/s in batches of {params.workers_batch} "
-        f"to {SUBSCRIBERS:,} subscribers for {params.workers_cpu_s:g} s):",
+        f"on {WORKERS_CPU_PCONNS} publisher connections, to {SUBSCRIBERS:,} subscribers for "
+        f"{params.workers_cpu_s:g} s):",
         "",
         "| configuration | server CPU-seconds per million deliveries | CPU-seconds | deliveries | p99 | loss "
         "| sustained | ÷ Redis 1 worker |",

@@ -13,6 +13,8 @@
  *   failed        streams that never got there (connect/IO error, non-200, timeout)
  *   closed_early  established streams that ended before the run did
  *   events_per_conn_min/max over established streams.  --idle: no latency histogram.
+ *   reads         read() calls that returned data (with a server that writes each stream
+ *                 once per fan-out round, about the number of writes it made)
  *   hist_ms       the latency histogram as [[ms, count], ...] (1 ms buckets, empty ones
  *                 left out; the last bucket, 10000, holds everything from 10 s up), so
  *                 the runs of several processes can be merged into exact percentiles.
@@ -59,7 +61,7 @@ struct conn {
 
 static struct conn *conns;
 static int nconns, started, pending, nopen, nfailed, nclosed, ep, idle;
-static uint64_t total_events, total_bytes, hist_n, max_ns;
+static uint64_t total_events, total_bytes, total_reads, hist_n, max_ns;
 static uint32_t *hist;
 static char req[2048];
 static int reqlen;
@@ -340,6 +342,7 @@ static void handle(struct conn *c, uint32_t events) {
             return;
         }
         total_bytes += r;
+        total_reads++;
         now_rt = realtime_ns();
         int rc = feed(c, buf, r);
         if (rc == -2) { conn_end(c, "bad response (status != 200 or headers)", 0); return; }
@@ -452,11 +455,12 @@ int main(int argc, char **argv) {
     printf("{\"conns\": %d, \"open\": %d, \"failed\": %d, \"closed_early\": %d, \"events\": %llu, "
            "\"events_per_conn_min\": %llu, \"events_per_conn_max\": %llu, \"bytes\": %llu, "
            "\"latency_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"max\": %.3f}, \"duration_s\": %.3f, "
-           "\"sources\": %d, \"nofile\": %llu, \"hist_ms\": [",
+           "\"sources\": %d, \"nofile\": %llu, \"reads\": %llu, \"hist_ms\": [",
            nconns, nopen, nfailed, nclosed, (unsigned long long)total_events, (unsigned long long)emin,
            (unsigned long long)emax, (unsigned long long)total_bytes, pct_ms(0.50), pct_ms(0.90), pct_ms(0.99),
            max_ns / 1e6, running ? now - trun : 0.0, nsources,
-           getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long long)rl.rlim_cur : 0ULL);
+           getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long long)rl.rlim_cur : 0ULL,
+           (unsigned long long)total_reads);
     if (hist) { /* 1 ms buckets of the 1 us histogram; [10000, n] = 10 s and more */
         const char *sep = "";
         for (uint32_t ms = 0; ms <= HIST_US / 1000; ms++) {

@@ -872,6 +872,8 @@ WORKER_LABELS = {
 HYPERCORN_BIN = ROOT / ".venv" / "bin" / "hypercorn"
 SUSTAINED_P99_MS = 1000.0
 WORKERS_CPU_PCONNS = 32
+#: flush_interval of the CPU step's servers: rounds every 50 ms, whatever the scheduling.
+WORKERS_CPU_FLUSH_S = 0.05
 
 
 def trio_sse_env(extra: dict[str, str]) -> dict[str, str]:
@@ -1045,6 +1047,48 @@ def workers_step(
     return f
 
 
+def workers_cpu_step(
+    ctx: Ctx,
+    key: str,
+    workers: int,
+    redis: RedisProc,
+    env: dict[str, str],
+    redis_port: int | None,
+    raw: dict[str, Any],
+) -> Figures:
+    """The CPU-per-delivery step of one configuration, on a server of its own.
+
+    Fan-out rounds batch whatever arrived since the last one, so under a load that
+    does not fill the CPU the events per write (and so the CPU per delivery) follow
+    the scheduling noise of a shared machine: 2x between runs was measured. Here the
+    rounds are paced by ``flush_interval`` instead (WORKERS_CPU_FLUSH_S, far above a
+    round's duration), so 1 and 2 workers write each stream equally often and the
+    comparison is of the work, not of the batching. More publisher connections than
+    the steps use: a publish on Redis waits a round trip and a round, and the whole
+    load must get in for both configurations.
+    """
+    p = ctx.params
+    cpu_env = env | {"TRIO_SSE_FLUSH_INTERVAL": str(WORKERS_CPU_FLUSH_S)}
+    if "TRIO_SSE_REDIS_STREAM" in cpu_env:
+        cpu_env["TRIO_SSE_REDIS_STREAM"] += ":cpu"
+    srv = HypercornServer(p, ctx.workdir, workers, p.server_core, trio_sse_env(cpu_env), redis_port)
+    try:
+        f = workers_step(ctx, srv, redis, p.workers_cpu_rate, p.workers_cpu_s, WORKERS_CPU_PCONNS)
+        srv.check_alive()
+    finally:
+        srv.stop()
+        ctx.server_notes.append({"argv": srv.argv, "sigkilled": srv.killed, "log_tail": srv.log_tail()})
+    log(
+        f"  workers {key} CPU step {p.workers_cpu_rate}/s for {p.workers_cpu_s:g} s: "
+        f"{f['server_cpu_s']:.2f} CPU-s for {f['received']:,} deliveries = {f['cpu_s_per_m']} "
+        f"CPU-s per million{'' if f['sustained'] else ' (NOT sustained: ' + '; '.join(f['why']) + ')'}"
+    )
+    figs = {f"{key}_cpustep_{k}": f[k] for k in ("cpu_s_per_m", "server_cpu_s", "received", "p99_ms", "loss")}
+    figs[f"{key}_cpustep_sustained"] = 1 if f["sustained"] else 0
+    raw[f"{key}_cpustep"] = {k: v for k, v in f.items() if k != "raw"}
+    return figs
+
+
 def scenario_workers(ctx: Ctx, spec: Spec) -> Figures:
     """Fan-out at 1,000 subscribers: memory 1 worker, Redis 1 worker, Redis 2 workers (see the note)."""
     p = ctx.params
@@ -1056,26 +1100,13 @@ def scenario_workers(ctx: Ctx, spec: Spec) -> Figures:
             if backend == "redis":
                 # A fresh stream key per configuration: no leftovers from the previous one.
                 extra |= {"TRIO_SSE_BACKEND": f"redis://{HOST}:{redis.port}/0", "TRIO_SSE_REDIS_STREAM": f"bench:{key}"}
+            redis_port = redis.port if backend == "redis" else None
+            figs.update(workers_cpu_step(ctx, key, workers, redis, extra, redis_port, figs["raw"]))
             # Every server process on the server core, the load tools and redis-server on the
             # other: the same CPU for 1 and 2 workers, none of it shared with the load.
-            srv = HypercornServer(
-                p, ctx.workdir, workers, p.server_core, trio_sse_env(extra), redis.port if backend == "redis" else None
-            )
+            srv = HypercornServer(p, ctx.workdir, workers, p.server_core, trio_sse_env(extra), redis_port)
             steps: list[Figures] = []
             try:
-                # The CPU-per-delivery step: the same load for every configuration.
-                # More publisher connections than the steps use: a publish on Redis waits a
-                # round trip and a fan-out round, and the whole load must get in for both.
-                f = workers_step(ctx, srv, redis, p.workers_cpu_rate, p.workers_cpu_s, WORKERS_CPU_PCONNS)
-                log(
-                    f"  workers {key} CPU step {p.workers_cpu_rate}/s for {p.workers_cpu_s:g} s: "
-                    f"{f['server_cpu_s']:.2f} CPU-s for {f['received']:,} deliveries = {f['cpu_s_per_m']} "
-                    f"CPU-s per million{'' if f['sustained'] else ' (NOT sustained: ' + '; '.join(f['why']) + ')'}"
-                )
-                for k in ("cpu_s_per_m", "server_cpu_s", "received", "p99_ms", "loss"):
-                    figs[f"{key}_cpustep_{k}"] = f[k]
-                figs[f"{key}_cpustep_sustained"] = 1 if f["sustained"] else 0
-                figs["raw"][f"{key}_cpustep"] = {k: v for k, v in f.items() if k != "raw"}
                 for rate in p.workers_rates:
                     f = workers_step(ctx, srv, redis, rate)
                     steps.append(f)
@@ -1490,7 +1521,8 @@ def render_workers(res: dict[str, Any] | None, params: Params) -> list[str]:
     out += [
         f"Server CPU at the same load ({params.workers_cpu_rate} events/s in batches of {params.workers_batch} "
         f"on {WORKERS_CPU_PCONNS} publisher connections, to {SUBSCRIBERS:,} subscribers for "
-        f"{params.workers_cpu_s:g} s):",
+        f"{params.workers_cpu_s:g} s; a server of its own per configuration with flush_interval "
+        f"{WORKERS_CPU_FLUSH_S:g} s, so every configuration writes each stream as often):",
         "",
         "| configuration | server CPU-seconds per million deliveries | CPU-seconds | deliveries | p99 | loss "
         "| sustained | ÷ Redis 1 worker |",

@@ -1055,6 +1055,7 @@ def workers_cpu_step(
     env: dict[str, str],
     redis_port: int | None,
     raw: dict[str, Any],
+    cores: str | None = None,
 ) -> Figures:
     """The CPU-per-delivery step of one configuration, on a server of its own.
 
@@ -1071,7 +1072,7 @@ def workers_cpu_step(
     cpu_env = env | {"TRIO_SSE_FLUSH_INTERVAL": str(WORKERS_CPU_FLUSH_S)}
     if "TRIO_SSE_REDIS_STREAM" in cpu_env:
         cpu_env["TRIO_SSE_REDIS_STREAM"] += ":cpu"
-    srv = HypercornServer(p, ctx.workdir, workers, p.server_core, trio_sse_env(cpu_env), redis_port)
+    srv = HypercornServer(p, ctx.workdir, workers, cores or p.server_core, trio_sse_env(cpu_env), redis_port)
     try:
         f = workers_step(ctx, srv, redis, p.workers_cpu_rate, p.workers_cpu_s, WORKERS_CPU_PCONNS)
         srv.check_alive()
@@ -1102,6 +1103,14 @@ def scenario_workers(ctx: Ctx, spec: Spec) -> Figures:
                 extra |= {"TRIO_SSE_BACKEND": f"redis://{HOST}:{redis.port}/0", "TRIO_SSE_REDIS_STREAM": f"bench:{key}"}
             redis_port = redis.port if backend == "redis" else None
             figs.update(workers_cpu_step(ctx, key, workers, redis, extra, redis_port, figs["raw"]))
+            if workers > 1:
+                # The same with the workers free to use both cores (one of them then shares
+                # core 1 with the load tools): two workers on one core also pay for
+                # switching between them, which workers on cores of their own do not.
+                spread = f"{p.server_core},{p.load_core}"
+                figs.update(
+                    workers_cpu_step(ctx, f"{key}spread", workers, redis, extra, redis_port, figs["raw"], spread)
+                )
             # Every server process on the server core, the load tools and redis-server on the
             # other: the same CPU for 1 and 2 workers, none of it shared with the load.
             srv = HypercornServer(p, ctx.workdir, workers, p.server_core, trio_sse_env(extra), redis_port)
@@ -1141,9 +1150,11 @@ def scenario_workers(ctx: Ctx, spec: Spec) -> Figures:
     finally:
         redis.stop()
     figs["load_avg"] = round(os.getloadavg()[0], 2)
-    one, two = figs.get("redis1_cpustep_cpu_s_per_m"), figs.get("redis2_cpustep_cpu_s_per_m")
-    if numeric(one) and numeric(two) and one:
-        figs["cpu_ratio_2w_1w"] = round(two / one, 3)
+    one = figs.get("redis1_cpustep_cpu_s_per_m")
+    for two_key, name in (("redis2", "cpu_ratio_2w_1w"), ("redis2spread", "cpu_ratio_2w_spread_1w")):
+        two = figs.get(f"{two_key}_cpustep_cpu_s_per_m")
+        if numeric(one) and numeric(two) and one:
+            figs[name] = round(two / one, 3)
     return figs
 
 
@@ -1529,24 +1540,26 @@ def render_workers(res: dict[str, Any] | None, params: Params) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     base = med.get("redis1_cpustep_cpu_s_per_m")
-    for key, _, _ in WORKER_CONFIGS:
+    labels = {**WORKER_LABELS, "redis2spread": "Redis backend, 2 workers free to use both cores"}
+    for key in ("mem1", "redis1", "redis2", "redis2spread"):
 
         def c(name: str, prefix: str = key) -> Any:
             return med.get(f"{prefix}_cpustep_{name}")
 
         out.append(
-            f"| {WORKER_LABELS[key]} | {fmt_num(c('cpu_s_per_m'), 3)} | {fmt_num(c('server_cpu_s'), 2)} "
+            f"| {labels[key]} | {fmt_num(c('cpu_s_per_m'), 3)} | {fmt_num(c('server_cpu_s'), 2)} "
             f"| {fmt_num(c('received'))} | {fmt_ms(c('p99_ms'))} | {fmt_num(c('loss'))} | {fmt_met(c('sustained'))} "
             f"| {ratio(c('cpu_s_per_m'), base)} |"
         )
-    ratios = [r.get("cpu_ratio_2w_1w") for r in res["runs"]]
-    out += [
-        "",
-        f"CPU per delivery, 2 workers / 1 worker (Redis), per run: {', '.join(fmt_num(x, 3) for x in ratios)}; "
-        f"median {fmt_num(med.get('cpu_ratio_2w_1w'), 3)}. Load average (1 min) at the end of each run: "
-        f"{', '.join(fmt_num(r.get('load_avg'), 2) for r in res['runs'])}.",
-        "",
-    ]
+    out.append("")
+    for name, what in (("cpu_ratio_2w_1w", "both on core 0"), ("cpu_ratio_2w_spread_1w", "free to use both cores")):
+        ratios = ", ".join(fmt_num(r.get(name), 3) for r in res["runs"])
+        out.append(
+            f"CPU per delivery, 2 workers ({what}) / 1 worker (Redis), per run: {ratios}; "
+            f"median {fmt_num(med.get(name), 3)}."
+        )
+    loads = ", ".join(fmt_num(r.get("load_avg"), 2) for r in res["runs"])
+    out += [f"Load average (1 min) at the end of each run: {loads}.", ""]
     for suffix, verdict in (("", "p99 < 100 ms"), ("_sus", "sustained")):
         per_run = ", ".join(
             "/".join(fmt_num(r.get(f"{key}{suffix}_best_deliveries")) for key, _, _ in WORKER_CONFIGS)

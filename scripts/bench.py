@@ -288,6 +288,16 @@ def proc_cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
+def proc_runqueue_wait_seconds(pids: list[int]) -> float:
+    """Seconds ``pids`` were runnable but waiting for a CPU (field 2 of /proc/<pid>/schedstat):
+    on a shared machine, how much of a slow figure is other people's load, not the server."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 # --------------------------------------------------------------------------- processes
 
 _live: list[subprocess.Popen[Any]] = []  # every process this driver started and has not reaped
@@ -833,10 +843,11 @@ def scenario_scale50k(ctx: Ctx, spec: Spec) -> Figures:
                 time.sleep(SCALE50K_SETTLE_S)
                 rss_open = srv.rss()
                 pids = server_pids(srv)
-                cpu0, t0 = proc_cpu_seconds(pids), time.monotonic()
+                cpu0, wait0, t0 = proc_cpu_seconds(pids), proc_runqueue_wait_seconds(pids), time.monotonic()
                 pub = publish(p, spec, srv.port, SCALE50K_S, rate=SCALE50K_RATE, batch=1, conns=4)
                 load = subs.result(timeout=SCALE50K_DRAIN_S + 60)
                 cpu, wall = proc_cpu_seconds(pids) - cpu0, time.monotonic() - t0
+                waited = proc_runqueue_wait_seconds(pids) - wait0
             finally:
                 subs.kill()
             rss_end = srv.rss()
@@ -848,6 +859,7 @@ def scenario_scale50k(ctx: Ctx, spec: Spec) -> Figures:
             figs[f"{k}_{n}"] = f[k]
         figs[f"deliveries_per_s_{n}"] = round(f["received"] / SCALE50K_S)
         figs[f"server_cpu_pct_{n}"] = round(100 * cpu / wall, 1)
+        figs[f"server_waiting_pct_{n}"] = round(100 * waited / wall, 1)
         # Writes per stream per second (each ~ one read by sseload) and what one costs the
         # server: rounds that carry several events each write once per stream.
         reads = int(load.get("reads", 0))
@@ -1031,17 +1043,19 @@ def workers_step(
         }
         pids = server_pids(srv)
         before = {k: cpu_seconds(v) for k, v in parties.items()}
-        server_before = proc_cpu_seconds(pids)
+        server_before, wait_before = proc_cpu_seconds(pids), proc_runqueue_wait_seconds(pids)
         t0 = time.monotonic()
         pub = publish(p, spec, srv.port, duration, rate=rate, batch=p.workers_batch, conns=pconns)
         wall = time.monotonic() - t0
         cpu = {f"cpu_{k}_pct": round(100 * (cpu_seconds(v) - before[k]) / wall, 1) for k, v in parties.items()}
         load = subs.result(timeout=duration + p.fanout_drain_s + 30)
         server_cpu = proc_cpu_seconds(pids) - server_before
+        server_waited = proc_runqueue_wait_seconds(pids) - wait_before
     finally:
         subs.kill()
     f = delivery_figures(rate, duration, pub, load)
     f["server_cpu_s"] = round(server_cpu, 3)
+    f["server_wait_s"] = round(server_waited, 3)
     f["cpu_s_per_m"] = round(server_cpu / (f["received"] / 1e6), 3) if f["received"] else None
     why = fanout_verdict(f)
     # "sustained": everything published and delivered, with p99 under 1 s (no 100 ms bound).
@@ -1087,7 +1101,10 @@ def workers_cpu_step(
         f"{f['server_cpu_s']:.2f} CPU-s for {f['received']:,} deliveries = {f['cpu_s_per_m']} "
         f"CPU-s per million{'' if f['sustained'] else ' (NOT sustained: ' + '; '.join(f['why']) + ')'}"
     )
-    figs = {f"{key}_cpustep_{k}": f[k] for k in ("cpu_s_per_m", "server_cpu_s", "received", "p99_ms", "loss")}
+    figs = {
+        f"{key}_cpustep_{k}": f[k]
+        for k in ("cpu_s_per_m", "server_cpu_s", "server_wait_s", "received", "p99_ms", "loss")
+    }
     figs[f"{key}_cpustep_sustained"] = 1 if f["sustained"] else 0
     raw[f"{key}_cpustep"] = {k: v for k, v in f.items() if k != "raw"}
     return figs
@@ -1476,6 +1493,7 @@ def rows_for(scenario: str, params: Params) -> list[Row]:
                 Row(f"p99_ms_{n}", f"latency p99{at}", fmt_ms, "lower"),
                 Row(f"max_ms_{n}", f"latency max{at}", fmt_ms, "lower"),
                 Row(f"server_cpu_pct_{n}", f"server CPU{at}, % of one core", lambda x: fmt_num(x, 1), "lower"),
+                Row(f"server_waiting_pct_{n}", f"server runnable but waiting for its core{at}, %", fmt_2),
                 Row(f"writes_per_stream_s_{n}", f"writes per stream per second{at} (sseload reads)", fmt_2),
                 Row(f"cpu_us_per_write_{n}", f"server CPU per write{at}, µs", fmt_2, "lower"),
                 Row(f"rss_open_{n}", f"RSS with every stream open{at}", fmt_mib, "lower"),
@@ -1538,9 +1556,9 @@ def render_workers(res: dict[str, Any] | None, params: Params) -> list[str]:
         f"{params.workers_cpu_s:g} s; a server of its own per configuration with flush_interval "
         f"{WORKERS_CPU_FLUSH_S:g} s, so every configuration writes each stream as often):",
         "",
-        "| configuration | server CPU-seconds per million deliveries | CPU-seconds | deliveries | p99 | loss "
-        "| sustained | ÷ Redis 1 worker |",
-        "|---|---|---|---|---|---|---|---|",
+        "| configuration | server CPU-seconds per million deliveries | CPU-seconds | seconds waiting for a CPU "
+        "| deliveries | p99 | loss | sustained | ÷ Redis 1 worker |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     base = med.get("redis1_cpustep_cpu_s_per_m")
     labels = {**WORKER_LABELS, "redis2spread": "Redis backend, 2 workers free to use both cores"}
@@ -1551,6 +1569,7 @@ def render_workers(res: dict[str, Any] | None, params: Params) -> list[str]:
 
         out.append(
             f"| {labels[key]} | {fmt_num(c('cpu_s_per_m'), 3)} | {fmt_num(c('server_cpu_s'), 2)} "
+            f"| {fmt_num(c('server_wait_s'), 2)} "
             f"| {fmt_num(c('received'))} | {fmt_ms(c('p99_ms'))} | {fmt_num(c('loss'))} | {fmt_met(c('sustained'))} "
             f"| {ratio(c('cpu_s_per_m'), base)} |"
         )

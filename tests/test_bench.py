@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -52,6 +53,8 @@ def test_parse_proc_stat_reads_this_process() -> None:
     utime, stime = bench.parse_proc_stat(Path("/proc/self/stat").read_text())
     assert utime >= 0 and stime >= 0
     assert bench.proc_cpu_seconds([0]) == 0  # no such pid: counts nothing, raises nothing
+    assert bench.proc_runqueue_wait_seconds([os.getpid()]) >= 0
+    assert bench.proc_runqueue_wait_seconds([0]) == 0
 
 
 @pytest.mark.parametrize("text", ["", "4242 (x) S 1 2 3", "no parenthesis at all 1 2 3 4 5 6 7 8 9 10 11 12 13 14"])

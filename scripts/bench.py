@@ -119,7 +119,7 @@ SCALE_HEARTBEAT_S = 5
 SCALE50K_SIZES = (10_000, 25_000, 50_000)
 SCALE50K_RATE = 10  # events/s, single events
 SCALE50K_S = 30.0
-SCALE50K_DRAIN_S = 3.0
+SCALE50K_DRAIN_S = 8.0  # long enough to tell an event late by seconds from one lost
 SCALE50K_SETTLE_S = 5.0  # all streams open, heartbeats flowing, before publishing starts
 #: New streams per second. Setting a stream up costs the server far more than holding
 #: it: at 2,000/s on a shared core it fell behind, connections waited in the backlog
@@ -514,6 +514,15 @@ class Subscribers:
         self.proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
+        # stdout too: the JSON line carries the latency histogram (hist_ms), which can
+        # outgrow the pipe's buffer, and sseload would block writing it while we wait.
+        self._stdout: list[str] = []
+        self._out_reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._out_reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        self._stdout.append(self.proc.stdout.read())
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -545,14 +554,14 @@ class Subscribers:
         reap(self.proc)
 
     def result(self, timeout: float) -> dict[str, Any]:
-        # stderr belongs to the reader thread; stdout is one short line (never fills the pipe).
+        # stderr and stdout belong to the reader threads.
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise ToolingError(f"sseload did not finish within {timeout:.0f} s") from None
-        assert self.proc.stdout is not None
-        out = self.proc.stdout.read()
+        self._out_reader.join(timeout=10)
+        out = "".join(self._stdout)
         reap(self.proc)
         self._reader.join(timeout=5)
         return parse_tool_json("sseload", self.proc.returncode, out, self.stderr)

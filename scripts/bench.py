@@ -3,8 +3,8 @@
 Run it through the wrapper, from anywhere:
 
     scripts/bench [--quick] [--runs N] [--only trio_sse,starlette,nchan]
-                  [--scenarios idle_memory,latency,fanout,publish,scale,workers] [--out DIR]
-                  [--workers-batch N]
+                  [--scenarios idle_memory,latency,fanout,publish,scale,scale50k,workers] [--out DIR]
+                  [--workers-batch N] [--dry-run]
 
 What it does:
 
@@ -32,11 +32,22 @@ fanout       1,000 subscribers, stepped publish rates; the highest rate with no 
 publish      10 subscribers, ssepub --max: events/s accepted, single events (8 keep-alive
              connections) and batches of 100 (not nchan: it has no batch form).
 scale        (full run only) 10,000 streams held 20 s, trio_sse with --heartbeat-interval 5.
+scale50k     (full run only) 10,000, 25,000 and 50,000 streams on one server process, all
+             open with heartbeats, then 10 events/s to all of them for 30 s: loss, closed
+             streams, p50/p99, server CPU and RSS per size. sseload binds several loopback
+             source addresses (127.0.0.2, ...: one per 25,000 streams) and every process
+             runs at its hard RLIMIT_NOFILE; a size that cannot fit under that limit (one
+             descriptor per stream on each side) is reported as not runnable, and the
+             largest size that fits is measured in its place.
 workers      (full run only, trio_sse only) fan-out to 1,000 subscribers under
              `hypercorn --worker-class trio --workers N`: memory backend 1 worker, Redis
              backend 1 and 2 workers (redis-server started on a free port); stepped rates,
              best "pass" (p99 < 100 ms) and best "sustained" (p99 < 1 s) deliveries/s, the
              connection split between workers and the CPU of workers, sseload and Redis.
+             Before the steps, one fixed-load step per configuration (the same rate for
+             all): server CPU-seconds (utime+stime from /proc/<pid>/stat of the hypercorn
+             master and every worker) per million deliveries, and the ratio 2 workers /
+             1 worker. Servers run on core 0, load tools and redis-server on core 1.
              --workers-batch N: events per publish request (default 10).
 churn        (full run only; not nchan) the churn soak: scripts/churn.py for 300 s (one run
              per server): 100 steady streams, 100 events/s, 100 connects/disconnects per
@@ -50,8 +61,10 @@ import contextlib
 import dataclasses
 import http.client
 import json
+import math
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
@@ -81,10 +94,10 @@ HOST = "127.0.0.1"
 
 SERVERS = ("trio_sse", "starlette", "nchan")
 LABELS = {"trio_sse": "trio_sse", "starlette": "sse-starlette", "nchan": "nchan"}
-SCENARIOS = ("idle_memory", "latency", "fanout", "publish", "scale", "workers", "churn")
+SCENARIOS = ("idle_memory", "latency", "fanout", "publish", "scale", "scale50k", "workers", "churn")
 #: Scenarios only trio_sse runs (no peer column), and the ones --quick leaves out unless asked for.
 TRIO_SSE_ONLY = ("workers",)
-FULL_RUN_ONLY = ("scale", "workers", "churn")
+FULL_RUN_ONLY = ("scale", "scale50k", "workers", "churn")
 #: Scenarios that need the {"event_type", "data"} publish form (nchan publishes raw bodies).
 NOT_NCHAN = ("churn",)
 #: A soak is one long run per server, whatever --runs says.
@@ -102,6 +115,24 @@ PUBLISH_SUBSCRIBERS = 10
 SCALE_STREAMS = 10_000
 SCALE_HOLD_S = 20.0
 SCALE_HEARTBEAT_S = 5
+#: scale50k: the stream counts of the issue, 10 events/s to all of them for 30 s.
+SCALE50K_SIZES = (10_000, 25_000, 50_000)
+SCALE50K_RATE = 10  # events/s, single events
+SCALE50K_S = 30.0
+SCALE50K_DRAIN_S = 8.0  # long enough to tell an event late by seconds from one lost
+SCALE50K_SETTLE_S = 5.0  # all streams open, heartbeats flowing, before publishing starts
+#: New streams per second. Setting a stream up costs the server far more than holding
+#: it: at 2,000/s on a shared core it fell behind, connections waited in the backlog
+#: past --idle-timeout (5 s) and were closed unread, and past sseload's timeout.
+SCALE50K_RAMP = 500
+SCALE50K_OPEN_TIMEOUT_S = 120.0
+SCALE50K_P99_MS = 1000.0
+#: Streams per loopback source address (~28,000 ephemeral ports each, 32768-60999).
+STREAMS_PER_SOURCE = 25_000
+#: Descriptors a process needs beside one per stream (listener, epoll, logs, /proc reads).
+FD_MARGIN = 500
+#: The largest size measured in place of sizes that do not fit is a multiple of this.
+FIT_STEP = 500
 START_TIMEOUT_S = 30.0
 STOP_GRACE_S = 8.0  # trio_sse gives open streams 5 s (--shutdown-grace) on SIGTERM
 
@@ -166,13 +197,22 @@ class Params:
     publish_s: float
     workers_rates: tuple[int, ...]
     workers_batch: int
+    workers_cpu_rate: int
+    workers_cpu_s: float
+    scale50k_sizes: tuple[int, ...]
+    scale50k_skipped: tuple[tuple[int, str], ...]
+    nofile_hard: int
     churn_s: float
     server_core: str
     load_core: str
 
     @classmethod
-    def make(cls, quick: bool, runs: int | None, workers_batch: int = 10) -> Params:
+    def make(
+        cls, quick: bool, runs: int | None, workers_batch: int = 10, scale50k_sizes: tuple[int, ...] = SCALE50K_SIZES
+    ) -> Params:
         cpus = sorted(os.sched_getaffinity(0))
+        hard = nofile_hard()
+        sizes, skipped = scale_plan(scale50k_sizes, hard)
         server_core, load_core = (str(cpus[0]), str(cpus[1])) if len(cpus) >= 2 else (str(cpus[0]), str(cpus[0]))
         return cls(
             quick=quick,
@@ -189,15 +229,97 @@ class Params:
             # workers: finer steps around one worker's limit (1,600-3,200 events/s in `fanout`).
             workers_rates=(400, 1600) if quick else (400, 800, 1200, 1600, 2400, 3200, 4800, 6400),
             workers_batch=workers_batch,
+            # One fixed load for the CPU-per-delivery ratio: below one worker's limit on one
+            # core with Redis (1,600 events/s sustained in docs/performance.md), so both
+            # configurations deliver all of it.
+            workers_cpu_rate=400 if quick else 800,
+            workers_cpu_s=3.0 if quick else 10.0,
+            scale50k_sizes=sizes,
+            scale50k_skipped=skipped,
+            nofile_hard=hard,
             churn_s=30.0 if quick else 300.0,
             server_core=server_core,
             load_core=load_core,
         )
 
 
+def scale_plan(
+    targets: tuple[int, ...], hard: int, margin: int = FD_MARGIN, step: int = FIT_STEP
+) -> tuple[tuple[int, ...], tuple[tuple[int, str], ...]]:
+    """The stream counts scale50k can run under a hard RLIMIT_NOFILE of ``hard``, and the
+    ones it cannot, with why.
+
+    The server process holds one descriptor per stream, and so does the load tool's
+    process: each needs ``n + margin``. A size that does not fit is skipped (never
+    measured as a failure of the server), and the largest multiple of ``step`` that
+    fits is measured in its place when it is above every size that fits.
+    """
+    room = hard - margin
+    run = [n for n in targets if n <= room]
+    skipped = tuple(
+        (n, f"needs {n + margin:,} descriptors in one process; the hard RLIMIT_NOFILE here is {hard:,}")
+        for n in targets
+        if n > room
+    )
+    fit = room // step * step
+    if skipped and fit > 0 and fit > max(run, default=0):
+        run.append(fit)
+    return tuple(sorted(run)), skipped
+
+
+def parse_proc_stat(text: str) -> tuple[int, int]:
+    """``(utime, stime)`` in clock ticks from the text of ``/proc/<pid>/stat``.
+
+    The command name (field 2) is in parentheses and may itself hold spaces and
+    parentheses, so the fields are counted from the last ``)``: utime and stime are
+    fields 14 and 15 of proc(5). Raises ``ValueError`` on text that is not such a line.
+    """
+    head, sep, rest = text.rpartition(")")
+    fields = rest.split()
+    if not sep or "(" not in head or len(fields) < 13:
+        raise ValueError(f"not a /proc/<pid>/stat line: {text[:80]!r}")
+    return int(fields[11]), int(fields[12])
+
+
+def proc_cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of ``pids`` in seconds, from /proc/<pid>/stat (a pid gone counts 0)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            utime, stime = parse_proc_stat(Path(f"/proc/{pid}/stat").read_text())
+            total += utime + stime
+    return total / tick
+
+
+def proc_runqueue_wait_seconds(pids: list[int]) -> float:
+    """Seconds ``pids`` were runnable but waiting for a CPU (field 2 of /proc/<pid>/schedstat):
+    on a shared machine, how much of a slow figure is other people's load, not the server."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 # --------------------------------------------------------------------------- processes
 
 _live: list[subprocess.Popen[Any]] = []  # every process this driver started and has not reaped
+
+
+def nofile_hard() -> int:
+    """The hard RLIMIT_NOFILE every process of the benchmark can raise its soft limit to."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1 << 30 if hard == resource.RLIM_INFINITY else int(hard)
+
+
+def raise_nofile() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (spawned children inherit it): one
+    descriptor per stream, on the server's side and on the load tool's."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def spawn(argv: list[str], **kw: Any) -> subprocess.Popen[Any]:
@@ -246,12 +368,19 @@ SPECS = {
 
 
 class Server:
-    def __init__(self, spec: Spec, params: Params, workdir: Path, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        params: Params,
+        workdir: Path,
+        extra: tuple[str, ...] = (),
+        env_extra: dict[str, str] | None = None,
+    ) -> None:
         self.spec = spec
         self.killed = False
         self.port = free_port()
         self.log_path = workdir / f"{spec.name}-{self.port}.log"
-        env = dict(os.environ)
+        env = dict(os.environ, **(env_extra or {}))
         pin = ["taskset", "-c", params.server_core]
         if spec.name == "trio_sse":
             argv = [*pin, str(TRIO_SSE_BIN), "serve", "--host", HOST, "--port", str(self.port), *TRIO_SSE_ARGS]
@@ -366,6 +495,7 @@ class Subscribers:
         idle: bool = False,
         ramp: float = 1000.0,
         timeout: float = 30.0,
+        sources: int = 0,
     ) -> None:
         self.conns, self.ramp, self.timeout = conns, ramp, timeout
         argv = [
@@ -375,6 +505,8 @@ class Subscribers:
         ]  # fmt: skip
         if idle:
             argv.append("--idle")
+        if sources:
+            argv += ["--sources", str(sources)]
         self.argv = argv
         self.stderr: list[str] = []
         self.ready = threading.Event()
@@ -382,6 +514,15 @@ class Subscribers:
         self.proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
+        # stdout too: the JSON line carries the latency histogram (hist_ms), which can
+        # outgrow the pipe's buffer, and sseload would block writing it while we wait.
+        self._stdout: list[str] = []
+        self._out_reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._out_reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        self._stdout.append(self.proc.stdout.read())
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -413,14 +554,14 @@ class Subscribers:
         reap(self.proc)
 
     def result(self, timeout: float) -> dict[str, Any]:
-        # stderr belongs to the reader thread; stdout is one short line (never fills the pipe).
+        # stderr and stdout belong to the reader threads.
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise ToolingError(f"sseload did not finish within {timeout:.0f} s") from None
-        assert self.proc.stdout is not None
-        out = self.proc.stdout.read()
+        self._out_reader.join(timeout=10)
+        out = "".join(self._stdout)
         reap(self.proc)
         self._reader.join(timeout=5)
         return parse_tool_json("sseload", self.proc.returncode, out, self.stderr)
@@ -474,8 +615,10 @@ class Ctx:
     server_notes: list[dict[str, Any]] = field(default_factory=list)  # per run: each server started
 
     @contextlib.contextmanager
-    def server(self, spec: Spec, extra: tuple[str, ...] = ()) -> Iterator[Server]:
-        srv = Server(spec, self.params, self.workdir, extra)
+    def server(
+        self, spec: Spec, extra: tuple[str, ...] = (), env_extra: dict[str, str] | None = None
+    ) -> Iterator[Server]:
+        srv = Server(spec, self.params, self.workdir, extra, env_extra)
         try:
             yield srv
             srv.check_alive()
@@ -659,6 +802,93 @@ def scenario_scale(ctx: Ctx, spec: Spec) -> Figures:
     }
 
 
+def server_pids(srv: Server) -> list[int]:
+    """The server's process and all its descendants (a hypercorn master and its workers)."""
+    return [srv.proc.pid, *(c.pid for c in srv.children())]
+
+
+def scale50k_verdict(f: Figures) -> list[str]:
+    """Why a scale50k size missed the target ([] = it met it)."""
+    why = []
+    if f["open"] < f["streams"] or f["failed"]:
+        why.append(f"open {f['open']:,} of {f['streams']:,} ({f['failed']} failed)")
+    if f["closed_early"]:
+        why.append(f"closed early {f['closed_early']}")
+    if f["published"] < 0.95 * f["target_events"]:
+        why.append(f"published {f['published']} of {f['target_events']}")
+    if f["loss"] > 0:
+        why.append(f"loss {f['loss']}")
+    if f["p99_ms"] >= SCALE50K_P99_MS:
+        why.append(f"p99 {f['p99_ms']:.0f} ms")
+    return why
+
+
+def scenario_scale50k(ctx: Ctx, spec: Spec) -> Figures:
+    """Per size: a fresh server, every stream open with heartbeats, then 10 events/s to all for 30 s."""
+    p = ctx.params
+    figs: Figures = {"raw": {}}
+    for n in p.scale50k_sizes:
+        extra: tuple[str, ...] = ()
+        if spec.name == "trio_sse":
+            # Limits that let n streams in from few client addresses, and a memory guard
+            # far above what n streams take (the defaults are for production, not this).
+            # The idle-connection bound and timeout too: a connection is idle until its
+            # request is read, and while thousands connect to a busy server many wait at
+            # once, longer than the default 5 s, and would be closed unread.
+            extra = (
+                "--heartbeat-interval", str(SCALE_HEARTBEAT_S),
+                "--connection-limit", str(n + FD_MARGIN), "--client-connection-limit", str(n + FD_MARGIN),
+                "--idle-connection-limit", str(n + FD_MARGIN), "--idle-timeout", str(SCALE50K_OPEN_TIMEOUT_S),
+                "--memory-limit", str(8 << 30),
+            )  # fmt: skip
+        load_avg = os.getloadavg()
+        sources = max(1, math.ceil(n / STREAMS_PER_SOURCE))
+        # nginx allocates all its worker_connections at start: raised here only.
+        env_extra = {"NCHAN_WORKER_CONNECTIONS": str(n + FD_MARGIN)} if spec.name == "nchan" else None
+        with ctx.server(spec, extra, env_extra) as srv:
+            time.sleep(1.0)
+            before = srv.rss()
+            subs = Subscribers(
+                p, srv.port, spec.stream_path, n, SCALE50K_SETTLE_S + SCALE50K_S + SCALE50K_DRAIN_S,
+                ramp=SCALE50K_RAMP, timeout=SCALE50K_OPEN_TIMEOUT_S, sources=sources,
+            )  # fmt: skip
+            try:
+                subs.wait_ready()
+                time.sleep(SCALE50K_SETTLE_S)
+                rss_open = srv.rss()
+                pids = server_pids(srv)
+                cpu0, wait0, t0 = proc_cpu_seconds(pids), proc_runqueue_wait_seconds(pids), time.monotonic()
+                pub = publish(p, spec, srv.port, SCALE50K_S, rate=SCALE50K_RATE, batch=1, conns=4)
+                load = subs.result(timeout=SCALE50K_DRAIN_S + 60)
+                cpu, wall = proc_cpu_seconds(pids) - cpu0, time.monotonic() - t0
+                waited = proc_runqueue_wait_seconds(pids) - wait0
+            finally:
+                subs.kill()
+            rss_end = srv.rss()
+        f = delivery_figures(SCALE50K_RATE, SCALE50K_S, pub, load)
+        f["streams"] = n
+        why = scale50k_verdict(f)
+        log(f"  {spec.name} scale50k {n:,} streams: {'meets the target' if not why else 'MISSES: ' + '; '.join(why)}")
+        for k in ("open", "failed", "closed_early", "published", "loss", "p50_ms", "p99_ms", "max_ms"):
+            figs[f"{k}_{n}"] = f[k]
+        figs[f"deliveries_per_s_{n}"] = round(f["received"] / SCALE50K_S)
+        figs[f"server_cpu_pct_{n}"] = round(100 * cpu / wall, 1)
+        figs[f"server_waiting_pct_{n}"] = round(100 * waited / wall, 1)
+        # Writes per stream per second (each ~ one read by sseload) and what one costs the
+        # server: rounds that carry several events each write once per stream.
+        reads = int(load.get("reads", 0))
+        if reads and f["open"]:
+            figs[f"writes_per_stream_s_{n}"] = round(reads / f["open"] / SCALE50K_S, 2)
+            figs[f"cpu_us_per_write_{n}"] = round(cpu / reads * 1e6, 2)
+        figs[f"rss_open_{n}"] = rss_open
+        figs[f"rss_end_{n}"] = rss_end
+        figs[f"bytes_per_stream_{n}"] = round((rss_open - before) / f["open"]) if f["open"] else None
+        figs[f"met_{n}"] = 0 if why else 1
+        figs[f"loadavg_{n}"] = round(load_avg[0], 2)
+        figs["raw"][str(n)] = {"why": why, "sources": sources, "ssepub": pub, "sseload": load}
+    return figs
+
+
 # --------------------------------------------------------------------------- workers (scale-out)
 
 #: The configurations of the workers scenario, in table order: (key, backend, workers).
@@ -670,6 +900,9 @@ WORKER_LABELS = {
 }
 HYPERCORN_BIN = ROOT / ".venv" / "bin" / "hypercorn"
 SUSTAINED_P99_MS = 1000.0
+WORKERS_CPU_PCONNS = 32
+#: flush_interval of the CPU step's servers: rounds every 50 ms, whatever the scheduling.
+WORKERS_CPU_FLUSH_S = 0.05
 
 
 def trio_sse_env(extra: dict[str, str]) -> dict[str, str]:
@@ -799,11 +1032,21 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
     return total
 
 
-def workers_step(ctx: Ctx, srv: HypercornServer, redis: RedisProc | None, rate: int) -> Figures:
-    """One fan-out step (as in `fanout`), plus CPU use of each party while ssepub runs."""
+def workers_step(
+    ctx: Ctx,
+    srv: HypercornServer,
+    redis: RedisProc | None,
+    rate: int,
+    duration: float | None = None,
+    pconns: int = 8,
+) -> Figures:
+    """One fan-out step (as in `fanout`), plus CPU use of each party while ssepub runs, and
+    the server's CPU-seconds (every process of it, from /proc/<pid>/stat) from the first
+    publish until the subscribers have drained, per million deliveries."""
     p = ctx.params
     spec = srv.spec
-    subs = Subscribers(p, srv.port, spec.stream_path, SUBSCRIBERS, p.fanout_step_s + p.fanout_drain_s)
+    duration = p.fanout_step_s if duration is None else duration
+    subs = Subscribers(p, srv.port, spec.stream_path, SUBSCRIBERS, duration + p.fanout_drain_s)
     try:
         subs.wait_ready()
         split = srv.connection_split()
@@ -812,20 +1055,73 @@ def workers_step(ctx: Ctx, srv: HypercornServer, redis: RedisProc | None, rate: 
             "sseload": [psutil.Process(subs.proc.pid)],
             "redis": [psutil.Process(redis.proc.pid)] if redis else [],
         }
+        pids = server_pids(srv)
         before = {k: cpu_seconds(v) for k, v in parties.items()}
+        server_before, wait_before = proc_cpu_seconds(pids), proc_runqueue_wait_seconds(pids)
         t0 = time.monotonic()
-        pub = publish(p, spec, srv.port, p.fanout_step_s, rate=rate, batch=p.workers_batch, conns=8)
+        pub = publish(p, spec, srv.port, duration, rate=rate, batch=p.workers_batch, conns=pconns)
         wall = time.monotonic() - t0
         cpu = {f"cpu_{k}_pct": round(100 * (cpu_seconds(v) - before[k]) / wall, 1) for k, v in parties.items()}
-        load = subs.result(timeout=p.fanout_step_s + p.fanout_drain_s + 30)
+        load = subs.result(timeout=duration + p.fanout_drain_s + 30)
+        server_cpu = proc_cpu_seconds(pids) - server_before
+        server_waited = proc_runqueue_wait_seconds(pids) - wait_before
     finally:
         subs.kill()
-    f = delivery_figures(rate, p.fanout_step_s, pub, load)
+    f = delivery_figures(rate, duration, pub, load)
+    f["server_cpu_s"] = round(server_cpu, 3)
+    f["server_wait_s"] = round(server_waited, 3)
+    f["cpu_s_per_m"] = round(server_cpu / (f["received"] / 1e6), 3) if f["received"] else None
     why = fanout_verdict(f)
     # "sustained": everything published and delivered, with p99 under 1 s (no 100 ms bound).
     sustained = not [w for w in why if not w.startswith("p99")] and f["p99_ms"] < SUSTAINED_P99_MS
     f.update(passed=not why, why=why, sustained=sustained, split=split, **cpu)
     return f
+
+
+def workers_cpu_step(
+    ctx: Ctx,
+    key: str,
+    workers: int,
+    redis: RedisProc,
+    env: dict[str, str],
+    redis_port: int | None,
+    raw: dict[str, Any],
+    cores: str | None = None,
+) -> Figures:
+    """The CPU-per-delivery step of one configuration, on a server of its own.
+
+    Fan-out rounds batch whatever arrived since the last one, so under a load that
+    does not fill the CPU the events per write (and so the CPU per delivery) follow
+    the scheduling noise of a shared machine: 2x between runs was measured. Here the
+    rounds are paced by ``flush_interval`` instead (WORKERS_CPU_FLUSH_S, far above a
+    round's duration), so 1 and 2 workers write each stream equally often and the
+    comparison is of the work, not of the batching. More publisher connections than
+    the steps use: a publish on Redis waits a round trip and a round, and the whole
+    load must get in for both configurations.
+    """
+    p = ctx.params
+    cpu_env = env | {"TRIO_SSE_FLUSH_INTERVAL": str(WORKERS_CPU_FLUSH_S)}
+    if "TRIO_SSE_REDIS_STREAM" in cpu_env:
+        cpu_env["TRIO_SSE_REDIS_STREAM"] += ":cpu"
+    srv = HypercornServer(p, ctx.workdir, workers, cores or p.server_core, trio_sse_env(cpu_env), redis_port)
+    try:
+        f = workers_step(ctx, srv, redis, p.workers_cpu_rate, p.workers_cpu_s, WORKERS_CPU_PCONNS)
+        srv.check_alive()
+    finally:
+        srv.stop()
+        ctx.server_notes.append({"argv": srv.argv, "sigkilled": srv.killed, "log_tail": srv.log_tail()})
+    log(
+        f"  workers {key} CPU step {p.workers_cpu_rate}/s for {p.workers_cpu_s:g} s: "
+        f"{f['server_cpu_s']:.2f} CPU-s for {f['received']:,} deliveries = {f['cpu_s_per_m']} "
+        f"CPU-s per million{'' if f['sustained'] else ' (NOT sustained: ' + '; '.join(f['why']) + ')'}"
+    )
+    figs = {
+        f"{key}_cpustep_{k}": f[k]
+        for k in ("cpu_s_per_m", "server_cpu_s", "server_wait_s", "received", "p99_ms", "loss")
+    }
+    figs[f"{key}_cpustep_sustained"] = 1 if f["sustained"] else 0
+    raw[f"{key}_cpustep"] = {k: v for k, v in f.items() if k != "raw"}
+    return figs
 
 
 def scenario_workers(ctx: Ctx, spec: Spec) -> Figures:
@@ -839,10 +1135,19 @@ def scenario_workers(ctx: Ctx, spec: Spec) -> Figures:
             if backend == "redis":
                 # A fresh stream key per configuration: no leftovers from the previous one.
                 extra |= {"TRIO_SSE_BACKEND": f"redis://{HOST}:{redis.port}/0", "TRIO_SSE_REDIS_STREAM": f"bench:{key}"}
-            cores = p.server_core if workers == 1 else f"{p.server_core},{p.load_core}"
-            srv = HypercornServer(
-                p, ctx.workdir, workers, cores, trio_sse_env(extra), redis.port if backend == "redis" else None
-            )
+            redis_port = redis.port if backend == "redis" else None
+            figs.update(workers_cpu_step(ctx, key, workers, redis, extra, redis_port, figs["raw"]))
+            if workers > 1:
+                # The same with the workers free to use both cores (one of them then shares
+                # core 1 with the load tools): two workers on one core also pay for
+                # switching between them, which workers on cores of their own do not.
+                spread = f"{p.server_core},{p.load_core}"
+                figs.update(
+                    workers_cpu_step(ctx, f"{key}spread", workers, redis, extra, redis_port, figs["raw"], spread)
+                )
+            # Every server process on the server core, the load tools and redis-server on the
+            # other: the same CPU for 1 and 2 workers, none of it shared with the load.
+            srv = HypercornServer(p, ctx.workdir, workers, p.server_core, trio_sse_env(extra), redis_port)
             steps: list[Figures] = []
             try:
                 for rate in p.workers_rates:
@@ -878,6 +1183,12 @@ def scenario_workers(ctx: Ctx, spec: Spec) -> Figures:
             figs["raw"][key] = [{k: v for k, v in s.items() if k != "raw"} for s in steps]
     finally:
         redis.stop()
+    figs["load_avg"] = round(os.getloadavg()[0], 2)
+    one = figs.get("redis1_cpustep_cpu_s_per_m")
+    for two_key, name in (("redis2", "cpu_ratio_2w_1w"), ("redis2spread", "cpu_ratio_2w_spread_1w")):
+        two = figs.get(f"{two_key}_cpustep_cpu_s_per_m")
+        if numeric(one) and numeric(two) and one:
+            figs[name] = round(two / one, 3)
     return figs
 
 
@@ -931,6 +1242,7 @@ SCENARIO_FUNCS: dict[str, Callable[[Ctx, Spec], Figures]] = {
     "fanout": scenario_fanout,
     "publish": scenario_publish,
     "scale": scenario_scale,
+    "scale50k": scenario_scale50k,
     "workers": scenario_workers,
     "churn": scenario_churn,
 }
@@ -1099,6 +1411,15 @@ def fmt_best(x: Any) -> str:
     return "none passed" if x == 0 else fmt_num(x)
 
 
+def fmt_2(x: Any) -> str:
+    return fmt_num(x, 2)
+
+
+def fmt_met(x: Any) -> str:
+    """A median of per-run 1/0 verdicts (a half is a tie between runs)."""
+    return "n/a" if not numeric(x) else ("yes" if x > 0.5 else "no" if x < 0.5 else "split")
+
+
 def fmt_bool(x: Any) -> str:
     return "n/a" if not isinstance(x, bool) else ("yes" if x else "no")
 
@@ -1170,6 +1491,30 @@ def rows_for(scenario: str, params: Params) -> list[Row]:
             Row("single_sub_closed_early", "subscribers closed early, single", fmt_num),
             Row("batch100_sub_closed_early", "subscribers closed early, batch 100", fmt_num),
         ]
+    if scenario == "scale50k":
+        rows = []
+        for n in params.scale50k_sizes:
+            at = f" @ {n:,}"
+            rows += [
+                Row(f"met_{n}", f"target met{at} (no loss, none closed, p99 < 1 s)", fmt_met),
+                Row(f"open_{n}", f"streams open{at}", fmt_num, "higher"),
+                Row(f"failed_{n}", f"streams failed{at}", fmt_num),
+                Row(f"closed_early_{n}", f"streams closed early{at}", fmt_num),
+                Row(f"published_{n}", f"events published{at} (target {round(SCALE50K_RATE * SCALE50K_S):,})", fmt_num),
+                Row(f"loss_{n}", f"loss{at}", fmt_num, "lower"),
+                Row(f"deliveries_per_s_{n}", f"deliveries/s{at}", fmt_num, "higher"),
+                Row(f"p50_ms_{n}", f"latency p50{at}", fmt_ms, "lower"),
+                Row(f"p99_ms_{n}", f"latency p99{at}", fmt_ms, "lower"),
+                Row(f"max_ms_{n}", f"latency max{at}", fmt_ms, "lower"),
+                Row(f"server_cpu_pct_{n}", f"server CPU{at}, % of one core", lambda x: fmt_num(x, 1), "lower"),
+                Row(f"server_waiting_pct_{n}", f"server runnable but waiting for its core{at}, %", fmt_2),
+                Row(f"writes_per_stream_s_{n}", f"writes per stream per second{at} (sseload reads)", fmt_2),
+                Row(f"cpu_us_per_write_{n}", f"server CPU per write{at}, µs", fmt_2, "lower"),
+                Row(f"rss_open_{n}", f"RSS with every stream open{at}", fmt_mib, "lower"),
+                Row(f"bytes_per_stream_{n}", f"bytes per stream{at}", lambda x: fmt_num(x) + " B", "lower"),
+                Row(f"loadavg_{n}", f"machine load average (1 min) at start{at}", lambda x: fmt_num(x, 2)),
+            ]
+        return rows
     return [
         Row("open", f"streams open (of {SCALE_STREAMS:,})", fmt_num, "higher"),
         Row("failed", "streams failed", fmt_num),
@@ -1188,6 +1533,7 @@ SCENARIO_TITLES = {
     "fanout": "Fan-out: highest publish rate to 1,000 subscribers with no loss and p99 < 100 ms",
     "publish": "Publish throughput: 10 subscribers, ssepub --max",
     "scale": "Scale: 10,000 concurrent streams on one process",
+    "scale50k": "Scale: 50,000 streams on one process, 10 events/s to all",
     "workers": "Scale-out: fan-out to 1,000 subscribers with 1 vs 2 hypercorn workers (Redis backend)",
     "churn": "Churn soak: 100 connects/disconnects per second under steady publishing",
 }
@@ -1218,6 +1564,38 @@ def render_workers(res: dict[str, Any] | None, params: Params) -> list[str]:
                 f"/ {fmt_num(g('cpu_redis_pct'))} | {ratio(g('best_deliveries'), base)} |"
             )
     out.append("")
+    out += [
+        f"Server CPU at the same load ({params.workers_cpu_rate} events/s in batches of {params.workers_batch} "
+        f"on {WORKERS_CPU_PCONNS} publisher connections, to {SUBSCRIBERS:,} subscribers for "
+        f"{params.workers_cpu_s:g} s; a server of its own per configuration with flush_interval "
+        f"{WORKERS_CPU_FLUSH_S:g} s, so every configuration writes each stream as often):",
+        "",
+        "| configuration | server CPU-seconds per million deliveries | CPU-seconds | seconds waiting for a CPU "
+        "| deliveries | p99 | loss | sustained | ÷ Redis 1 worker |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = med.get("redis1_cpustep_cpu_s_per_m")
+    labels = {**WORKER_LABELS, "redis2spread": "Redis backend, 2 workers free to use both cores"}
+    for key in ("mem1", "redis1", "redis2", "redis2spread"):
+
+        def c(name: str, prefix: str = key) -> Any:
+            return med.get(f"{prefix}_cpustep_{name}")
+
+        out.append(
+            f"| {labels[key]} | {fmt_num(c('cpu_s_per_m'), 3)} | {fmt_num(c('server_cpu_s'), 2)} "
+            f"| {fmt_num(c('server_wait_s'), 2)} "
+            f"| {fmt_num(c('received'))} | {fmt_ms(c('p99_ms'))} | {fmt_num(c('loss'))} | {fmt_met(c('sustained'))} "
+            f"| {ratio(c('cpu_s_per_m'), base)} |"
+        )
+    out.append("")
+    for name, what in (("cpu_ratio_2w_1w", "both on core 0"), ("cpu_ratio_2w_spread_1w", "free to use both cores")):
+        ratios = ", ".join(fmt_num(r.get(name), 3) for r in res["runs"])
+        out.append(
+            f"CPU per delivery, 2 workers ({what}) / 1 worker (Redis), per run: {ratios}; "
+            f"median {fmt_num(med.get(name), 3)}."
+        )
+    loads = ", ".join(fmt_num(r.get("load_avg"), 2) for r in res["runs"])
+    out += [f"Load average (1 min) at the end of each run: {loads}.", ""]
     for suffix, verdict in (("", "p99 < 100 ms"), ("_sus", "sustained")):
         per_run = ", ".join(
             "/".join(fmt_num(r.get(f"{key}{suffix}_best_deliveries")) for key, _, _ in WORKER_CONFIGS)
@@ -1249,11 +1627,29 @@ def scenario_note(scenario: str, p: Params) -> str:
             "per step, stop at the first step that is not sustained. Two verdicts: pass as in `fanout` (no loss, "
             "no failed stream, >= 95% published, p99 < 100 ms), and sustained (the same with p99 < 1 s): "
             "on a shared 2-core machine the 100 ms tail is decided by scheduling noise as much as by throughput. "
-            f"Pinning: 1 worker runs on core {p.server_core}; 2 workers run on cores {p.server_core},{p.load_core} "
-            f"(both cores: the point is to use the second one), so with 2 workers core {p.load_core} is shared by "
-            f"one worker, the load tools and redis-server (all pinned to core {p.load_core}). The 2-worker figure "
-            "is therefore a lower bound of what two dedicated cores give. CPU columns: CPU seconds used while "
-            "ssepub ran / wall time (sseload is single-threaded: near 100 % would mean the load tool limits)."
+            f"Pinning: every server process (the hypercorn master and its workers) runs on core {p.server_core}, "
+            f"the load tools and redis-server on core {p.load_core}: 1 and 2 workers get the same CPU, none of it "
+            "shared with the load, so the wall-clock figures can show that a second worker costs no throughput, "
+            "not that it adds any. Before the steps, each configuration gets one fixed-load step "
+            f"({p.workers_cpu_rate} events/s for {p.workers_cpu_s:g} s): the server's CPU-seconds (utime+stime "
+            "from /proc/<pid>/stat of the master and every worker, from the first publish to the end of the "
+            "drain) per million deliveries. CPU columns: CPU seconds used while ssepub ran / wall time "
+            "(sseload is single-threaded: near 100 % would mean the load tool limits)."
+        )
+    if scenario == "scale50k":
+        skipped = "".join(f" **{n:,} streams not runnable here**: {why}." for n, why in p.scale50k_skipped)
+        return (
+            f"Per size a fresh server; `sseload --conns N --ramp {SCALE50K_RAMP} --sources K` (K = one loopback "
+            f"source address per {STREAMS_PER_SOURCE:,} streams, from 127.0.0.2), all streams READY, "
+            f"{SCALE50K_SETTLE_S:g} s of heartbeats only, then `ssepub --rate {SCALE50K_RATE} --duration "
+            f"{SCALE50K_S:g}` (single events, 4 conns) to every stream, {SCALE50K_DRAIN_S:g} s drain. trio_sse "
+            f"runs with --heartbeat-interval {SCALE_HEARTBEAT_S}, --connection-limit, --client-connection-limit and "
+            f"--idle-connection-limit N + {FD_MARGIN}, --idle-timeout {SCALE50K_OPEN_TIMEOUT_S:g} and "
+            f"--memory-limit 8 GiB (the peers' heartbeat is fixed "
+            f"at 30 s). Every process runs at the hard RLIMIT_NOFILE ({p.nofile_hard:,}). Target: no loss, "
+            f"no stream closed, p99 < "
+            f"{SCALE50K_P99_MS:,.0f} ms. Server CPU: utime+stime (/proc/<pid>/stat) from the first publish to "
+            f"the end of the drain, over that wall time.{skipped}"
         )
     if scenario == "idle_memory":
         return (
@@ -1430,6 +1826,17 @@ def parse_list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     return [x for x in allowed if x in items]  # canonical order
 
 
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``--scale50k-sizes``: comma-separated stream counts (``_`` allowed), each >= 1, sorted, no repeats."""
+    try:
+        sizes = {int(x.strip()) for x in text.split(",") if x.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"stream counts must be integers: {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"give one or more stream counts >= 1: {text!r}")
+    return tuple(sorted(sizes))
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="scripts/bench", description="Benchmark trio_sse against sse-starlette and nchan."
@@ -1443,6 +1850,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results", help="output dir (default bench-results/)")
     ap.add_argument(
         "--workers-batch", type=int, default=10, help="events per publish request in the workers scenario (default 10)"
+    )
+    ap.add_argument(
+        "--scale50k-sizes",
+        type=parse_sizes,
+        default=SCALE50K_SIZES,
+        help="stream counts of the scale50k scenario (default 10000,25000,50000)",
+    )
+    ap.add_argument(
+        "--dry-run", action="store_true", help="print the plan (scenarios, sizes, limits) as JSON and start nothing"
     )
     args = ap.parse_args(argv)
     if args.workers_batch < 1:
@@ -1474,15 +1890,28 @@ def run_scenario(ctx: Ctx, scenario: str, spec: Spec) -> dict[str, Any]:
     return {"runs": runs, "errors": errors, "median": median_figures(runs)}
 
 
+def plan_scenarios(asked: list[str] | None, quick: bool) -> list[str]:
+    """The scenarios to run. --quick (CI's smoke test, < 3 minutes) leaves out the long
+    ones unless named; `--quick --scenarios workers` runs a short version of it (2 steps),
+    but the scale scenarios are never run with --quick."""
+    scenarios = asked or [s for s in SCENARIOS if not (quick and s in FULL_RUN_ONLY)]
+    if quick:
+        for name in ("scale", "scale50k"):
+            if name in scenarios:
+                log(f"{name} is a full-run scenario: skipped with --quick")
+                scenarios = [s for s in scenarios if s != name]
+    return scenarios
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    params = Params.make(args.quick, args.runs, args.workers_batch)
-    # --quick (CI's smoke test, < 3 minutes) leaves out the long scenarios unless named;
-    # `--quick --scenarios workers` runs a short version of it (2 steps).
-    scenarios = args.scenarios or [s for s in SCENARIOS if not (params.quick and s in FULL_RUN_ONLY)]
-    if params.quick and "scale" in scenarios:
-        log("scale is a full-run scenario: skipped with --quick")
-        scenarios = [s for s in scenarios if s != "scale"]
+    raise_nofile()  # before any process is started: they all inherit it
+    params = Params.make(args.quick, args.runs, args.workers_batch, args.scale50k_sizes)
+    scenarios = plan_scenarios(args.scenarios, params.quick)
+    if args.dry_run:
+        plan = {"scenarios": scenarios, "servers": args.only, "params": dataclasses.asdict(params)}
+        print(json.dumps(plan, indent=2))
+        return 0
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     t0 = time.monotonic()

@@ -3,6 +3,7 @@
  *   cc -O2 -Wall -Wextra -o sseload scripts/sseload.c
  *   sseload --host 127.0.0.1 --port 8000 --path '/sse/events?types=system_status' \
  *           --conns N --duration S [--ramp CONNS_PER_S] [--idle] [--timeout S]
+ *           [--sources K [--source-base 127.0.0.2]]
  *
  * Opens N streams (ramped), waits until every one has its response headers (or failed,
  * or --timeout seconds passed since it was started), prints "READY <open>" on stderr,
@@ -12,11 +13,23 @@
  *   failed        streams that never got there (connect/IO error, non-200, timeout)
  *   closed_early  established streams that ended before the run did
  *   events_per_conn_min/max over established streams.  --idle: no latency histogram.
+ *   reads         read() calls that returned data (with a server that writes each stream
+ *                 once per fan-out round, about the number of writes it made)
+ *   hist_ms       the latency histogram as [[ms, count], ...] (1 ms buckets, empty ones
+ *                 left out; the last bucket, 10000, holds everything from 10 s up), so
+ *                 the runs of several processes can be merged into exact percentiles.
+ * --sources K: connection i binds source address base + (i mod K) before connecting
+ * (IP_BIND_ADDRESS_NO_PORT, so the port is picked at connect time): each source address
+ * has its own ~28,000 ephemeral ports towards one server address, which one address
+ * alone would run out of beyond that many streams.  The descriptor limit is raised to
+ * the hard limit (one descriptor per stream).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,13 +61,15 @@ struct conn {
 
 static struct conn *conns;
 static int nconns, started, pending, nopen, nfailed, nclosed, ep, idle;
-static uint64_t total_events, total_bytes, hist_n, max_ns;
+static uint64_t total_events, total_bytes, total_reads, hist_n, max_ns;
 static uint32_t *hist;
 static char req[2048];
 static int reqlen;
 static int64_t now_rt;
 static char first_err[160];
 static volatile sig_atomic_t stop;
+static int nsources;
+static uint32_t source_base; /* host order */
 
 static double mono(void) {
     struct timespec ts;
@@ -280,6 +295,13 @@ static void start_conn(struct conn *c) {
     pending++;
     c->st = ST_CONNECTING;
     if (c->fd < 0) { conn_end(c, "socket", errno); return; }
+    if (nsources) {
+        struct sockaddr_in src = {.sin_family = AF_INET,
+                                  .sin_addr.s_addr = htonl(source_base + (uint32_t)((c - conns) % nsources))};
+        int one = 1;
+        setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0) { conn_end(c, "bind", errno); return; }
+    }
     if (!(c->hbuf = malloc(HDR_CAP))) { conn_end(c, "malloc", ENOMEM); return; }
     if (connect(c->fd, addr->ai_addr, addr->ai_addrlen) < 0 && errno != EINPROGRESS) {
         conn_end(c, "connect", errno);
@@ -320,6 +342,7 @@ static void handle(struct conn *c, uint32_t events) {
             return;
         }
         total_bytes += r;
+        total_reads++;
         now_rt = realtime_ns();
         int rc = feed(c, buf, r);
         if (rc == -2) { conn_end(c, "bad response (status != 200 or headers)", 0); return; }
@@ -342,12 +365,12 @@ static double pct_ms(double p) {
 
 static void usage(void) {
     fprintf(stderr, "usage: sseload --host H --port P --path PATH --conns N --duration S "
-                    "[--ramp CONNS_PER_S] [--idle] [--timeout S]\n");
+                    "[--ramp CONNS_PER_S] [--idle] [--timeout S] [--sources K [--source-base ADDR]]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
-    const char *host = "127.0.0.1", *port = NULL, *path = "/sse/events";
+    const char *host = "127.0.0.1", *port = NULL, *path = "/sse/events", *source = "127.0.0.2";
     double duration = -1, ramp = 2000, timeout = 30;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -361,9 +384,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--duration")) duration = atof(v);
         else if (!strcmp(a, "--ramp")) ramp = atof(v);
         else if (!strcmp(a, "--timeout")) timeout = atof(v);
+        else if (!strcmp(a, "--sources")) nsources = atoi(v);
+        else if (!strcmp(a, "--source-base")) source = v;
         else usage();
     }
-    if (!port || nconns <= 0 || duration < 0 || ramp <= 0) usage();
+    if (!port || nconns <= 0 || duration < 0 || ramp <= 0 || nsources < 0) usage();
+    struct in_addr base;
+    if (inet_pton(AF_INET, source, &base) != 1) { fprintf(stderr, "sseload: bad --source-base %s\n", source); return 2; }
+    source_base = ntohl(base.s_addr);
 
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -373,7 +401,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo hints = {.ai_family = nsources ? AF_INET : AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     int gai = getaddrinfo(host, port, &hints, &addr);
     if (gai) { fprintf(stderr, "sseload: %s: %s\n", host, gai_strerror(gai)); return 1; }
     reqlen = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s:%s\r\nAccept: text/event-stream\r\n"
@@ -426,10 +454,23 @@ int main(int argc, char **argv) {
     if (first_err[0]) fprintf(stderr, "sseload: %d failed, first error: %s\n", nfailed, first_err);
     printf("{\"conns\": %d, \"open\": %d, \"failed\": %d, \"closed_early\": %d, \"events\": %llu, "
            "\"events_per_conn_min\": %llu, \"events_per_conn_max\": %llu, \"bytes\": %llu, "
-           "\"latency_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"max\": %.3f}, \"duration_s\": %.3f}\n",
+           "\"latency_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"max\": %.3f}, \"duration_s\": %.3f, "
+           "\"sources\": %d, \"nofile\": %llu, \"reads\": %llu, \"hist_ms\": [",
            nconns, nopen, nfailed, nclosed, (unsigned long long)total_events, (unsigned long long)emin,
            (unsigned long long)emax, (unsigned long long)total_bytes, pct_ms(0.50), pct_ms(0.90), pct_ms(0.99),
-           max_ns / 1e6, running ? now - trun : 0.0);
+           max_ns / 1e6, running ? now - trun : 0.0, nsources,
+           getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long long)rl.rlim_cur : 0ULL,
+           (unsigned long long)total_reads);
+    if (hist) { /* 1 ms buckets of the 1 us histogram; [10000, n] = 10 s and more */
+        const char *sep = "";
+        for (uint32_t ms = 0; ms <= HIST_US / 1000; ms++) {
+            uint64_t n = 0;
+            uint32_t hi = ms == HIST_US / 1000 ? HIST_US + 1 : (ms + 1) * 1000;
+            for (uint32_t i = ms * 1000; i < hi; i++) n += hist[i];
+            if (n) { printf("%s[%u, %llu]", sep, ms, (unsigned long long)n); sep = ", "; }
+        }
+    }
+    printf("]}\n");
     fflush(stdout);
     return 0;
 }

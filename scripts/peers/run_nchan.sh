@@ -22,7 +22,13 @@ mkdir -p "$prefix"/tmp/{body,proxy,fastcgi,uwsgi,scgi} "$prefix"/logs
 # nginx workers run as "nobody" when started as root: they must be able to reach the
 # temp dirs (nginx chowns the *_temp_path dirs themselves at startup).
 chmod 755 "$prefix" "$prefix"/tmp
-sed -e "s|@PORT@|$port|g" -e "s|@PREFIX@|$prefix|g" "$here/nchan.conf.template" >"$prefix/nginx.conf"
+conns=${NCHAN_WORKER_CONNECTIONS:-16384}
+[[ $conns =~ ^[0-9]+$ ]] || { echo "run_nchan: NCHAN_WORKER_CONNECTIONS must be a number" >&2; exit 2; }
+hard=$(ulimit -Hn)
+nofile=$((conns + 1000))
+if [[ $hard != unlimited ]] && ((nofile > hard)); then nofile=$hard; fi
+sed -e "s|@PORT@|$port|g" -e "s|@PREFIX@|$prefix|g" -e "s|@CONNS@|$conns|g" -e "s|@NOFILE@|$nofile|g" \
+  "$here/nchan.conf.template" >"$prefix/nginx.conf"
 
 # -e: send the startup error log (before the config is read) to the prefix too,
 # instead of the compiled-in default.

@@ -49,6 +49,14 @@ workers      (full run only, trio_sse only) fan-out to 1,000 subscribers under
              master and every worker) per million deliveries, and the ratio 2 workers /
              1 worker. Servers run on core 0, load tools and redis-server on core 1.
              --workers-batch N: events per publish request (default 10).
+replay       (full run only) scripts/bench_replay.py with history_size 100,000, memory and
+             Redis backends: the time the loop is blocked while one client resumes (from a
+             quiet project's id, from a recent id), that client's first event, and the
+             p99 of 50 other streams meanwhile. It repeats (15 resumes) by itself.
+publisher    (full run only) scripts/bench_publisher.py: events/s of concurrent single
+             publish() calls from one process, batched by trio_sse.publisher against one
+             request per event, on trio_sse and sse-starlette side by side (3 runs).
+             Both are companion scripts: bench runs each once and puts its table in the report.
 churn        (full run only; not nchan) the churn soak: scripts/churn.py for 300 s (one run
              per server): 100 steady streams, 100 events/s, 100 connects/disconnects per
              second; RSS drift, descriptors and trio tasks before and after.
@@ -94,10 +102,27 @@ HOST = "127.0.0.1"
 
 SERVERS = ("trio_sse", "starlette", "nchan")
 LABELS = {"trio_sse": "trio_sse", "starlette": "sse-starlette", "nchan": "nchan"}
-SCENARIOS = ("idle_memory", "latency", "fanout", "publish", "scale", "scale50k", "workers", "churn")
+SCENARIOS = (
+    "idle_memory", "latency", "fanout", "publish", "scale", "scale50k", "workers", "churn", "replay", "publisher",
+)  # fmt: skip
+#: Scenarios measured by a script of their own, which repeats and runs its peers itself:
+#: bench runs it once per argument list and puts what it prints in the report.
+COMPANIONS: dict[str, list[list[str]]] = {
+    "replay": [
+        ["scripts/bench_replay.py", "--backend", "memory", "--history", "100000"],
+        ["scripts/bench_replay.py", "--backend", "{redis}", "--history", "100000"],
+    ],
+    "publisher": [
+        [
+            "scripts/bench_publisher.py", "--runs", "3", "--modes", "single,batched",
+            "--single-tasks", "16", "--batched-tasks", "1000",
+        ],
+    ],
+}  # fmt: skip
+COMPANION_TIMEOUT_S = 900.0
 #: Scenarios only trio_sse runs (no peer column), and the ones --quick leaves out unless asked for.
 TRIO_SSE_ONLY = ("workers",)
-FULL_RUN_ONLY = ("scale", "scale50k", "workers", "churn")
+FULL_RUN_ONLY = ("scale", "scale50k", "workers", "churn", "replay", "publisher")
 #: Scenarios that need the {"event_type", "data"} publish form (nchan publishes raw bodies).
 NOT_NCHAN = ("churn",)
 #: A soak is one long run per server, whatever --runs says.
@@ -1536,6 +1561,8 @@ SCENARIO_TITLES = {
     "scale50k": "Scale: 50,000 streams on one process, 10 events/s to all",
     "workers": "Scale-out: fan-out to 1,000 subscribers with 1 vs 2 hypercorn workers (Redis backend)",
     "churn": "Churn soak: 100 connects/disconnects per second under steady publishing",
+    "replay": "Replay cost: one client resuming with history_size 100,000",
+    "publisher": "Batching publisher: concurrent single publish() calls from one process",
 }
 
 
@@ -1607,6 +1634,8 @@ def render_workers(res: dict[str, Any] | None, params: Params) -> list[str]:
 
 
 def scenario_note(scenario: str, p: Params) -> str:
+    if scenario in COMPANIONS:
+        return "Measured by its companion script, run as shown (it repeats and reports medians itself)."
     if scenario == "churn":
         return (
             f"`scripts/churn.py` for {p.churn_s:g} s (one run per server): {CHURN_STEADY} streams held throughout, "
@@ -1711,6 +1740,9 @@ def render_markdown(report: dict[str, Any], params: Params) -> str:
     for scenario in report["scenarios_run"]:
         res = report["scenarios"].get(scenario, {})
         out += [f"## {SCENARIO_TITLES[scenario]} (`{scenario}`)", "", scenario_note(scenario, params), ""]
+        if scenario in COMPANIONS:
+            out += render_companion(res)
+            continue
         if scenario in TRIO_SSE_ONLY:
             out += render_workers(res.get("trio_sse"), params)
             continue
@@ -1890,6 +1922,38 @@ def run_scenario(ctx: Ctx, scenario: str, spec: Spec) -> dict[str, Any]:
     return {"runs": runs, "errors": errors, "median": median_figures(runs)}
 
 
+def run_companion(ctx: Ctx, scenario: str) -> dict[str, Any]:
+    """Run a companion script once per argument list; its stdout is the report's table.
+
+    ``{redis}`` in an argument is the URL of a throwaway redis-server started for it.
+    """
+    outputs: list[dict[str, Any]] = []
+    for template in COMPANIONS[scenario]:
+        redis = RedisProc(ctx.params, ctx.workdir) if any("{redis}" in a for a in template) else None
+        try:
+            args = [a.replace("{redis}", f"redis://{HOST}:{redis.port}") if redis else a for a in template]
+            command = shlex.join(args)
+            log(f"{scenario}: {command}")
+            t0 = time.monotonic()
+            done = subprocess.run(
+                [sys.executable, *args], capture_output=True, text=True, timeout=COMPANION_TIMEOUT_S, check=False
+            )
+            if done.returncode != 0:
+                raise ToolingError(f"{command} exited with {done.returncode}: {done.stderr[-2000:]}")
+            outputs.append({"command": command, "stdout": done.stdout, "elapsed_s": round(time.monotonic() - t0, 1)})
+        finally:
+            if redis is not None:
+                redis.stop()
+    return {"companion": outputs}
+
+
+def render_companion(res: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for part in res.get("companion", []):
+        out += [f"`{part['command']}` ({part['elapsed_s']:.0f} s):", "", "```text", part["stdout"].rstrip(), "```", ""]
+    return out
+
+
 def plan_scenarios(asked: list[str] | None, quick: bool) -> list[str]:
     """The scenarios to run. --quick (CI's smoke test, < 3 minutes) leaves out the long
     ones unless named; `--quick --scenarios workers` runs a short version of it (2 steps),
@@ -1949,6 +2013,9 @@ def main(argv: list[str]) -> int:
     try:
         ctx = Ctx(params, workdir)
         for scenario in scenarios:
+            if scenario in COMPANIONS:
+                report["scenarios"][scenario] = run_companion(ctx, scenario)
+                continue
             report["scenarios"][scenario] = {}
             for name in args.only:
                 if (

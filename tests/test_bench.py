@@ -188,3 +188,21 @@ def test_sseload_binds_each_stream_to_its_source_address(tmp_path: Path) -> None
     assert result["open"] == 6 and result["events"] == 6 and result["sources"] == 3
     # The histogram holds every latency sample, so runs of several processes merge exactly.
     assert sum(count for _, count in result["hist_ms"]) == 6
+
+
+def test_companion_scenarios_are_full_run_only_and_their_output_is_the_report_table() -> None:
+    assert {"replay", "publisher"} <= set(bench.plan_scenarios(None, quick=False))
+    assert not {"replay", "publisher"} & set(bench.plan_scenarios(None, quick=True))
+    for scenario, commands in bench.COMPANIONS.items():
+        assert scenario in bench.SCENARIO_TITLES
+        for argv in commands:
+            assert (ROOT / argv[0]).is_file(), argv  # a renamed companion script fails here, not mid-run
+    res = {"companion": [{"command": "scripts/bench_replay.py --history 100000", "stdout": "a | b\n", "elapsed_s": 3}]}
+    assert bench.render_companion(res) == [
+        "`scripts/bench_replay.py --history 100000` (3 s):",
+        "",
+        "```text",
+        "a | b",
+        "```",
+        "",
+    ]

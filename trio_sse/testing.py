@@ -47,7 +47,7 @@ import math
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlencode
 
 import httpx
@@ -58,6 +58,8 @@ import zstandard
 
 from .core.parser import Comment, ParsedEvent, SSEParser
 from .settings import Settings
+
+_Item = TypeVar("_Item")
 
 __all__ = [
     "ANY",
@@ -364,17 +366,24 @@ class TestStream:
         consumed.
         """
         wanted = _describe(type, data, id)
-        limit = self.timeout if timeout is None else timeout
-        try:
-            event = await self.next_event(limit)
-        except trio.TooSlowError:
-            raise AssertionError(f"expected {wanted}; nothing arrived within {limit} s") from None
-        except EOFError:
-            raise AssertionError(f"expected {wanted}; the stream ended first{self._why_ended()}") from None
+        event = await self._next_or_fail(self.next_event, wanted, timeout)
         why = _mismatch(event, type, data, id)
         if why is not None:
             raise AssertionError(f"expected {wanted}; got {event!r} ({why})")
         return event
+
+    async def _next_or_fail(
+        self, read: Callable[[float], Awaitable[_Item]], wanted: str, timeout: float | None
+    ) -> _Item:
+        """``read(limit)``, with a timeout or the stream's end turned into the ``AssertionError``
+        an ``expect_*`` helper fails with (naming what was wanted and why the stream ended)."""
+        limit = self.timeout if timeout is None else timeout
+        try:
+            return await read(limit)
+        except trio.TooSlowError:
+            raise AssertionError(f"expected {wanted}; nothing arrived within {limit} s") from None
+        except EOFError:
+            raise AssertionError(f"expected {wanted}; the stream ended first{self._why_ended()}") from None
 
     async def wait_for_event(
         self,
@@ -414,13 +423,7 @@ class TestStream:
         ``timeout`` or when the stream ends first.
         """
         wanted = "a comment" if text is ANY else f"a comment {text!r}"
-        limit = self.timeout if timeout is None else timeout
-        try:
-            comment = await self.next_comment(limit)
-        except trio.TooSlowError:
-            raise AssertionError(f"expected {wanted}; nothing arrived within {limit} s") from None
-        except EOFError:
-            raise AssertionError(f"expected {wanted}; the stream ended first{self._why_ended()}") from None
+        comment = await self._next_or_fail(self.next_comment, wanted, timeout)
         if text is not ANY and not (text(comment) if callable(text) else comment == text):
             raise AssertionError(f"expected {wanted}; got {comment!r}")
         return comment

@@ -84,6 +84,7 @@ class RedisBackend:
         stream_key: str = "trio_sse:events",
         project_history_size: int = 0,
         history_ttl: float = 0.0,
+        read_pace: float = 0.0,
     ) -> None:
         self.url = url
         self.stream_key = stream_key
@@ -99,7 +100,7 @@ class RedisBackend:
         self._client: coredis.Redis[bytes] | None = None
         self._status = "starting"
         #: The task that reads the shared stream (its position, its gap checks).
-        self._reader = StreamReader(stream_key, self.history, lambda: self._redis, self._mark)
+        self._reader = StreamReader(stream_key, self.history, lambda: self._redis, self._mark, pace=read_pace)
         self._info: dict[str, Any] = {"size": 0, "oldest_id": None, "newest_id": None}
         self.reconnects = 0
 

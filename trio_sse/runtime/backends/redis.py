@@ -168,6 +168,7 @@ class RedisBackend:
         """Ask Redis for the shared stream's figures now (bounded: a report never hangs on Redis)."""
         if self._client is not None:
             with trio.move_on_after(1.0):
+                await self._reader.catch_up()  # what was published before the request has been read
                 await self._refresh_info()
 
     async def _refresh_info(self) -> None:

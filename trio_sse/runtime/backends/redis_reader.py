@@ -138,6 +138,10 @@ class StreamReader:
         self.pace = pace
         #: How many ``XREAD`` calls the reader has sent (for tests and profiles).
         self.reads = 0
+        #: The wait between two reads while it lasts (see :meth:`catch_up`).
+        self._pacing: trio.CancelScope | None = None
+        #: Set once the read :meth:`catch_up` asked for is handed on.
+        self._caught_up: trio.Event | None = None
         #: The events this instance has read (the backend's ring, for replays).
         self.history = history
         #: The backend's running client (raises ``BackendUnavailable`` when it is not running).
@@ -210,14 +214,17 @@ class StreamReader:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 started = await self.find_start()
                 continue
-            if self.pace > 0:
+            if self.pace > 0 and trio.current_time() < next_read:
                 # One read per fan-out round: what lands before then goes in that read.
-                await trio.sleep_until(next_read)
+                with trio.CancelScope(deadline=next_read) as self._pacing:
+                    await trio.sleep_forever()
+                self._pacing = None
             try:
                 if reconnecting:
                     await self._check_restart(history_gap)
                 entries = await self._read_once(history_gap)
             except REDIS_ERRORS:
+                self._read_done()
                 self._mark(False)
                 reconnecting = True
                 await trio.sleep(random.uniform(0, backoff))
@@ -230,6 +237,7 @@ class StreamReader:
                 # From the reply, not from the request: a blocking read may have waited.
                 next_read = trio.current_time() + self.pace
                 self._hand_on(entries, deliver)
+            self._read_done()
 
     async def _read_once(self, history_gap: HistoryGap) -> tuple[Any, ...]:
         """One ``XREAD`` from the position; a possible gap before its entries is reported first.
@@ -290,6 +298,26 @@ class StreamReader:
             self._position_stored, self._trimmed_at_floor = False, 0
         else:
             self.last_id, self._position_stored = facts[0], True
+
+    async def catch_up(self) -> None:
+        """If the reader is waiting out its pace, read now and return once that read is handed on.
+
+        For ``/sse/stats``: its ``last_read_id`` and history figures then include what was
+        published before the request, not what the previous round's read saw. A reader
+        already reading (or blocking on an idle stream) is left alone.
+        """
+        if self._pacing is None:
+            return
+        if self._caught_up is None:
+            self._caught_up = trio.Event()
+        done = self._caught_up
+        self._pacing.cancel()
+        await done.wait()
+
+    def _read_done(self) -> None:
+        if self._caught_up is not None:
+            self._caught_up.set()
+            self._caught_up = None
 
     def _report_gap(self, history_gap: HistoryGap) -> None:
         self.history_gaps += 1

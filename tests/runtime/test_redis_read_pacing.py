@@ -63,8 +63,8 @@ class FakeStream:
         seq = int(position.split("-")[1])
         return [e for e in self.entries if int(e.identifier.split(b"-")[1]) > seq]
 
-    async def xread(self, position: str, count: int, block: int) -> dict[bytes, tuple[Entry, ...]] | None:
-        with trio.move_on_after(block / 1000):
+    async def xread(self, position: str, count: int, block: int | None) -> dict[bytes, tuple[Entry, ...]] | None:
+        with trio.move_on_after(0 if block is None else block / 1000):
             while not self.after(position):
                 await self._changed.wait()
         found = tuple(self.after(position)[:count])
@@ -97,7 +97,7 @@ class FakePipeline:
         self._commands.append((name, args, pending))
         return pending
 
-    def xread(self, streams: dict[str, str], count: int, block: int) -> _Pending:
+    def xread(self, streams: dict[str, str], count: int, block: int | None) -> _Pending:
         return self._queue("xread", streams[KEY], count, block)
 
     def xrange(self, key: str, start: str, end: str, count: int) -> _Pending:
@@ -169,3 +169,24 @@ async def test_without_a_pace_each_landing_batch_is_its_own_read(autojump_clock:
     assert sorted(delivered) == sorted(published)
     assert len([n for _, n in stream.reads if n]) == 10
     assert max(delivered[i] - published[i] for i in published) == 0
+
+
+async def test_catch_up_reads_at_once_what_the_pace_would_hold_back(autojump_clock: Any) -> None:
+    # /sse/stats asks for it: its last_read_id must include what was published before it.
+    stream = FakeStream()
+    reader = StreamReader(KEY, History(1000), lambda: stream, lambda ok: None, pace=FLUSH_INTERVAL)  # type: ignore[arg-type,return-value]
+    delivered: list[str] = []
+    with trio.fail_after(30):
+        assert await reader.find_start()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.read_forever, lambda events: delivered.extend(e.id for e in events), print, True)
+            await trio.sleep(1.0)
+            stream.add(1)
+            await trio.sleep(0.001)  # read at once after the quiet spell; the pace starts
+            last = stream.add(1)[-1]
+            asked = trio.current_time()
+            await reader.catch_up()
+            assert trio.current_time() == asked and reader.last_id == last and delivered[-1] == last
+            await reader.catch_up()  # nothing to wait out: returns at once (no blocking read)
+            assert trio.current_time() == asked
+            nursery.cancel_scope.cancel()

@@ -103,6 +103,9 @@ class RedisBackend:
         self._reader = StreamReader(stream_key, self.history, lambda: self._redis, self._mark, pace=read_pace)
         self._info: dict[str, Any] = {"size": 0, "oldest_id": None, "newest_id": None}
         self.reconnects = 0
+        #: The newest event this instance stored, and its id: a stream registered after
+        #: it starts after it even while the reader, waiting out its pace, has not read it.
+        self.appended: tuple[EventOrder, str | None] = ((-1, -1), None)
 
     @property
     def status(self) -> str:
@@ -250,6 +253,8 @@ class RedisBackend:
             order = parse_event_id(entry_text(raw))
             assert order is not None
             events.append(make_event(order, item.type, item.data_json, item.project_id, now, item.tags))
+        if events and events[-1].order > self.appended[0]:
+            self.appended = (events[-1].order, events[-1].id)
         return events
 
     def _ttl_floor(self) -> EventOrder:

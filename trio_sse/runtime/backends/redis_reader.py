@@ -253,7 +253,9 @@ class StreamReader:
         self.reads += 1
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                read = pipe.xread({self.stream_key: position}, count=READ_COUNT, block=READ_BLOCK_MS)
+                # A read asked for by catch_up() answers at once, entries or not.
+                block = None if self._caught_up is not None else READ_BLOCK_MS
+                read = pipe.xread({self.stream_key: position}, count=READ_COUNT, block=block)
                 if self._position_stored:
                     check = pipe.xrange(self.stream_key, position, position, count=1)
                 else:

@@ -192,13 +192,8 @@ class Hub:
         # Events committed before this point but still in the outbox are not for this stream
         # (its replay, if any, covers them).
         flusher = self._flusher
-        newest, newest_id = flusher.newest, flusher.newest_id
-        # A shared backend's reader may not have read what this instance stored just
-        # before (it reads once per round): that was committed before this stream too.
-        appended = getattr(self.backend, "appended", None)
-        if appended is not None and appended[0] > newest:
-            newest, newest_id = appended
-        connection.start_after(newest, newest_id if newest_id is not None else self.backend.resume_point)
+        start_id = flusher.newest_id if flusher.newest_id is not None else self.backend.resume_point
+        connection.start_after(flusher.newest, start_id)
         connection.expires_at = expires_at
         registry.add(connection, key)
         self.stats.total_connections += 1

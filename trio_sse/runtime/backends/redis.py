@@ -67,8 +67,6 @@ __all__ = ["RedisBackend"]
 
 #: Entries per ``XRANGE`` page while replaying from Redis.
 REPLAY_PAGE = 1000
-#: Seconds a new stream waits at most for the reader's catch-up read (Redis slow or gone).
-CATCH_UP_TIMEOUT = 0.25
 #: Seconds between refreshes of the shared stream's figures for ``/sse/stats``.
 INFO_INTERVAL = 2.0
 
@@ -167,15 +165,8 @@ class RedisBackend:
             await self._refresh_info()
 
     async def catch_up(self) -> None:
-        """Read now what the reader's pace holds back (a new stream, a stats report; bounded).
-
-        The reader reads once per fan-out round; a stream registered, or a report made,
-        right after a publish must see that publish as read, as it did when the reader
-        read every batch as it landed. No wait (and no checkpoint) when the reader is not
-        waiting out its pace.
-        """
-        with trio.move_on_after(CATCH_UP_TIMEOUT):
-            await self._reader.catch_up()
+        """Read now what the reader's pace holds back: see :meth:`StreamReader.catch_up`."""
+        await self._reader.catch_up()
 
     async def refresh_stats(self) -> None:
         """Ask Redis for the shared stream's figures now (bounded: a report never hangs on Redis)."""

@@ -67,6 +67,8 @@ REDIS_OR_TIMEOUT: tuple[type[BaseException], ...] = (*REDIS_ERRORS, trio.TooSlow
 READ_COUNT = 1000
 #: Milliseconds one ``XREAD`` blocks when the stream is idle.
 READ_BLOCK_MS = 1000
+#: Seconds a new stream (or a stats report) waits at most for the reader's catch-up read.
+CATCH_UP_TIMEOUT = 0.25
 #: Reconnection backoff bounds (seconds); each attempt waits a random time up to the
 #: current bound, which doubles ("full jitter"), so instances do not retry in lockstep.
 #: The bound stays short: once Redis is back, publishes through any instance succeed at
@@ -304,9 +306,11 @@ class StreamReader:
     async def catch_up(self) -> None:
         """If the reader is waiting out its pace, read now and return once that read is handed on.
 
-        For ``/sse/stats``: its ``last_read_id`` and history figures then include what was
-        published before the request, not what the previous round's read saw. A reader
-        already reading (or blocking on an idle stream) is left alone.
+        For a new stream (what was published before it then goes to its replay, not
+        live) and ``/sse/stats`` (its ``last_read_id`` includes what was published before
+        the request), as when the reader read every batch as it landed. A reader already
+        reading (or blocking on an idle stream) is left alone, with no checkpoint; the
+        wait is bounded by ``CATCH_UP_TIMEOUT`` (Redis slow or gone).
         """
         if self._pacing is None:
             return
@@ -314,7 +318,8 @@ class StreamReader:
             self._caught_up = trio.Event()
         done = self._caught_up
         self._pacing.cancel()
-        await done.wait()
+        with trio.move_on_after(CATCH_UP_TIMEOUT):
+            await done.wait()
 
     def _read_done(self) -> None:
         if self._caught_up is not None:

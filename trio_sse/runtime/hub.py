@@ -377,6 +377,7 @@ async def open_hub(
         stream_key=settings.redis_stream,
         project_history_size=settings.project_history_size,
         history_ttl=settings.history_ttl,
+        read_pace=settings.flush_interval,
     )
     hub = Hub(settings, backend, read_rss=read_rss)
     async with trio.open_nursery() as nursery:

@@ -103,10 +103,13 @@ def make_backend(
     stream_key: str = "trio_sse:events",
     project_history_size: int = 0,
     history_ttl: float = 0.0,
+    read_pace: float = 0.0,
 ) -> Backend:
     """The backend a ``backend`` setting names: ``memory`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL.
 
-    ``project_history_size`` and ``history_ttl`` are the retention settings (0: off).
+    ``project_history_size`` and ``history_ttl`` are the retention settings (0: off);
+    ``read_pace`` is a shared backend's least time between two reads of its stream (the
+    hub passes its ``flush_interval``: at most one read per fan-out round).
 
     The URL is judged by :func:`trio_sse.settings.backend_kind`, the settings' own check
     (``SettingsError`` for one it refuses).
@@ -123,4 +126,5 @@ def make_backend(
         stream_key=stream_key,
         project_history_size=project_history_size,
         history_ttl=history_ttl,
+        read_pace=read_pace,
     )

@@ -84,6 +84,7 @@ class RedisBackend:
         stream_key: str = "trio_sse:events",
         project_history_size: int = 0,
         history_ttl: float = 0.0,
+        read_pace: float = 0.0,
     ) -> None:
         self.url = url
         self.stream_key = stream_key
@@ -99,7 +100,7 @@ class RedisBackend:
         self._client: coredis.Redis[bytes] | None = None
         self._status = "starting"
         #: The task that reads the shared stream (its position, its gap checks).
-        self._reader = StreamReader(stream_key, self.history, lambda: self._redis, self._mark)
+        self._reader = StreamReader(stream_key, self.history, lambda: self._redis, self._mark, pace=read_pace)
         self._info: dict[str, Any] = {"size": 0, "oldest_id": None, "newest_id": None}
         self.reconnects = 0
 
@@ -163,10 +164,15 @@ class RedisBackend:
             await trio.sleep(INFO_INTERVAL)
             await self._refresh_info()
 
+    async def catch_up(self) -> None:
+        """Read now what the reader's pace holds back: see :meth:`StreamReader.catch_up`."""
+        await self._reader.catch_up()
+
     async def refresh_stats(self) -> None:
         """Ask Redis for the shared stream's figures now (bounded: a report never hangs on Redis)."""
         if self._client is not None:
             with trio.move_on_after(1.0):
+                await self._reader.catch_up()  # what was published before the request is read
                 await self._refresh_info()
 
     async def _refresh_info(self) -> None:

@@ -4,6 +4,16 @@ It keeps its position (the last id it handed on), reads with ``XREAD BLOCK`` fro
 turns entries into events (wire bytes encoded once per instance) and hands them to the
 hub: one Redis read per instance, not per connection.
 
+It reads at most once per fan-out round (``pace``, the hub's ``flush_interval``): after
+a read that returned entries, the next one waits until ``pace`` after that read returned
+(which is when the flusher's round for them starts). Events that land in between go out
+in the flusher's next round anyway, no sooner than ``pace`` later, so one read carrying
+them all costs them no more than that read's round trip, while one read per publish batch would cost
+every instance a round trip and a pipeline per batch — and the less busy an instance,
+the more often it would read, each read carrying fewer entries (docs/performance.md,
+"CPU per delivery"). After an empty read (an idle stream) the next read is at once,
+and blocks: the first event after a quiet spell is not held back.
+
 What it must never do is skip entries in silence. ``XREAD`` returns the entries *still
 stored* after an id: if the stream's trim removed some the reader had not read (it came
 back from an outage, or fell behind, by more than ``MAXLEN``), or Redis came back from a
@@ -19,6 +29,7 @@ the reader is given the client and the status callback.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +45,15 @@ from ...core.history import History
 from ...core.stream_gaps import lost_in_restart, missed_before_read
 from . import Deliver, HistoryGap
 
-__all__ = ["REDIS_ERRORS", "REDIS_OR_TIMEOUT", "StreamReader", "entry_text", "event_from_entry", "trimmed_count"]
+__all__ = [
+    "REDIS_ERRORS",
+    "REDIS_OR_TIMEOUT",
+    "StreamReader",
+    "entry_text",
+    "event_from_entry",
+    "events_from_entries",
+    "trimmed_count",
+]
 
 #: Errors that mean "Redis cannot be reached or answered badly", as opposed to our bugs.
 #: (coredis's ConnectionError is a RedisError; TimeoutError is an OSError.)
@@ -48,6 +67,8 @@ REDIS_OR_TIMEOUT: tuple[type[BaseException], ...] = (*REDIS_ERRORS, trio.TooSlow
 READ_COUNT = 1000
 #: Milliseconds one ``XREAD`` blocks when the stream is idle.
 READ_BLOCK_MS = 1000
+#: Seconds a new stream (or a stats report) waits at most for the reader's catch-up read.
+CATCH_UP_TIMEOUT = 0.25
 #: Reconnection backoff bounds (seconds); each attempt waits a random time up to the
 #: current bound, which doubles ("full jitter"), so instances do not retry in lockstep.
 #: The bound stays short: once Redis is back, publishes through any instance succeed at
@@ -73,14 +94,23 @@ def trimmed_count(info: Any) -> int | None:
 
 def event_from_entry(entry: Any) -> Event:
     """An event from a stream entry; ``published_at`` mapped onto this process's trio clock."""
+    return _decode(entry, trio.current_time(), time.time_ns())
+
+
+def events_from_entries(entries: Sequence[Any]) -> list[Event]:
+    """:func:`event_from_entry` for one read's entries, with both clocks read once for all of them."""
+    now, wall_ns = trio.current_time(), time.time_ns()
+    return [_decode(entry, now, wall_ns) for entry in entries]
+
+
+def _decode(entry: Any, now: float, wall_ns: int) -> Event:
     event_id = entry_text(entry.identifier)
     fields = entry.field_values
     order = parse_event_id(event_id)
     assert order is not None, event_id  # Redis stream ids are always <ms>-<seq>
     project = fields.get(b"p")
-    now = trio.current_time()
     wall = fields.get(b"w")
-    age = max(0.0, (time.time_ns() - int(wall)) / 1e9) if wall else 0.0
+    age = max(0.0, (wall_ns - int(wall)) / 1e9) if wall else 0.0
     tags = fields.get(b"g")  # the event's tags as JSON, when it has any
     return make_event(
         order,
@@ -101,8 +131,19 @@ class StreamReader:
         history: History,
         client: Callable[[], coredis.Redis[bytes]],
         mark: Callable[[bool], None],
+        *,
+        pace: float = 0.0,
     ) -> None:
         self.stream_key = stream_key
+        #: Least seconds from a read that returned entries to the next read: the hub's
+        #: ``flush_interval``, so at most one read per fan-out round.
+        self.pace = pace
+        #: How many ``XREAD`` calls the reader has sent (for tests and profiles).
+        self.reads = 0
+        #: The wait between two reads while it lasts (see :meth:`catch_up`).
+        self._pacing: trio.CancelScope | None = None
+        #: Set once the read :meth:`catch_up` asked for is handed on.
+        self._caught_up: trio.Event | None = None
         #: The events this instance has read (the backend's ring, for replays).
         self.history = history
         #: The backend's running client (raises ``BackendUnavailable`` when it is not running).
@@ -168,17 +209,24 @@ class StreamReader:
         """
         backoff = BACKOFF_MIN
         reconnecting = False
+        next_read = -math.inf
         while True:
             if not started:
                 await trio.sleep(random.uniform(0, backoff))
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 started = await self.find_start()
                 continue
+            if self.pace > 0 and trio.current_time() < next_read:
+                # One read per fan-out round: what lands before then goes in that read.
+                with trio.CancelScope(deadline=next_read) as self._pacing:
+                    await trio.sleep_forever()
+                self._pacing = None
             try:
                 if reconnecting:
                     await self._check_restart(history_gap)
                 entries = await self._read_once(history_gap)
             except REDIS_ERRORS:
+                self._read_done()
                 self._mark(False)
                 reconnecting = True
                 await trio.sleep(random.uniform(0, backoff))
@@ -188,7 +236,10 @@ class StreamReader:
             self._mark(True)
             backoff = BACKOFF_MIN
             if entries:
+                # From the reply, not from the request: a blocking read may have waited.
+                next_read = trio.current_time() + self.pace
                 self._hand_on(entries, deliver)
+            self._read_done()
 
     async def _read_once(self, history_gap: HistoryGap) -> tuple[Any, ...]:
         """One ``XREAD`` from the position; a possible gap before its entries is reported first.
@@ -201,9 +252,12 @@ class StreamReader:
         # so nothing after it had been trimmed (trims remove a prefix); a floor is
         # judged by the stream's trim count instead (only at a start or after a loss).
         position = self.last_id
+        self.reads += 1
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                read = pipe.xread({self.stream_key: position}, count=READ_COUNT, block=READ_BLOCK_MS)
+                # A read asked for by catch_up() answers at once, entries or not.
+                block = None if self._caught_up is not None else READ_BLOCK_MS
+                read = pipe.xread({self.stream_key: position}, count=READ_COUNT, block=block)
                 if self._position_stored:
                     check = pipe.xrange(self.stream_key, position, position, count=1)
                 else:
@@ -249,12 +303,35 @@ class StreamReader:
         else:
             self.last_id, self._position_stored = facts[0], True
 
+    async def catch_up(self) -> None:
+        """If the reader is waiting out its pace, read now and return once that read is handed on.
+
+        For a new stream (what was published before it then goes to its replay, not
+        live) and ``/sse/stats`` (its ``last_read_id`` includes what was published before
+        the request), as when the reader read every batch as it landed. A reader already
+        reading (or blocking on an idle stream) is left alone, with no checkpoint; the
+        wait is bounded by ``CATCH_UP_TIMEOUT`` (Redis slow or gone).
+        """
+        if self._pacing is None:
+            return
+        if self._caught_up is None:
+            self._caught_up = trio.Event()
+        done = self._caught_up
+        self._pacing.cancel()
+        with trio.move_on_after(CATCH_UP_TIMEOUT):
+            await done.wait()
+
+    def _read_done(self) -> None:
+        if self._caught_up is not None:
+            self._caught_up.set()
+            self._caught_up = None
+
     def _report_gap(self, history_gap: HistoryGap) -> None:
         self.history_gaps += 1
         history_gap(self.resume_point)
 
     def _hand_on(self, entries: Sequence[Any], deliver: Deliver) -> None:
-        events = [event_from_entry(entry) for entry in entries]
+        events = events_from_entries(entries)
         self.last_id, self._position_stored = events[-1].id, True
         if events[0].order <= self._handed:
             # Only after Redis came back older with a clock behind ours: ids it gives

@@ -37,9 +37,9 @@ Edges:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 import trio
@@ -57,6 +57,8 @@ if TYPE_CHECKING:
     from .hub import Hub
 
 __all__ = ["CONTROL_RESERVE", "HEARTBEAT", "ClientInfo", "Connection", "Transport"]
+
+_T = TypeVar("_T")
 
 #: Written when a stream has been silent for ``heartbeat_interval``.
 HEARTBEAT = encode_comment("heartbeat")
@@ -202,8 +204,9 @@ class Connection(StreamDriver):
 
         With ``rewind`` and no ``Last-Event-ID`` the newest ``rewind`` matching events of
         the history come first, oldest first, then live events with no gap and no
-        duplicate (the replay's floor). Afterwards ``close_reason`` says why it ended. The caller finishes the HTTP
-        response only when the reason allows a clean end (see ``can_finish``). This is
+        duplicate (the replay's floor). Afterwards ``close_reason`` says why it ended.
+        The caller finishes the HTTP response only when the reason allows a clean end
+        (see ``can_finish``). This is
         :meth:`drive` itself, not a coroutine awaiting it, whose frame would live as long
         as the stream.
         """
@@ -331,28 +334,26 @@ class Connection(StreamDriver):
         await self._write_replay(transport, replay, message.last_event_id, self.already_sent(message.previous.accepts))
 
     async def _replay(self, last_event_id: str, subscription: Subscription) -> Replay:
-        """The backend's replay; when the backend cannot answer, the stream ends instead.
+        """The backend's replay after ``last_event_id`` under ``subscription``; its project
+        filter lets the backend read that project's window (retention per project)."""
+        answer = self.hub.backend.replay_after(last_event_id, subscription.accepts, project=subscription.project_id)
+        return await self._from_backend(answer)
+
+    async def _rewind(self, count: int, matches: Callable[[Event], bool], project: str | None) -> list[Event]:
+        """The backend's newest ``count`` matching events. ``project`` (the stream's project
+        filter) lets the backend read that project's window, which keeps a quiet project's
+        events after the global window lost them."""
+        return await self._from_backend(self.hub.backend.rewind(count, matches, project=project))
+
+    async def _from_backend(self, answer: Awaitable[_T]) -> _T:
+        """``answer`` (a replay or a rewind); when the backend cannot give it, the stream ends instead.
 
         Ending (reason ``backend_unavailable``) is the lossless choice: the client
         reconnects after ``retry`` with the same ``Last-Event-ID`` and gets its replay
         then, where sending live events now would skip the ones it missed.
         """
         try:
-            project = subscription.project_id  # replays from that project's window (retention per project)
-            return await self.hub.backend.replay_after(last_event_id, subscription.accepts, project=project)
-        except BackendUnavailable:
-            self.close(CloseReason.BACKEND_UNAVAILABLE)
-            await trio.lowlevel.checkpoint()  # raises Cancelled: the run scope is cancelled
-            raise
-
-    async def _rewind(self, count: int, matches: Callable[[Event], bool], project: str | None) -> list[Event]:
-        """The backend's newest ``count`` matching events; when it cannot answer, the stream
-        ends (``backend_unavailable``) as for a replay, so the client asks again later.
-
-        ``project`` (the stream's project filter) lets the backend read that project's
-        window, which keeps a quiet project's events after the global window lost them."""
-        try:
-            return await self.hub.backend.rewind(count, matches, project=project)
+            return await answer
         except BackendUnavailable:
             self.close(CloseReason.BACKEND_UNAVAILABLE)
             await trio.lowlevel.checkpoint()  # raises Cancelled: the run scope is cancelled

@@ -37,7 +37,8 @@ closes with the hub.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
 import coredis
@@ -114,6 +115,17 @@ class RedisBackend:
         elif self._status == "ok":
             self._status = "degraded"
             self.reconnects += 1
+
+    @contextmanager
+    def _reaching_redis(self, errors: tuple[type[BaseException], ...] = REDIS_ERRORS) -> Iterator[None]:
+        """A Redis error (or a timeout, when ``errors`` names it) inside the block marks the
+        backend degraded and becomes :class:`BackendUnavailable`: the error every caller
+        above the backend handles (HTTP 503, or a stream ended to be resumed later)."""
+        try:
+            yield
+        except errors as exc:
+            self._mark(False)
+            raise BackendUnavailable(f"the Redis backend is unreachable ({type(exc).__name__})") from None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -242,12 +254,8 @@ class RedisBackend:
             args.append(2 * len(fields))
             for name, value in fields.items():
                 args += [name, value]
-        try:
-            with trio.fail_after(PUBLISH_TIMEOUT):
-                ids: Any = await self._append_script(keys=keys, args=args, client=self._redis)
-        except REDIS_OR_TIMEOUT as exc:
-            self._mark(False)
-            raise BackendUnavailable(f"the Redis backend is unreachable ({type(exc).__name__})") from None
+        with self._reaching_redis(REDIS_OR_TIMEOUT), trio.fail_after(PUBLISH_TIMEOUT):
+            ids: Any = await self._append_script(keys=keys, args=args, client=self._redis)
         now = trio.current_time()
         events = []
         for item, raw in zip(batch, cast("list[bytes | str]", ids), strict=True):
@@ -290,16 +298,13 @@ class RedisBackend:
             return Replay([], "unknown_id")
         if order < self._ttl_floor():
             return Replay([], "history_gap")  # past history_ttl: not replayable, wherever it is stored
-        try:
+        with self._reaching_redis():
             keys = self._filter_keys(project)
             if keys is not None:
                 events = await replay_from_windows(self._redis, keys, last_event_id, order, matches)
                 if events is not None:
                     return Replay(events)
             return await self._replay_from_redis(last_event_id, order, matches)
-        except REDIS_ERRORS as exc:
-            self._mark(False)
-            raise BackendUnavailable(f"the Redis backend is unreachable ({type(exc).__name__})") from None
 
     async def _replay_from_redis(
         self, last_event_id: str, order: EventOrder, matches: Callable[[Event], bool]
@@ -343,16 +348,13 @@ class RedisBackend:
         if count <= 0:
             return []
         floor = self._ttl_floor()
-        try:
+        with self._reaching_redis():
             keys = self._filter_keys(project)
             if keys is not None:
                 windowed = await rewind_from_windows(self._redis, keys, count, matches, floor)
                 if windowed is not None:
                     return windowed
             found = await self._rewind_shared(count, matches, floor)
-        except REDIS_ERRORS as exc:
-            self._mark(False)
-            raise BackendUnavailable(f"the Redis backend is unreachable ({type(exc).__name__})") from None
         found.reverse()
         return found
 

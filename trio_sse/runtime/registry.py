@@ -104,11 +104,9 @@ class Registration:
         args, self._args = self._args, None
         if args is None:
             raise RuntimeError("a Registration is entered once")
-        catch_up = getattr(self._hub.backend, "catch_up", None)
-        if catch_up is not None:
-            # A shared backend's reader reads once per fan-out round: what was published
-            # before this stream is read first, so it goes to the replay, not live.
-            await catch_up()
+        # A shared backend's reader reads once per fan-out round: what was published
+        # before this stream is read first, so it goes to the replay, not live.
+        await self._hub.backend.catch_up()
         self._connection, self._key = self._hub._register(*args)
         return self._connection
 

@@ -83,6 +83,13 @@ class Backend(Protocol):
         """
         ...
 
+    async def catch_up(self) -> None:
+        """Hand on now what this instance's reader holds back to read in one go (a shared
+        backend reads once per fan-out round), so that what was published before a new
+        stream registers goes to its replay, not live. A no-op for a backend that delivers
+        as it stores."""
+        ...
+
     def history_stats(self) -> dict[str, Any]:
         """``size``, ``capacity``, ``oldest_id`` and ``newest_id``."""
         ...

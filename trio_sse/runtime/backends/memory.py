@@ -59,6 +59,9 @@ class MemoryBackend:
     async def rewind(self, count: int, matches: Callable[[Event], bool], *, project: str | None = None) -> list[Event]:
         return self.history.newest_matching(count, matches, project=project, now=trio.current_time())
 
+    async def catch_up(self) -> None:
+        """Nothing held back: every event is delivered as it is appended."""
+
     async def refresh_stats(self) -> None:
         """Up to date but for ``history_ttl``: expired events leave now."""
         self.history.expire(trio.current_time())
